@@ -1,0 +1,68 @@
+//! Events (SPEC §5.4).
+
+use super::{check_name, FILES_DISABLED};
+use crate::document::stringish;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EventDoc {
+    #[serde(deserialize_with = "stringish::deserialize")]
+    pub name: String,
+    #[serde(default, deserialize_with = "stringish::deserialize")]
+    pub version: String,
+    #[serde(default)]
+    pub values: Map<String, Value>,
+    #[serde(default)]
+    pub files: BTreeMap<String, FileRef>,
+    #[serde(default)]
+    pub labels: Map<String, Value>,
+    #[serde(default)]
+    pub timestamp: Option<i64>,
+    /// Only triggers created by these users may use the event; empty = any.
+    #[serde(default, deserialize_with = "stringish::vec")]
+    pub users: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FileRef {
+    #[serde(deserialize_with = "stringish::deserialize")]
+    pub value: String,
+    #[serde(default = "minio", rename = "type")]
+    pub kind: String,
+}
+
+fn minio() -> String {
+    "minio".into()
+}
+
+impl EventDoc {
+    pub fn validate(&self, files_enabled: bool) -> Result<(), String> {
+        check_name("event name", &self.name)?;
+        let p = |m: String| format!("event {}: {m}", self.name);
+        if self.version.trim().is_empty() {
+            return Err(p("version is empty".into()));
+        }
+        if !self.files.is_empty() && !files_enabled {
+            return Err(p(format!("files: {FILES_DISABLED}")));
+        }
+        for (k, f) in &self.files {
+            if f.value.trim().is_empty() {
+                return Err(p(format!("files.{k}.value is empty")));
+            }
+            if f.kind != "minio" {
+                return Err(p(format!(
+                    "files.{k}.type {:?} is not supported (expected minio)",
+                    f.kind
+                )));
+            }
+        }
+        for u in &self.users {
+            check_name("users entry", u).map_err(p)?;
+        }
+        Ok(())
+    }
+}

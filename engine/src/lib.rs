@@ -1,0 +1,20 @@
+//! The eventops engine: everything but HTTP.
+//!
+//! - [`document`]: YAML/JSON parsing that keeps versions as text.
+//! - [`definition`]: actuator, pipeline, trigger and event schemas and their validation.
+//! - [`placeholder`]: `${{ inputs.x }}` parsing.
+//! - [`dag`]: the task graph of a pipeline definition.
+//! - [`store`]: the database layer (SQLite, MySQL/MariaDB, PostgreSQL).
+//! - [`users`]: accounts and password hashing.
+//! - [`registry`]: apply/list/get/delete of definitions and event intake, as the API uses them.
+
+pub mod dag;
+pub mod definition;
+pub mod document;
+pub mod error;
+pub mod placeholder;
+pub mod registry;
+pub mod store;
+pub mod users;
+
+pub use error::{Error, Result};

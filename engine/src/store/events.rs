@@ -1,0 +1,85 @@
+//! Queries on `events`. Status moves `created → processing → processed | processFailed`;
+//! [`claim`] is the only way into `processing` and is atomic.
+
+use super::models::Event;
+use super::schema::events;
+use super::{db_run, now_ms, Db, Result};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+pub const CREATED: &str = "created";
+pub const PROCESSING: &str = "processing";
+pub const PROCESSED: &str = "processed";
+pub const PROCESS_FAILED: &str = "processFailed";
+
+pub async fn insert(db: &Db, event: &Event) -> Result<()> {
+    db_run!(db, |c| {
+        diesel::insert_into(events::table)
+            .values(event)
+            .execute(c)
+            .await?;
+        Ok(())
+    })
+}
+
+pub async fn get(db: &Db, id: i64) -> Result<Option<Event>> {
+    db_run!(db, |c| {
+        Ok(events::table
+            .find(id)
+            .select(Event::as_select())
+            .first(c)
+            .await
+            .optional()?)
+    })
+}
+
+/// `created → processing` for `owner`, only if the event is still `created` (or, when
+/// `stale_before` is given, `processing` and untouched since then: a crashed worker's).
+/// True when this caller won the claim.
+pub async fn claim(db: &Db, id: i64, owner: &str, stale_before: Option<i64>) -> Result<bool> {
+    let now = now_ms();
+    db_run!(db, |c| {
+        let target = events::table.filter(events::id.eq(id));
+        let n = match stale_before {
+            None => {
+                diesel::update(target.filter(events::status.eq(CREATED)))
+                    .set((
+                        events::status.eq(PROCESSING),
+                        events::owner.eq(owner),
+                        events::updated_at.eq(now),
+                    ))
+                    .execute(c)
+                    .await?
+            }
+            Some(before) => {
+                diesel::update(
+                    target
+                        .filter(events::status.eq(PROCESSING))
+                        .filter(events::updated_at.lt(before)),
+                )
+                .set((events::owner.eq(owner), events::updated_at.eq(now)))
+                .execute(c)
+                .await?
+            }
+        };
+        Ok(n == 1)
+    })
+}
+
+/// Ids of events waiting to be processed: `created` ones, and `processing` ones not touched
+/// since `stale_before` (their worker died). Oldest first, at most `limit`.
+pub async fn pending(db: &Db, stale_before: i64, limit: i64) -> Result<Vec<(i64, String)>> {
+    db_run!(db, |c| {
+        Ok(events::table
+            .filter(
+                events::status.eq(CREATED).or(events::status
+                    .eq(PROCESSING)
+                    .and(events::updated_at.lt(stale_before))),
+            )
+            .order(events::id.asc())
+            .limit(limit)
+            .select((events::id, events::status))
+            .load(c)
+            .await?)
+    })
+}

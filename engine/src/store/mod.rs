@@ -1,0 +1,311 @@
+//! The database layer: one query code path for SQLite, MySQL/MariaDB and PostgreSQL.
+//!
+//! `Db` holds a connection pool for the backend chosen from the URL at start-up. Query
+//! functions are written once inside [`db_run!`], which expands the body for each backend's
+//! connection type (vaultwarden's enum-over-backends shape, with diesel-async's pure-Rust
+//! MySQL and PostgreSQL connections and diesel's bundled SQLite behind a sync wrapper).
+//! No system C client library is needed.
+
+pub mod actuators;
+pub mod events;
+pub mod models;
+pub mod pipeline_definitions;
+pub mod schema;
+pub mod triggers;
+pub mod users;
+
+use diesel::connection::SimpleConnection;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sqlite::SqliteConnection;
+use diesel::Connection;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncMysqlConnection, AsyncPgConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/mysql");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Query(#[from] DieselError),
+    #[error("database pool: {0}")]
+    Pool(String),
+    #[error("database url: {0}")]
+    Url(String),
+    #[error("migrations: {0}")]
+    Migration(String),
+}
+
+impl StoreError {
+    /// True when the statement broke a unique constraint (a concurrent apply of the same name).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Query(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
+        )
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Which database a URL points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Mysql,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Result<Backend> {
+        if url.starts_with("sqlite://") || url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            Ok(Backend::Mysql)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::Url(format!(
+                "unsupported database url scheme in {:?} (expected sqlite://, mysql:// or postgres://)",
+                redact_url(url)
+            )))
+        }
+    }
+}
+
+/// The URL with any password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn sqlite_path(url: &str) -> &str {
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url)
+}
+
+fn mysql_url(url: &str) -> String {
+    match url.strip_prefix("mariadb://") {
+        Some(rest) => format!("mysql://{rest}"),
+        None => url.to_string(),
+    }
+}
+
+/// SQLite settings applied to every connection: WAL, a busy timeout so concurrent writers
+/// wait instead of failing, foreign keys on.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
+
+/// A pooled connection of whichever backend is configured.
+pub enum Conn {
+    Sqlite(Object<SqliteConn>),
+    Mysql(Object<AsyncMysqlConnection>),
+    Postgres(Object<AsyncPgConnection>),
+}
+
+#[derive(Clone)]
+enum Pools {
+    Sqlite(Pool<SqliteConn>),
+    Mysql(Pool<AsyncMysqlConnection>),
+    Postgres(Pool<AsyncPgConnection>),
+}
+
+/// The database handle shared by the whole server (cheap to clone).
+#[derive(Clone)]
+pub struct Db {
+    pools: Pools,
+    backend: Backend,
+}
+
+impl Db {
+    /// Applies pending migrations, then opens the pool. The SQLite file (and its folder) is
+    /// created on first start.
+    pub async fn connect(url: &str, pool_size: usize) -> Result<Db> {
+        let backend = Backend::from_url(url)?;
+        if backend == Backend::Sqlite {
+            let path = std::path::Path::new(sqlite_path(url));
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Url(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+        }
+        migrate(url).await?;
+        let pools = match backend {
+            Backend::Sqlite => {
+                let path = sqlite_path(url).to_string();
+                let mut cfg = ManagerConfig::<SqliteConn>::default();
+                cfg.custom_setup = Box::new(move |_| {
+                    let path = path.clone();
+                    Box::pin(async move {
+                        tokio::task::spawn_blocking(move || {
+                            let mut c = SqliteConnection::establish(&path)?;
+                            c.batch_execute(SQLITE_PRAGMAS)
+                                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                            Ok(SyncConnectionWrapper::new(c))
+                        })
+                        .await
+                        .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?
+                    })
+                });
+                let mgr = AsyncDieselConnectionManager::new_with_config(url, cfg);
+                Pools::Sqlite(build_pool(mgr, pool_size)?)
+            }
+            Backend::Mysql => {
+                let mgr = AsyncDieselConnectionManager::new(mysql_url(url));
+                Pools::Mysql(build_pool(mgr, pool_size)?)
+            }
+            Backend::Postgres => {
+                let mgr = AsyncDieselConnectionManager::new(url);
+                Pools::Postgres(build_pool(mgr, pool_size)?)
+            }
+        };
+        Ok(Db { pools, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Takes a connection from the pool.
+    pub async fn get(&self) -> Result<Conn> {
+        let err = |e: diesel_async::pooled_connection::deadpool::PoolError| {
+            StoreError::Pool(e.to_string())
+        };
+        Ok(match &self.pools {
+            Pools::Sqlite(p) => Conn::Sqlite(p.get().await.map_err(err)?),
+            Pools::Mysql(p) => Conn::Mysql(p.get().await.map_err(err)?),
+            Pools::Postgres(p) => Conn::Postgres(p.get().await.map_err(err)?),
+        })
+    }
+
+    /// `SELECT 1` — used by `/readyz`.
+    pub async fn ping(&self) -> Result<()> {
+        use diesel_async::RunQueryDsl;
+        db_run!(self, |c| {
+            diesel::sql_query("SELECT 1").execute(c).await?;
+            Ok(())
+        })
+    }
+}
+
+fn build_pool<C>(mgr: AsyncDieselConnectionManager<C>, size: usize) -> Result<Pool<C>>
+where
+    AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C>,
+{
+    Pool::builder(mgr)
+        .max_size(size.max(1))
+        .wait_timeout(Some(std::time::Duration::from_secs(30)))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Pool(e.to_string()))
+}
+
+/// Applies the embedded migrations of the URL's backend (what `eventops migrate` runs).
+/// Runs on a thread of its own: diesel's migration harness is synchronous.
+pub async fn migrate(url: &str) -> Result<()> {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || migrate_blocking(&url))
+        .await
+        .map_err(|e| StoreError::Migration(e.to_string()))?
+}
+
+fn migrate_blocking(url: &str) -> Result<()> {
+    let err = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Migration(e.to_string());
+    match Backend::from_url(url)? {
+        Backend::Sqlite => {
+            let mut c = SqliteConnection::establish(sqlite_path(url))
+                .map_err(|e| StoreError::Migration(e.to_string()))?;
+            c.batch_execute(SQLITE_PRAGMAS)?;
+            c.run_pending_migrations(SQLITE_MIGRATIONS).map_err(err)?;
+        }
+        Backend::Mysql => {
+            let mut c = AsyncConnectionWrapper::<AsyncMysqlConnection>::establish(&mysql_url(url))
+                .map_err(|e| StoreError::Migration(e.to_string()))?;
+            c.run_pending_migrations(MYSQL_MIGRATIONS).map_err(err)?;
+        }
+        Backend::Postgres => {
+            let mut c = AsyncConnectionWrapper::<AsyncPgConnection>::establish(url)
+                .map_err(|e| StoreError::Migration(e.to_string()))?;
+            c.run_pending_migrations(POSTGRES_MIGRATIONS).map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `$body` with `$c` bound to `&mut` the backend's connection type. The body is
+/// compiled once per backend, so it must only use backend-neutral diesel DSL.
+#[macro_export]
+macro_rules! db_run {
+    ($db:expr, |$c:ident| $body:expr) => {{
+        match $db.get().await? {
+            $crate::store::Conn::Sqlite(mut __o) => {
+                let $c = &mut *__o;
+                $body
+            }
+            $crate::store::Conn::Mysql(mut __o) => {
+                let $c = &mut *__o;
+                $body
+            }
+            $crate::store::Conn::Postgres(mut __o) => {
+                let $c = &mut *__o;
+                $body
+            }
+        }
+    }};
+}
+pub use db_run;
+
+/// Current time in unix milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+static LAST_ID: AtomicI64 = AtomicI64::new(0);
+
+/// A new row id: unix milliseconds × 4096 + a per-process sequence and a random start, so ids
+/// are time ordered, unique within a process, unlikely to collide across servers, and below
+/// 2^53 (exact in JSON) until the year 2248.
+pub fn new_id() -> i64 {
+    let base = now_ms() << 12;
+    let mut last = LAST_ID.load(Ordering::Relaxed);
+    loop {
+        let next = if base > last {
+            base | (rand::random::<i64>() & 0x3ff)
+        } else {
+            last + 1
+        };
+        match LAST_ID.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(actual) => last = actual,
+        }
+    }
+}
+
+/// Formats unix milliseconds as RFC 3339 (UTC), for API views.
+pub fn format_ms(ms: i64) -> String {
+    let t = UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}

@@ -1,0 +1,147 @@
+//! Row types: `Foo` is what a query loads, `NewFoo` what an insert writes.
+
+use super::schema::*;
+use diesel::prelude::*;
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = users)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    pub email: String,
+    pub password_hash: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = actuators)]
+pub struct Actuator {
+    pub id: i64,
+    pub creator: String,
+    pub name: String,
+    pub kind: String,
+    /// The full definition as JSON, secrets included (never sent out as is).
+    pub spec: String,
+    pub tunnel_client_id: Option<String>,
+    pub tunnel_token_hash: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = actuator_tags)]
+pub struct ActuatorTag {
+    pub actuator_id: i64,
+    pub creator: String,
+    pub tag: String,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = pipeline_definitions)]
+pub struct PipelineDefinition {
+    pub id: i64,
+    pub creator: String,
+    pub name: String,
+    pub version: String,
+    pub latest: bool,
+    pub content: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = trigger_definitions)]
+pub struct TriggerDefinition {
+    pub id: i64,
+    pub creator: String,
+    pub name: String,
+    pub event_name: String,
+    pub event_version: String,
+    pub event_creator: String,
+    pub content: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = events)]
+pub struct Event {
+    pub id: i64,
+    pub creator: String,
+    pub name: String,
+    pub version: String,
+    pub content: String,
+    pub status: String,
+    pub message: String,
+    pub owner: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = event_triggers)]
+pub struct EventTrigger {
+    pub id: i64,
+    pub event_id: i64,
+    pub trigger_id: i64,
+    pub trigger_name: String,
+    pub pipeline_index: i32,
+    pub pipeline_image: String,
+    pub status: String,
+    pub reason: String,
+    pub pipeline_id: Option<i64>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = pipelines)]
+pub struct Pipeline {
+    pub id: i64,
+    pub creator: String,
+    pub event_id: Option<i64>,
+    pub event_trigger_id: Option<i64>,
+    pub definition_creator: String,
+    pub definition_name: String,
+    pub definition_version: String,
+    pub trigger_name: String,
+    pub event_name: String,
+    pub event_version: String,
+    pub event_creator: String,
+    pub status: String,
+    pub definition_snapshot: String,
+    pub event_snapshot: String,
+    pub trigger_snapshot: String,
+    pub inputs: String,
+    pub contexts: String,
+    pub outputs: String,
+    pub error: String,
+    pub owner: String,
+    pub lease_until: i64,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = tasks)]
+pub struct Task {
+    pub id: i64,
+    pub pipeline_id: i64,
+    pub parent_task_id: i64,
+    pub alias: String,
+    pub task_type: String,
+    pub status: String,
+    pub actuator_name: String,
+    pub actuator_tag: String,
+    pub inputs: String,
+    pub outputs: String,
+    pub error: String,
+    pub job_id: String,
+    pub secret_hash: String,
+    pub timeout_secs: i64,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub updated_at: i64,
+}

@@ -1,0 +1,156 @@
+//! Diesel schema, kept in step with `migrations/{sqlite,mysql,postgres}` (checked by the
+//! `schema_matches_every_backend` test, which loads every table on every backend).
+
+diesel::table! {
+    users (id) {
+        id -> BigInt,
+        name -> Text,
+        email -> Text,
+        password_hash -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    actuators (id) {
+        id -> BigInt,
+        creator -> Text,
+        name -> Text,
+        kind -> Text,
+        spec -> Text,
+        tunnel_client_id -> Nullable<Text>,
+        tunnel_token_hash -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    actuator_tags (actuator_id, tag) {
+        actuator_id -> BigInt,
+        creator -> Text,
+        tag -> Text,
+    }
+}
+
+diesel::table! {
+    pipeline_definitions (id) {
+        id -> BigInt,
+        creator -> Text,
+        name -> Text,
+        version -> Text,
+        latest -> Bool,
+        content -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    trigger_definitions (id) {
+        id -> BigInt,
+        creator -> Text,
+        name -> Text,
+        event_name -> Text,
+        event_version -> Text,
+        event_creator -> Text,
+        content -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    events (id) {
+        id -> BigInt,
+        creator -> Text,
+        name -> Text,
+        version -> Text,
+        content -> Text,
+        status -> Text,
+        message -> Text,
+        owner -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    event_triggers (id) {
+        id -> BigInt,
+        event_id -> BigInt,
+        trigger_id -> BigInt,
+        trigger_name -> Text,
+        pipeline_index -> Integer,
+        pipeline_image -> Text,
+        status -> Text,
+        reason -> Text,
+        pipeline_id -> Nullable<BigInt>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    pipelines (id) {
+        id -> BigInt,
+        creator -> Text,
+        event_id -> Nullable<BigInt>,
+        event_trigger_id -> Nullable<BigInt>,
+        definition_creator -> Text,
+        definition_name -> Text,
+        definition_version -> Text,
+        trigger_name -> Text,
+        event_name -> Text,
+        event_version -> Text,
+        event_creator -> Text,
+        status -> Text,
+        definition_snapshot -> Text,
+        event_snapshot -> Text,
+        trigger_snapshot -> Text,
+        inputs -> Text,
+        contexts -> Text,
+        outputs -> Text,
+        error -> Text,
+        owner -> Text,
+        lease_until -> BigInt,
+        created_at -> BigInt,
+        started_at -> Nullable<BigInt>,
+        ended_at -> Nullable<BigInt>,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    tasks (id) {
+        id -> BigInt,
+        pipeline_id -> BigInt,
+        parent_task_id -> BigInt,
+        alias -> Text,
+        task_type -> Text,
+        status -> Text,
+        actuator_name -> Text,
+        actuator_tag -> Text,
+        inputs -> Text,
+        outputs -> Text,
+        error -> Text,
+        job_id -> Text,
+        secret_hash -> Text,
+        timeout_secs -> BigInt,
+        created_at -> BigInt,
+        started_at -> Nullable<BigInt>,
+        ended_at -> Nullable<BigInt>,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    actuators,
+    actuator_tags,
+    pipeline_definitions,
+    trigger_definitions,
+    events,
+    event_triggers,
+    pipelines,
+    tasks,
+);

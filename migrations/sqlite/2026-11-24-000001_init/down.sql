@@ -1,0 +1,9 @@
+DROP TABLE tasks;
+DROP TABLE pipelines;
+DROP TABLE event_triggers;
+DROP TABLE events;
+DROP TABLE trigger_definitions;
+DROP TABLE pipeline_definitions;
+DROP TABLE actuator_tags;
+DROP TABLE actuators;
+DROP TABLE users;

@@ -1,0 +1,118 @@
+//! Wire types shared by the server (`eventops`), `eoctl` and `eventops-client`.
+//!
+//! Only serde lives here, so that the client binaries never compile the engine. Field names are
+//! the JSON names of the HTTP API (camelCase), see `SPEC.md` §4–§6.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Every API response: `{ "status": <http code>, "msg": "...", "data": ... }`.
+/// `status` equals the HTTP status code of the response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope<T = Value> {
+    pub status: u16,
+    #[serde(default)]
+    pub msg: String,
+    #[serde(default = "Option::default")]
+    pub data: Option<T>,
+}
+
+/// `POST /api/user/register`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegisterRequest {
+    pub name: String,
+    pub password: String,
+    #[serde(default)]
+    pub email: String,
+}
+
+/// `POST /api/user/login`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoginRequest {
+    pub name: String,
+    pub password: String,
+}
+
+/// Answer of `POST /api/user/login`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginResponse {
+    pub token: String,
+    /// Unix seconds at which the token stops being accepted.
+    pub expires_at: i64,
+}
+
+/// `GET /api/user/me` and the answer of register.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    pub name: String,
+    pub email: String,
+    pub created_at: String,
+}
+
+/// One actuator as list/get return it. Secrets (passwords, private keys, tunnel tokens,
+/// kubeconfig) are never part of it; `definition` is the applied document with them removed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActuatorView {
+    pub name: String,
+    pub creator: String,
+    /// `os`, `docker`, `kubernetes` or `agent` (tunnel only).
+    pub kind: String,
+    pub tags: Vec<String>,
+    /// `user@ip:port` for os, `ip:port` for docker, empty otherwise.
+    pub address: String,
+    /// The tunnel client id when the actuator is reached through (or is) a tunnel client.
+    pub tunnel_client_id: Option<String>,
+    pub definition: Value,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// One pipeline definition version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineDefinitionView {
+    pub creator: String,
+    pub name: String,
+    pub version: String,
+    /// True for the most recently applied version of this name (what `latest` resolves to).
+    pub latest: bool,
+    pub definition: Value,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// One trigger definition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerDefinitionView {
+    pub creator: String,
+    pub name: String,
+    pub event_name: String,
+    pub event_version: String,
+    pub event_creater: String,
+    /// The `image` of every pipeline the trigger starts.
+    pub pipelines: Vec<String>,
+    pub definition: Value,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Answer of `POST /api/event/send`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventSent {
+    pub id: i64,
+}
+
+/// Answer of a delete.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deleted {
+    pub kind: String,
+    pub name: String,
+}

@@ -1,0 +1,313 @@
+//! HTTP routes (SPEC §4–§5, §11). Handlers read the body, call one engine function and wrap
+//! the answer in the envelope; they never touch SQL.
+
+use crate::auth::{AuthUser, Tokens};
+use crate::error::{ok, ApiError};
+use actix_web::{web, HttpRequest, HttpResponse};
+use engine::registry::{self, Settings};
+use engine::store::Db;
+use futures_util::StreamExt;
+use proto::{Deleted, EventSent, LoginRequest, LoginResponse, RegisterRequest, UserView};
+
+/// What handlers share.
+pub struct AppState {
+    pub db: Db,
+    pub settings: Settings,
+    pub max_body: usize,
+    pub max_event: usize,
+}
+
+type State = web::Data<AppState>;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .service(
+            web::scope("/api/user")
+                .route("/register", web::post().to(register))
+                .route("/login", web::post().to(login))
+                .route("/me", web::get().to(me)),
+        )
+        .service(
+            web::scope("/api/actuator")
+                .route("/apply", web::post().to(apply_actuator))
+                .route("", web::get().to(list_actuators))
+                .route("/", web::get().to(list_actuators))
+                .route("/{name}", web::get().to(get_actuator))
+                .route("/{name}", web::delete().to(delete_actuator)),
+        )
+        .service(
+            web::scope("/api/pipeline-definition")
+                .route("/apply", web::post().to(apply_pipeline))
+                .route("", web::get().to(list_pipelines))
+                .route("/", web::get().to(list_pipelines))
+                .route("/{name}", web::get().to(get_pipeline_latest))
+                .route("/{name}/{version}", web::get().to(get_pipeline))
+                .route("/{name}/{version}", web::delete().to(delete_pipeline)),
+        )
+        .service(
+            web::scope("/api/trigger-definition")
+                .route("/apply", web::post().to(apply_trigger))
+                .route("", web::get().to(list_triggers))
+                .route("/", web::get().to(list_triggers))
+                .route("/{name}", web::get().to(get_trigger))
+                .route("/{name}", web::delete().to(delete_trigger)),
+        )
+        .route("/api/event/send", web::post().to(send_event));
+}
+
+/// Reads a whole body as UTF-8 text, refusing more than `limit` bytes (413) before reading
+/// them when the length is announced, and as soon as the stream passes it otherwise.
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<String, ApiError> {
+    if let Some(len) = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if len > limit {
+            return Err(ApiError::TooLarge(limit));
+        }
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::BadRequest("request body is not valid UTF-8".into()))?;
+    if text.trim().is_empty() {
+        return Err(ApiError::BadRequest("request body is empty".into()));
+    }
+    Ok(text)
+}
+
+fn json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            ApiError::BadRequest(format!("malformed JSON body: {inner}"))
+        } else {
+            ApiError::BadRequest(format!("{path}: {inner}"))
+        }
+    })
+}
+
+async fn healthz() -> HttpResponse {
+    ok("alive")
+}
+
+async fn readyz(state: State) -> Result<HttpResponse, ApiError> {
+    state
+        .db
+        .ping()
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("database not reachable: {e}")))?;
+    Ok(ok("ready"))
+}
+
+// ------------------------------------------------------------------ users
+
+fn user_view(u: &engine::store::models::User) -> UserView {
+    UserView {
+        name: u.name.clone(),
+        email: u.email.clone(),
+        created_at: engine::store::format_ms(u.created_at),
+    }
+}
+
+async fn register(
+    state: State,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let r: RegisterRequest = json(&read_body(&req, body, state.max_body).await?)?;
+    let user = engine::users::register(&state.db, &r.name, &r.password, &r.email).await?;
+    log::info!("user {:?} registered", user.name);
+    Ok(ok(user_view(&user)))
+}
+
+async fn login(
+    state: State,
+    tokens: web::Data<Tokens>,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let r: LoginRequest = json(&read_body(&req, body, state.max_body).await?)?;
+    let user = engine::users::authenticate(&state.db, &r.name, &r.password).await?;
+    let (token, expires_at) = tokens.issue(&user.name)?;
+    Ok(ok(LoginResponse { token, expires_at }))
+}
+
+async fn me(state: State, user: AuthUser) -> Result<HttpResponse, ApiError> {
+    let u = engine::users::get(&state.db, &user.0).await?;
+    Ok(ok(user_view(&u)))
+}
+
+// ------------------------------------------------------------------ actuators
+
+async fn apply_actuator(
+    state: State,
+    user: AuthUser,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let text = read_body(&req, body, state.max_body).await?;
+    let view = registry::apply_actuator(&state.db, &user.0, &text).await?;
+    log::info!("actuator {:?} applied by {:?}", view.name, user.0);
+    Ok(ok(view))
+}
+
+async fn list_actuators(state: State, user: AuthUser) -> Result<HttpResponse, ApiError> {
+    Ok(ok(registry::list_actuators(&state.db, &user.0).await?))
+}
+
+async fn get_actuator(
+    state: State,
+    user: AuthUser,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(ok(registry::get_actuator(&state.db, &user.0, &name).await?))
+}
+
+async fn delete_actuator(
+    state: State,
+    user: AuthUser,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    registry::delete_actuator(&state.db, &user.0, &name).await?;
+    log::info!("actuator {:?} deleted by {:?}", name.as_str(), user.0);
+    Ok(ok(Deleted {
+        kind: "actuator".into(),
+        name: name.into_inner(),
+    }))
+}
+
+// ------------------------------------------------------------------ pipelines
+
+async fn apply_pipeline(
+    state: State,
+    user: AuthUser,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let text = read_body(&req, body, state.max_body).await?;
+    let view = registry::apply_pipeline(&state.db, state.settings, &user.0, &text).await?;
+    log::info!(
+        "pipeline {}:{} applied by {:?}",
+        view.name,
+        view.version,
+        user.0
+    );
+    Ok(ok(view))
+}
+
+async fn list_pipelines(state: State, user: AuthUser) -> Result<HttpResponse, ApiError> {
+    Ok(ok(registry::list_pipelines(&state.db, &user.0).await?))
+}
+
+async fn get_pipeline_latest(
+    state: State,
+    user: AuthUser,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(ok(
+        registry::get_pipeline(&state.db, &user.0, &name, "latest").await?,
+    ))
+}
+
+async fn get_pipeline(
+    state: State,
+    user: AuthUser,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (name, version) = path.into_inner();
+    Ok(ok(
+        registry::get_pipeline(&state.db, &user.0, &name, &version).await?,
+    ))
+}
+
+async fn delete_pipeline(
+    state: State,
+    user: AuthUser,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (name, version) = path.into_inner();
+    let deleted = registry::delete_pipeline(&state.db, &user.0, &name, &version).await?;
+    log::info!("pipeline {name}:{deleted} deleted by {:?}", user.0);
+    Ok(ok(Deleted {
+        kind: "pipeline".into(),
+        name: format!("{name}:{deleted}"),
+    }))
+}
+
+// ------------------------------------------------------------------ triggers
+
+async fn apply_trigger(
+    state: State,
+    user: AuthUser,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let text = read_body(&req, body, state.max_body).await?;
+    let view = registry::apply_trigger(&state.db, state.settings, &user.0, &text).await?;
+    log::info!("trigger {:?} applied by {:?}", view.name, user.0);
+    Ok(ok(view))
+}
+
+async fn list_triggers(state: State, user: AuthUser) -> Result<HttpResponse, ApiError> {
+    Ok(ok(registry::list_triggers(&state.db, &user.0).await?))
+}
+
+async fn get_trigger(
+    state: State,
+    user: AuthUser,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(ok(registry::get_trigger(&state.db, &user.0, &name).await?))
+}
+
+async fn delete_trigger(
+    state: State,
+    user: AuthUser,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    registry::delete_trigger(&state.db, &user.0, &name).await?;
+    log::info!("trigger {:?} deleted by {:?}", name.as_str(), user.0);
+    Ok(ok(Deleted {
+        kind: "trigger".into(),
+        name: name.into_inner(),
+    }))
+}
+
+// ------------------------------------------------------------------ events
+
+async fn send_event(
+    state: State,
+    user: AuthUser,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let text = read_body(&req, body, state.max_event).await?;
+    let id = registry::send_event(&state.db, state.settings, &user.0, &text).await?;
+    log::info!("event {id} received from {:?}", user.0);
+    Ok(ok(EventSent { id }))
+}
+
+/// Unknown paths and methods answer with the envelope too.
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.path()
+    )))
+}

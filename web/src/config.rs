@@ -1,0 +1,573 @@
+//! Server configuration (SPEC §3): embedded defaults → YAML file → `EVENTOPS_*` environment →
+//! command-line flags, into one typed struct that refuses unknown keys. A bad value stops
+//! start-up with one line naming the key. Secrets never appear in `Debug` or in messages.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where `--configFile` points when not given; a missing file there means embedded defaults.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/eventops/config.yaml";
+
+/// A secret value: deserializes from a plain string, prints as `***`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str("***")
+        }
+    }
+}
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Config {
+    /// HTTP port (0 = any free port).
+    pub port: u16,
+    /// Address to listen on.
+    pub bind_address: String,
+    /// Debug logging.
+    pub debug: bool,
+    /// The address tasks call back to; defaults to `http://127.0.0.1:{port}`.
+    pub callback_address: String,
+    /// Folder for the default SQLite database and the generated token signature.
+    pub data_dir: PathBuf,
+    pub database: DatabaseConfig,
+    /// The seed's MySQL block; means `database.url = mysql://…` when `database.url` is unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mysql: Option<MysqlConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minio: Option<MinioConfig>,
+    pub event: EventConfig,
+    pub uc: UcConfig,
+    pub http: HttpConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH`, `mysql://USER:PASS@HOST:PORT/DB` or `postgres://…`.
+    pub url: Secret,
+    /// Connections in the pool.
+    pub pool_size: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MysqlConfig {
+    pub user: String,
+    #[serde(default)]
+    pub password: Secret,
+    pub address: String,
+    #[serde(default = "mysql_port")]
+    pub port: u16,
+    pub db: String,
+}
+
+fn mysql_port() -> u16 {
+    3306
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MinioConfig {
+    pub server: String,
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    #[serde(default)]
+    pub ssl: bool,
+    pub base_path: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct EventConfig {
+    pub process: ProcessConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ProcessConfig {
+    pub buffer_size: usize,
+    pub work_num: usize,
+    pub trigger_cache_size: u64,
+    /// Seconds between polls of the events table (the safety net; sends are pushed at once).
+    pub loop_load_event_interval: u64,
+    /// Seconds after which a `processing` event is considered abandoned and taken over.
+    pub processing_over_time: u64,
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        ProcessConfig {
+            buffer_size: 500,
+            work_num: 5,
+            trigger_cache_size: 10_000,
+            loop_load_event_interval: 10,
+            processing_over_time: 120,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct UcConfig {
+    /// Seconds a login token stays valid.
+    pub login_token_expires_time: u64,
+    /// HMAC key of login tokens; generated and kept in `dataDir` when empty.
+    pub login_token_signature: Secret,
+    pub auth: AuthConfig,
+}
+
+impl Default for UcConfig {
+    fn default() -> Self {
+        UcConfig {
+            login_token_expires_time: 30 * 24 * 3600,
+            login_token_signature: Secret::default(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct AuthConfig {
+    /// Paths that need no login token.
+    pub white_url_list: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            white_url_list: vec![
+                "/api/user/register".into(),
+                "/api/user/login".into(),
+                "/api/dialer/connect".into(),
+                "/api/pipeline/callback".into(),
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct HttpConfig {
+    /// Largest accepted request body (definitions, logins), in bytes.
+    pub max_body_bytes: usize,
+    /// Largest accepted event, in bytes.
+    pub max_event_bytes: usize,
+    /// HTTP worker threads (0 = one per core).
+    pub workers: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 1 << 20,
+            max_event_bytes: 1 << 20,
+            workers: 0,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            port: 8080,
+            bind_address: "0.0.0.0".into(),
+            debug: false,
+            callback_address: String::new(),
+            data_dir: PathBuf::from("data"),
+            database: DatabaseConfig {
+                url: Secret::default(),
+                pool_size: 8,
+            },
+            mysql: None,
+            minio: None,
+            event: EventConfig::default(),
+            uc: UcConfig::default(),
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+/// How an environment value is read.
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    Scalar,
+    List,
+}
+
+/// Every key an `EVENTOPS_*` variable can set. The variable name is the key path in upper
+/// snake case: `event.process.bufferSize` ← `EVENTOPS_EVENT_PROCESS_BUFFER_SIZE`.
+const ENV_KEYS: &[(&str, Kind)] = &[
+    ("port", Kind::Scalar),
+    ("bindAddress", Kind::Text),
+    ("debug", Kind::Scalar),
+    ("callbackAddress", Kind::Text),
+    ("dataDir", Kind::Text),
+    ("database.url", Kind::Text),
+    ("database.poolSize", Kind::Scalar),
+    ("mysql.user", Kind::Text),
+    ("mysql.password", Kind::Text),
+    ("mysql.address", Kind::Text),
+    ("mysql.port", Kind::Scalar),
+    ("mysql.db", Kind::Text),
+    ("minio.server", Kind::Text),
+    ("minio.accessKeyId", Kind::Text),
+    ("minio.secretAccessKey", Kind::Text),
+    ("minio.ssl", Kind::Scalar),
+    ("minio.basePath", Kind::Text),
+    ("event.process.bufferSize", Kind::Scalar),
+    ("event.process.workNum", Kind::Scalar),
+    ("event.process.triggerCacheSize", Kind::Scalar),
+    ("event.process.loopLoadEventInterval", Kind::Scalar),
+    ("event.process.processingOverTime", Kind::Scalar),
+    ("uc.loginTokenExpiresTime", Kind::Scalar),
+    ("uc.loginTokenSignature", Kind::Text),
+    ("uc.auth.whiteUrlList", Kind::List),
+    ("http.maxBodyBytes", Kind::Scalar),
+    ("http.maxEventBytes", Kind::Scalar),
+    ("http.workers", Kind::Scalar),
+];
+
+/// `event.process.bufferSize` → `EVENTOPS_EVENT_PROCESS_BUFFER_SIZE`.
+pub fn env_name(path: &str) -> String {
+    let mut out = String::from("EVENTOPS");
+    for seg in path.split('.') {
+        out.push('_');
+        for (i, c) in seg.chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_uppercase());
+        }
+    }
+    out
+}
+
+/// A configuration problem, one line, naming the key (never its secret value).
+#[derive(Debug, thiserror::Error)]
+#[error("config: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Loads the configuration. `path` is `--configFile`; `explicit` says the user gave it (then
+    /// a missing file is an error; the default path may be absent).
+    pub fn load(
+        path: &Path,
+        explicit: bool,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut tree = match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let v: Value = serde_norway::from_str(&text).map_err(|e| {
+                    ConfigError(format!("{}: not valid YAML: {e}", path.display()))
+                })?;
+                match v {
+                    Value::Null => Value::Object(Default::default()),
+                    Value::Object(_) => v,
+                    _ => {
+                        return Err(ConfigError(format!(
+                            "{}: expected a mapping of keys at the top",
+                            path.display()
+                        )))
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                Value::Object(Default::default())
+            }
+            Err(e) => return Err(ConfigError(format!("{}: {e}", path.display()))),
+        };
+        let env: Vec<(String, String)> = env.collect();
+        for (key, kind) in ENV_KEYS {
+            let name = env_name(key);
+            let Some((_, raw)) = env.iter().find(|(k, _)| *k == name) else {
+                continue;
+            };
+            let value = match kind {
+                Kind::Text => Value::String(raw.clone()),
+                Kind::Scalar => serde_norway::from_str::<Value>(raw)
+                    .unwrap_or_else(|_| Value::String(raw.clone())),
+                Kind::List => Value::Array(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| Value::String(s.to_string()))
+                        .collect(),
+                ),
+            };
+            set_path(&mut tree, key, value).map_err(|e| ConfigError(format!("{name}: {e}")))?;
+        }
+        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let path = e.path().to_string();
+            let msg = redact_serde(&e.into_inner().to_string());
+            ConfigError(format!("key {path}: {msg}"))
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let url = self.database_url();
+        engine::store::Backend::from_url(&url)
+            .map_err(|_| ConfigError("key database.url: unsupported scheme (expected sqlite://, mysql:// or postgres://)".into()))?;
+        if !self.callback_address.is_empty()
+            && !(self.callback_address.starts_with("http://")
+                || self.callback_address.starts_with("https://"))
+        {
+            return Err(ConfigError(
+                "key callbackAddress: must start with http:// or https://".into(),
+            ));
+        }
+        let p = &self.event.process;
+        if p.buffer_size == 0 {
+            return Err(ConfigError("key event.process.bufferSize: must be at least 1".into()));
+        }
+        if p.work_num == 0 {
+            return Err(ConfigError("key event.process.workNum: must be at least 1".into()));
+        }
+        if p.loop_load_event_interval == 0 {
+            return Err(ConfigError(
+                "key event.process.loopLoadEventInterval: must be at least 1".into(),
+            ));
+        }
+        if self.uc.login_token_expires_time == 0 {
+            return Err(ConfigError("key uc.loginTokenExpiresTime: must be at least 1".into()));
+        }
+        if self.http.max_body_bytes < 1024 || self.http.max_event_bytes < 1024 {
+            return Err(ConfigError("key http: body limits must be at least 1024 bytes".into()));
+        }
+        if let Some(m) = &self.minio {
+            if m.server.is_empty() || m.base_path.is_empty() {
+                return Err(ConfigError("key minio: server and basePath are required".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL: `database.url`, else the seed's `mysql` block, else SQLite in `dataDir`.
+    pub fn database_url(&self) -> String {
+        if !self.database.url.0.is_empty() {
+            return self.database.url.0.clone();
+        }
+        if let Some(m) = &self.mysql {
+            let pw = if m.password.0.is_empty() {
+                String::new()
+            } else {
+                format!(":{}", pct(&m.password.0))
+            };
+            return format!(
+                "mysql://{}{pw}@{}:{}/{}",
+                pct(&m.user),
+                m.address,
+                m.port,
+                m.db
+            );
+        }
+        format!("sqlite://{}", self.data_dir.join("eventops.db").display())
+    }
+
+    /// The callback address tasks use.
+    pub fn callback(&self, bound_port: u16) -> String {
+        if self.callback_address.is_empty() {
+            format!("http://127.0.0.1:{bound_port}")
+        } else {
+            self.callback_address.trim_end_matches('/').to_string()
+        }
+    }
+
+    /// The login-token key: configured, or read from (or created in) `dataDir/token-signature`.
+    pub fn token_signature(&self) -> Result<String, ConfigError> {
+        if !self.uc.login_token_signature.0.is_empty() {
+            return Ok(self.uc.login_token_signature.0.clone());
+        }
+        let file = self.data_dir.join("token-signature");
+        match std::fs::read_to_string(&file) {
+            Ok(s) if s.trim().len() >= 32 => return Ok(s.trim().to_string()),
+            Ok(_) | Err(_) => {}
+        }
+        std::fs::create_dir_all(&self.data_dir)
+            .map_err(|e| ConfigError(format!("dataDir {}: {e}", self.data_dir.display())))?;
+        let key: String = (0..32)
+            .map(|_| format!("{:02x}", rand::random::<u8>()))
+            .collect();
+        write_private(&file, &key)
+            .map_err(|e| ConfigError(format!("{}: {e}", file.display())))?;
+        Ok(key)
+    }
+
+    pub fn files_enabled(&self) -> bool {
+        self.minio.is_some()
+    }
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        f.write_all(content.as_bytes())
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::write(path, content)
+    }
+}
+
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// serde's messages quote the offending value; drop it so a secret typed in the wrong place
+/// never reaches a log.
+fn redact_serde(msg: &str) -> String {
+    match (msg.find(" \""), msg.rfind('"')) {
+        (Some(a), Some(b)) if b > a + 1 && msg.starts_with("invalid") => {
+            format!("{}{}", &msg[..a], &msg[b + 1..])
+        }
+        _ => msg.to_string(),
+    }
+}
+
+fn set_path(tree: &mut Value, path: &str, value: Value) -> Result<(), String> {
+    let mut cur = tree;
+    let segs: Vec<&str> = path.split('.').collect();
+    for (i, seg) in segs.iter().enumerate() {
+        let Value::Object(map) = cur else {
+            return Err(format!("{} is not a mapping in the file", segs[..i].join(".")));
+        };
+        if i + 1 == segs.len() {
+            map.insert((*seg).to_string(), value);
+            return Ok(());
+        }
+        cur = map
+            .entry((*seg).to_string())
+            .or_insert_with(|| Value::Object(Default::default()));
+        if cur.is_null() {
+            *cur = Value::Object(Default::default());
+        }
+    }
+    Ok(())
+}
+
+/// The documented default file, as `eventops default-config` prints it.
+pub const DEFAULT_CONFIG_YAML: &str = include_str!("../../config/config.yaml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(yaml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(&p, yaml).unwrap();
+        Config::load(
+            &p,
+            true,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn no_file_means_embedded_defaults() {
+        let c = Config::load(Path::new("/nonexistent/eventops.yaml"), false, std::iter::empty())
+            .unwrap();
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.database_url(), "sqlite://data/eventops.db");
+        assert_eq!(c.callback(8080), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn explicit_missing_file_is_an_error() {
+        let e = Config::load(Path::new("/nonexistent/x.yaml"), true, std::iter::empty())
+            .unwrap_err();
+        assert!(e.0.contains("/nonexistent/x.yaml"), "{e}");
+    }
+
+    #[test]
+    fn the_documented_default_file_loads() {
+        let c = load_str(DEFAULT_CONFIG_YAML, &[]).unwrap();
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.event.process.work_num, 5);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = load_str("port: 80\nevent:\n  process:\n    bufferSize: 1\n    wokNum: 2\n", &[])
+            .unwrap_err();
+        assert!(e.0.contains("event.process") && e.0.contains("wokNum"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named_without_the_value() {
+        let e = load_str("uc:\n  loginTokenExpiresTime: hunter2\n", &[]).unwrap_err();
+        assert!(e.0.contains("uc.loginTokenExpiresTime"), "{e}");
+        assert!(!e.0.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let c = load_str(
+            "port: 80\n",
+            &[
+                ("EVENTOPS_PORT", "9090"),
+                ("EVENTOPS_DATABASE_URL", "postgres://u:p@h/db"),
+                ("EVENTOPS_EVENT_PROCESS_WORK_NUM", "3"),
+                ("EVENTOPS_UC_LOGIN_TOKEN_SIGNATURE", "12345"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.port, 9090);
+        assert_eq!(c.database_url(), "postgres://u:p@h/db");
+        assert_eq!(c.event.process.work_num, 3);
+        assert_eq!(c.uc.login_token_signature.expose(), "12345");
+        let e = load_str("", &[("EVENTOPS_PORT", "eighty")]).unwrap_err();
+        assert!(e.0.contains("port"), "{e}");
+    }
+
+    #[test]
+    fn seed_mysql_block_means_a_mysql_url_and_secrets_stay_hidden() {
+        let c = load_str(
+            "mysql:\n  user: root\n  password: s3cr@t\n  address: 127.0.0.1\n  port: 3306\n  db: eventops\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.database_url(), "mysql://root:s3cr%40t@127.0.0.1:3306/eventops");
+        assert!(!format!("{c:?}").contains("s3cr"));
+    }
+
+    #[test]
+    fn env_names() {
+        assert_eq!(env_name("event.process.bufferSize"), "EVENTOPS_EVENT_PROCESS_BUFFER_SIZE");
+        assert_eq!(env_name("database.url"), "EVENTOPS_DATABASE_URL");
+    }
+}

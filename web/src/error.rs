@@ -1,0 +1,91 @@
+//! The one API error type: every failure becomes the envelope `{status, msg, data}` with the
+//! matching HTTP status (an exhaustive mapping from engine errors).
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use std::fmt;
+
+#[derive(Debug)]
+pub enum ApiError {
+    BadRequest(String),
+    Unauthorized(String),
+    NotFound(String),
+    MethodNotAllowed,
+    Conflict(String),
+    TooLarge(usize),
+    Unavailable(String),
+    Internal(String),
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::BadRequest(m)
+            | ApiError::Unauthorized(m)
+            | ApiError::NotFound(m)
+            | ApiError::Conflict(m)
+            | ApiError::Unavailable(m) => f.write_str(m),
+            ApiError::MethodNotAllowed => f.write_str("method not allowed"),
+            ApiError::TooLarge(limit) => {
+                write!(f, "request body is larger than the limit of {limit} bytes")
+            }
+            // details are logged, not sent
+            ApiError::Internal(_) => f.write_str("internal server error"),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if let ApiError::Internal(detail) = self {
+            log::error!("internal error: {detail}");
+        }
+        HttpResponse::build(status).json(proto::Envelope::<()> {
+            status: status.as_u16(),
+            msg: self.to_string(),
+            data: None,
+        })
+    }
+}
+
+impl From<engine::Error> for ApiError {
+    fn from(e: engine::Error) -> Self {
+        match e {
+            engine::Error::Validation(m) => ApiError::BadRequest(m),
+            engine::Error::NotFound(m) => ApiError::NotFound(m),
+            engine::Error::Conflict(m) => ApiError::Conflict(m),
+            engine::Error::Unauthorized(m) => ApiError::Unauthorized(m),
+            engine::Error::Store(s) => ApiError::Internal(s.to_string()),
+            engine::Error::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<engine::store::StoreError> for ApiError {
+    fn from(e: engine::store::StoreError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+/// A successful envelope.
+pub fn ok<T: serde::Serialize>(data: T) -> HttpResponse {
+    HttpResponse::Ok().json(proto::Envelope {
+        status: 200,
+        msg: "ok".into(),
+        data: Some(data),
+    })
+}

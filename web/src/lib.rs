@@ -1,0 +1,8 @@
+//! The eventops server: configuration, HTTP routes, start-up. The binary is `eventops`.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod server;
+pub mod testing;

@@ -1,0 +1,75 @@
+//! `eventops` — the server binary.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use web::config::{Config, DEFAULT_CONFIG_PATH, DEFAULT_CONFIG_YAML};
+
+#[derive(Parser)]
+#[command(name = "eventops", version, about = "event-driven pipeline engine: the server")]
+struct Cli {
+    /// Configuration file; without it /etc/eventops/config.yaml is read if present, else the
+    /// embedded defaults are used (SQLite under ./data, port 8080).
+    #[arg(long = "configFile", alias = "config-file", global = true)]
+    config_file: Option<PathBuf>,
+    /// Override the port.
+    #[arg(long, global = true)]
+    port: Option<u16>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Print the documented default configuration file.
+    DefaultConfig,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Some(Command::DefaultConfig) = cli.command {
+        print!("{DEFAULT_CONFIG_YAML}");
+        return;
+    }
+    let explicit = cli.config_file.is_some();
+    let path = cli
+        .config_file
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    let mut config = match Config::load(&path, explicit, std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("eventops: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Some(p) = cli.port {
+        config.port = p;
+    }
+    let level = if config.debug { "debug" } else { "info" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    let result = actix_web::rt::System::new().block_on(async move {
+        match cli.command {
+            Some(Command::Migrate) => {
+                let url = config.database_url();
+                engine::store::migrate(&url).await?;
+                log::info!(
+                    "migrations applied to {}",
+                    engine::store::redact_url(&url)
+                );
+                Ok(())
+            }
+            _ => {
+                let running = web::server::start(config).await?;
+                running.server.await?;
+                Ok::<_, anyhow::Error>(())
+            }
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("eventops: {e:#}");
+        std::process::exit(1);
+    }
+}

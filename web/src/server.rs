@@ -1,0 +1,66 @@
+//! Start-up: configuration → database (migrations) → HTTP server.
+
+use crate::api::{self, AppState};
+use crate::auth::{self, Tokens, WhiteList};
+use crate::config::Config;
+use actix_web::{middleware, web, App, HttpServer};
+use anyhow::Context;
+use engine::registry::Settings;
+use engine::store::{self, Db};
+use std::net::SocketAddr;
+
+/// A bound, not yet awaited server.
+pub struct Running {
+    pub server: actix_web::dev::Server,
+    pub addr: SocketAddr,
+}
+
+/// Opens the database (applying migrations) and binds the HTTP server. Must run inside an
+/// actix system (`actix_web::rt::System`).
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let url = config.database_url();
+    let db = Db::connect(&url, config.database.pool_size)
+        .await
+        .with_context(|| format!("database {}", store::redact_url(&url)))?;
+    let secret = config.token_signature()?;
+    let tokens = web::Data::new(Tokens::new(&secret, config.uc.login_token_expires_time));
+    let white = web::Data::new(WhiteList(config.uc.auth.white_url_list.clone()));
+    let state = web::Data::new(AppState {
+        db,
+        settings: Settings {
+            files_enabled: config.files_enabled(),
+        },
+        max_body: config.http.max_body_bytes,
+        max_event: config.http.max_event_bytes,
+    });
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(tokens.clone())
+            .app_data(white.clone())
+            .wrap(middleware::from_fn(auth::require_login))
+            .wrap(middleware::Logger::new("%a \"%r\" %s %b %Dms"))
+            .configure(api::routes)
+            .default_service(web::to(api::not_found))
+    })
+    .bind((config.bind_address.as_str(), config.port))
+    .with_context(|| format!("cannot listen on {}:{}", config.bind_address, config.port))?
+    .shutdown_timeout(10);
+    if config.http.workers > 0 {
+        server = server.workers(config.http.workers);
+    }
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .context("server bound to no address")?;
+    log::info!(
+        "eventops listening on http://{addr} (database {}, callback {})",
+        store::redact_url(&url),
+        config.callback(addr.port())
+    );
+    Ok(Running {
+        server: server.run(),
+        addr,
+    })
+}
