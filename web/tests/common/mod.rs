@@ -1,0 +1,159 @@
+//! Shared test helpers: an HTTP client speaking to a real server, as eoctl does.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+
+pub struct Api {
+    pub base: String,
+    pub token: Option<String>,
+    agent: ureq::Agent,
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Resp {
+    pub fn msg(&self) -> String {
+        self.body["msg"].as_str().unwrap_or_default().to_string()
+    }
+    pub fn data(&self) -> &Value {
+        &self.body["data"]
+    }
+    #[track_caller]
+    pub fn ok(self) -> Value {
+        assert_eq!(self.status, 200, "expected 200, got {}: {}", self.status, self.body);
+        assert_eq!(self.body["status"], 200, "envelope status: {}", self.body);
+        self.body["data"].clone()
+    }
+    /// Asserts the status and that the envelope carries it and a message mentioning `needle`.
+    #[track_caller]
+    pub fn fails(&self, status: u16, needle: &str) {
+        assert_eq!(self.status, status, "expected {status}, got {}: {}", self.status, self.body);
+        assert_eq!(self.body["status"], status, "envelope: {}", self.body);
+        assert!(
+            self.msg().contains(needle),
+            "message {:?} should mention {needle:?}",
+            self.msg()
+        );
+    }
+}
+
+impl Api {
+    pub fn new(base: &str) -> Api {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Api {
+            base: base.trim_end_matches('/').to_string(),
+            token: None,
+            agent,
+        }
+    }
+
+    fn finish(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Resp {
+        let mut r = r.expect("request reached the server");
+        let status = r.status().as_u16();
+        let text = r
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_string()
+            .expect("body");
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("response is not the JSON envelope: {status} {text:?}"));
+        Resp { status, body }
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        let mut req = self.agent.get(format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        Self::finish(req.call())
+    }
+
+    pub fn delete(&self, path: &str) -> Resp {
+        let mut req = self.agent.delete(format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        Self::finish(req.call())
+    }
+
+    pub fn post(&self, path: &str, body: impl AsRef<[u8]>) -> Resp {
+        let mut req = self.agent.post(format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        Self::finish(req.send(body.as_ref()))
+    }
+
+    /// Registers and logs in `name`, keeping the token.
+    pub fn login_as(&mut self, name: &str) {
+        let r = self.post(
+            "/api/user/register",
+            json!({"name": name, "password": "secret-pw", "email": format!("{name}@example.com")})
+                .to_string(),
+        );
+        assert!(r.status == 200 || r.status == 409, "register: {}", r.body);
+        let d = self
+            .post(
+                "/api/user/login",
+                json!({"name": name, "password": "secret-pw"}).to_string(),
+            )
+            .ok();
+        self.token = Some(d["token"].as_str().expect("token").to_string());
+    }
+}
+
+/// Percent-encodes a path segment.
+pub fn seg(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+pub const ACTUATOR: &str = "name: os-runner\nos: {user: root, ip: 127.0.0.1, port: 22, password: \"123456\"}\ntags: [os-runner]\n";
+
+pub const PIPELINE: &str = r#"
+version: 1.0
+name: hello-world
+actuatorSelector: {tags: [os-runner]}
+inputs: [{name: who, type: env}]
+contexts: [{name: ctx, type: env}]
+dag:
+  - {name: first, needs: [root]}
+  - {name: second, needs: [first]}
+tasks:
+  - alias: first
+    type: os
+    commands: ['echo "${{ inputs.who }}"', 'export OUT=done']
+    outputs: [{name: out, value: OUT, type: env, setToContext: ctx}]
+  - alias: second
+    type: os
+    commands: ['echo "${{ outputs.first.out }} ${{ contexts.ctx }}"']
+outputs: [{name: result, value: "${{ outputs.first.out }}"}]
+"#;
+
+pub const TRIGGER: &str = r#"
+name: on-hello
+eventName: hello
+eventCreater: kakj
+eventVersion: 1.0
+filters: [{expr: labels.user, matches: [kakj]}]
+pipelines:
+  - image: hello-world:1.0
+    filters: [{expr: values.email, matches: [a@b.c]}]
+    inputs: [{name: who, value: values.name}]
+"#;
+
+pub const EVENT: &str = "name: hello\nversion: 1.0\nvalues: {name: world, email: a@b.c}\nlabels: {user: kakj}\n";

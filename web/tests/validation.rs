@@ -1,0 +1,176 @@
+//! Every validation rule of SPEC §5: apply a bad definition through the API, get a 400 whose
+//! message names the culprit, and nothing is stored.
+
+mod common;
+use common::*;
+use web::config::{MinioConfig, Secret};
+use web::testing::TestServer;
+
+const GOOD_PIPELINE: &str = r#"
+version: 1.0
+name: pl
+inputs: [{name: in1, type: env}]
+contexts: [{name: ctx, type: env}]
+dag:
+  - {name: first, needs: [root]}
+  - {name: second, needs: [first]}
+tasks:
+  - alias: first
+    type: os
+    commands: ['echo ${{ inputs.in1 }}', 'export OUT=x']
+    outputs: [{name: out, value: OUT, type: env, setToContext: ctx}]
+  - alias: second
+    type: os
+    commands: ['echo ${{ outputs.first.out }}']
+outputs: [{name: result, value: "${{ outputs.first.out }}"}]
+"#;
+
+/// (case, kind, document, fragment the message must contain)
+fn cases() -> Vec<(&'static str, &'static str, String, &'static str)> {
+    let pl = |from: &str, to: &str| {
+        let s = GOOD_PIPELINE.replace(from, to);
+        assert_ne!(s, GOOD_PIPELINE, "case edit {from:?} did not apply");
+        s
+    };
+    vec![
+        // ---- §5.1 actuators
+        ("actuator: two kinds", "actuator",
+         "name: a1\nos: {user: u, ip: h, password: p}\nkubernetes: {config: x}\ntags: [t]\n".into(), "exactly one of os, docker, kubernetes"),
+        ("actuator: no kind and no tunnel", "actuator", "name: a1\ntags: [t]\n".into(), "tunnel alone"),
+        ("actuator: no tags", "actuator", "name: a1\nos: {user: u, ip: h, password: p}\n".into(), "tags is required"),
+        ("actuator: no secret", "actuator", "name: a1\nos: {user: u, ip: h}\ntags: [t]\n".into(), "os: set password or privateKey"),
+        ("actuator: empty name", "actuator", "name: ''\nos: {user: u, ip: h, password: p}\ntags: [t]\n".into(), "actuator name is empty"),
+        ("actuator: tunnel without token", "actuator", "name: a1\ntunnel: {clientId: c}\ntags: [t]\n".into(), "tunnel.clientToken"),
+        ("actuator: docker without port", "actuator", "name: a1\ndocker: {ip: h}\ntags: [t]\n".into(), "docker.port"),
+        ("actuator: unknown field", "actuator", "name: a1\nos: {user: u, ip: h, password: p, passwd: q}\ntags: [t]\n".into(), "passwd"),
+        // ---- §5.2 pipelines
+        ("pipeline: empty name", "pipeline", pl("name: pl", "name: ''"), "pipeline name is empty"),
+        ("pipeline: empty version", "pipeline", pl("version: 1.0", "version: ''"), "version is empty"),
+        ("pipeline: version latest", "pipeline", pl("version: 1.0", "version: latest"), "\"latest\" is reserved"),
+        ("pipeline: no tasks", "pipeline", "version: 1\nname: pl\ndag: []\ntasks: []\n".into(), "no tasks"),
+        ("pipeline: duplicate alias", "pipeline", pl("alias: second", "alias: first"), "duplicate task alias \"first\""),
+        ("pipeline: unknown type", "pipeline", pl("alias: second\n    type: os", "alias: second\n    type: lambda"), "unknown type \"lambda\""),
+        ("pipeline: docker without image", "pipeline", pl("alias: second\n    type: os", "alias: second\n    type: docker"), "task \"second\": image is missing"),
+        ("pipeline: pipeline task without image", "pipeline", pl("alias: second\n    type: os", "alias: second\n    type: pipeline"), "task \"second\": image is missing"),
+        ("pipeline: empty commands", "pipeline", pl("commands: ['echo ${{ outputs.first.out }}']", "commands: []"), "task \"second\": commands is empty"),
+        ("pipeline: task missing from dag", "pipeline", pl("  - {name: second, needs: [first]}\n", ""), "task \"second\" is missing from the dag"),
+        ("pipeline: dag without root", "pipeline", pl("needs: [root]", "needs: [second]"), "root"),
+        ("pipeline: cycle", "pipeline", pl("{name: first, needs: [root]}", "{name: first, needs: [root, second]}"), "cycle"),
+        ("pipeline: undeclared input", "pipeline", pl("echo ${{ inputs.in1 }}", "echo ${{ inputs.nope }}"), "undeclared input \"nope\""),
+        ("pipeline: undeclared context", "pipeline", pl("echo ${{ outputs.first.out }}'", "echo ${{ contexts.nope }}'"), "undeclared context \"nope\""),
+        ("pipeline: output of a task that does not run before", "pipeline",
+         pl("commands: ['echo ${{ inputs.in1 }}'", "commands: ['echo ${{ outputs.second.x }}'"), "task \"second\" does not run before"),
+        ("pipeline: output the task does not have", "pipeline", pl("echo ${{ outputs.first.out }}'", "echo ${{ outputs.first.nope }}'"), "has no output \"nope\""),
+        ("pipeline: pipeline output of a missing output", "pipeline", pl("value: \"${{ outputs.first.out }}\"", "value: \"${{ outputs.first.zz }}\""), "output \"result\""),
+        ("pipeline: setToContext undeclared", "pipeline", pl("setToContext: ctx", "setToContext: other"), "setToContext \"other\" is not a declared context"),
+        ("pipeline: malformed placeholder", "pipeline", pl("echo ${{ inputs.in1 }}", "echo ${{inputs.in1}}"), "malformed placeholder"),
+        ("pipeline: child image does not exist", "pipeline",
+         pl("alias: second\n    type: os", "alias: second\n    type: pipeline\n    image: ghost:1.0"), "pipeline kakj/ghost:1.0 does not exist"),
+        ("pipeline: child input does not exist", "pipeline",
+         pl("alias: second\n    type: os\n    commands: ['echo ${{ outputs.first.out }}']", "alias: second\n    type: pipeline\n    image: child:1.0\n    inputs: [{name: nope, value: x}]"),
+         "input \"nope\" is not an input of pipeline kakj/child:1.0"),
+        ("pipeline: child output does not exist", "pipeline",
+         pl("alias: second\n    type: os\n    commands: ['echo ${{ outputs.first.out }}']", "alias: second\n    type: pipeline\n    image: child\n    outputs: [{name: got, value: nope}]"),
+         "\"nope\" is not an output of pipeline kakj/child:1.0"),
+        ("pipeline: unknown field", "pipeline", pl("    outputs: [{name: out, value: OUT", "    outptus: []\n    outputs: [{name: out, value: OUT"), "outptus"),
+        ("pipeline: wrong type", "pipeline", pl("tasks:\n  - alias: first\n", "tasks:\n  - alias: first\n    timeout: soon\n"), "timeout"),
+        // ---- §5.3 triggers
+        ("trigger: no pipelines", "trigger", "name: t1\neventName: e\neventVersion: 1\n".into(), "pipelines is empty"),
+        ("trigger: empty eventName", "trigger", "name: t1\neventName: ''\neventVersion: 1\npipelines: [{image: child:1.0}]\n".into(), "eventName is empty"),
+        ("trigger: empty eventVersion", "trigger", "name: t1\neventName: e\npipelines: [{image: child:1.0}]\n".into(), "eventVersion is empty"),
+        ("trigger: another user's pipeline", "trigger", "name: t1\neventName: e\neventVersion: 1\npipelines: [{image: bob/child:1.0}]\n".into(), "is not your pipeline"),
+        ("trigger: missing pipeline", "trigger", "name: t1\neventName: e\neventVersion: 1\npipelines: [{image: ghost:2.0}]\n".into(), "pipeline kakj/ghost:2.0 does not exist"),
+        ("trigger: filter without matches", "trigger", "name: t1\neventName: e\neventVersion: 1\nfilters: [{expr: labels.user}]\npipelines: [{image: child:1.0}]\n".into(), "filters[0] (labels.user): matches is empty"),
+        ("trigger: undeclared input", "trigger", "name: t1\neventName: e\neventVersion: 1\npipelines: [{image: child:1.0, inputs: [{name: nope, value: values.x}]}]\n".into(), "input \"nope\" is not an input of pipeline kakj/child:1.0"),
+        ("pipeline: file input without minio", "pipeline", pl("{name: in1, type: env}", "{name: in1, type: file}"), "input \"in1\": file values need the minio"),
+        // ---- §5.4 events
+        ("event: empty name", "event", "name: ''\nversion: 1\n".into(), "event name is empty"),
+        ("event: empty version", "event", "name: e\nversion: ''\n".into(), "version is empty"),
+        ("event: file without minio", "event", "name: e\nversion: 1\nfiles: {f: {value: a/b, type: minio}}\n".into(), "minio"),
+        ("event: unknown field", "event", "name: e\nversion: 1\nvalus: {a: 1}\n".into(), "valus"),
+    ]
+}
+
+fn path(kind: &str) -> &'static str {
+    match kind {
+        "actuator" => "/api/actuator/apply",
+        "pipeline" => "/api/pipeline-definition/apply",
+        "trigger" => "/api/trigger-definition/apply",
+        _ => "/api/event/send",
+    }
+}
+
+#[test]
+fn every_rule_names_the_culprit() {
+    let server = TestServer::start();
+    let mut api = Api::new(&server.url);
+    api.login_as("kakj");
+    let child = "version: 1.0\nname: child\ninputs: [{name: cin, type: env}]\ndag: [{name: c, needs: [root]}]\ntasks: [{alias: c, type: os, commands: [echo], outputs: [{name: co, value: X}]}]\noutputs: [{name: cout, value: '${{ outputs.c.co }}'}]\n";
+    api.post("/api/pipeline-definition/apply", child).ok();
+    api.post("/api/pipeline-definition/apply", GOOD_PIPELINE).ok();
+
+    let mut failures = Vec::new();
+    for (case, kind, doc, needle) in cases() {
+        let r = api.post(path(kind), &doc);
+        if r.status != 400 || r.body["status"] != 400 || !r.msg().contains(needle) {
+            failures.push(format!("{case}: got {} {:?}, wanted 400 mentioning {needle:?}", r.status, r.msg()));
+        }
+    }
+    assert!(failures.is_empty(), "{} cases failed:\n{}", failures.len(), failures.join("\n"));
+
+    // nothing bad was stored: still exactly the two good pipelines, no actuators or triggers
+    assert_eq!(api.get("/api/pipeline-definition/").ok().as_array().map(Vec::len), Some(2));
+    assert_eq!(api.get("/api/actuator/").ok().as_array().map(Vec::len), Some(0));
+    assert_eq!(api.get("/api/trigger-definition/").ok().as_array().map(Vec::len), Some(0));
+}
+
+/// Rules that need file values, so a server with S3 configured.
+#[test]
+fn type_rules_with_files_enabled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = TestServer::config(
+        &format!("sqlite://{}/e.db", tmp.path().display()),
+        tmp.path().to_path_buf(),
+    );
+    config.minio = Some(MinioConfig {
+        server: "http://127.0.0.1:9".into(),
+        access_key_id: "k".into(),
+        secret_access_key: Secret("s".into()),
+        ssl: false,
+        base_path: "eventops".into(),
+    });
+    let server = TestServer::with_config(config);
+    let mut api = Api::new(&server.url);
+    api.login_as("kakj");
+    let child = "version: 1\nname: child\ninputs: [{name: fin, type: file}]\ndag: [{name: c, needs: [root]}]\ntasks: [{alias: c, type: os, commands: [echo], outputs: [{name: co, value: /tmp/x, type: file}]}]\noutputs: [{name: cout, value: '${{ outputs.c.co }}'}]\n";
+    api.post("/api/pipeline-definition/apply", child).ok();
+
+    let r = api.post(
+        "/api/pipeline-definition/apply",
+        GOOD_PIPELINE.replace("setToContext: ctx", "type: file, setToContext: ctx").replace("type: env, type: file", "type: file"),
+    );
+    r.fails(400, "setToContext \"ctx\" is a env context but the output is file");
+
+    let parent = "version: 1\nname: parent\ndag: [{name: p, needs: [root]}]\ntasks:\n  - alias: p\n    type: pipeline\n    image: child:1\n    inputs: [{name: fin, value: plain text}]\n";
+    api.post("/api/pipeline-definition/apply", parent)
+        .fails(400, "input \"fin\" is file in pipeline kakj/child:1 but the value given is env");
+    let parent_out = "version: 1\nname: parent\ndag: [{name: p, needs: [root]}]\ntasks:\n  - alias: p\n    type: pipeline\n    image: child\n    outputs: [{name: got, value: cout, type: env}]\n";
+    api.post("/api/pipeline-definition/apply", parent_out)
+        .fails(400, "output \"got\" is declared env but output \"cout\" of pipeline kakj/child:1 is file");
+    // and with S3 configured, a file event is accepted
+    api.post("/api/event/send", "name: e\nversion: 1\nfiles: {f: {value: a/b, type: minio}}\n").ok();
+}
+
+/// A pipeline that reaches itself through pipeline-type tasks would nest without end.
+#[test]
+fn self_nesting_is_refused() {
+    let server = TestServer::start();
+    let mut api = Api::new(&server.url);
+    api.login_as("kakj");
+    let a = "version: 1\nname: a\ndag: [{name: t, needs: [root]}]\ntasks: [{alias: t, type: os, commands: [echo]}]\n";
+    api.post("/api/pipeline-definition/apply", a).ok();
+    let b = "version: 1\nname: b\ndag: [{name: t, needs: [root]}]\ntasks: [{alias: t, type: pipeline, image: a}]\n";
+    api.post("/api/pipeline-definition/apply", b).ok();
+    let a2 = "version: 2\nname: a\ndag: [{name: t, needs: [root]}]\ntasks: [{alias: t, type: pipeline, image: b}]\n";
+    api.post("/api/pipeline-definition/apply", a2).fails(400, "runs itself");
+}
