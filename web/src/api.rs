@@ -94,7 +94,7 @@ fn json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path == "." {
+        if path == "." || inner.is_syntax() || inner.is_eof() {
             ApiError::BadRequest(format!("malformed JSON body: {inner}"))
         } else {
             ApiError::BadRequest(format!("{path}: {inner}"))

@@ -67,7 +67,7 @@ fn tokens_missing_forged_or_expired_get_401() {
         &format!("sqlite://{}/e.db", tmp.path().display()),
         tmp.path().to_path_buf(),
     );
-    config.uc.login_token_expires_time = 1;
+    config.uc.login_token_expires_time = 2;
     let server = TestServer::with_config(config);
     let mut api = Api::new(&server.url);
 
@@ -86,7 +86,7 @@ fn tokens_missing_forged_or_expired_get_401() {
         .fails(401, "wrong user name or password");
     api.post("/api/user/login", json!({"name": "nobody", "password": "nope-nope"}).to_string())
         .fails(401, "wrong user name or password");
-    // the real token works, then expires (1 s lifetime)
+    // the real token works, then expires (2 s lifetime: at least 1 s after the whole-second rounding)
     api.token = Some(real);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut seen_ok = false;

@@ -1,0 +1,115 @@
+//! `kill -9` of the real `eventops` binary while it is taking writes, then a restart: every
+//! acknowledged definition and event is still there.
+
+mod common;
+use common::*;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Starts the binary with no config file in `dir` (embedded defaults: SQLite under ./data).
+fn start(dir: &std::path::Path, port: u16) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_eventops"))
+        .current_dir(dir)
+        .env("EVENTOPS_PORT", port.to_string())
+        .env("EVENTOPS_BIND_ADDRESS", "127.0.0.1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn eventops");
+    let api = Api::new(&format!("http://127.0.0.1:{port}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && api.get("/readyz").status == 200;
+        if up {
+            return child;
+        }
+        assert!(Instant::now() < deadline, "server did not become ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn kill_9_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = start(dir.path(), port);
+    let base = format!("http://127.0.0.1:{port}");
+    let mut api = Api::new(&base);
+    api.login_as("kakj");
+    api.post("/api/actuator/apply", ACTUATOR).ok();
+    api.post("/api/pipeline-definition/apply", PIPELINE).ok();
+    api.post("/api/trigger-definition/apply", TRIGGER).ok();
+
+    // two writers send events as fast as they can; each records the ids it got a 200 for
+    let acked = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..2)
+        .map(|_| {
+            let (acked, stop, base, token) =
+                (acked.clone(), stop.clone(), base.clone(), api.token.clone());
+            std::thread::spawn(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .timeout_global(Some(Duration::from_secs(5)))
+                    .build()
+                    .into();
+                while !stop.load(Ordering::Relaxed) {
+                    let r = agent
+                        .post(format!("{base}/api/event/send"))
+                        .header("Authorization", format!("Bearer {}", token.clone().unwrap_or_default()))
+                        .send(EVENT);
+                    match r {
+                        Ok(mut r) => {
+                            let v: serde_json::Value = r.body_mut().read_json().expect("json");
+                            acked.lock().unwrap().push(v["data"]["id"].as_i64().expect("id"));
+                        }
+                        Err(_) => break, // the server died under us: that request was not acknowledged
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().len() < 200 {
+        assert!(Instant::now() < deadline, "events are not being acknowledged");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("SIGKILL"); // std's kill is SIGKILL on unix
+    child.wait().expect("reap");
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let acked = acked.lock().unwrap().clone();
+
+    let mut child = start(dir.path(), port);
+    let mut api2 = Api::new(&base);
+    api2.token = api.token.clone();
+    assert_eq!(api2.get("/api/actuator/os-runner").ok()["name"], "os-runner");
+    assert_eq!(api2.get("/api/pipeline-definition/hello-world").ok()["version"], "1.0");
+    assert_eq!(api2.get("/api/trigger-definition/on-hello").ok()["name"], "on-hello");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+
+    // every acknowledged event is in the database
+    let url = format!("sqlite://{}", dir.path().join("data/eventops.db").display());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let db = engine::store::Db::connect(&url, 1).await.expect("open db");
+        for id in &acked {
+            let e = engine::store::events::get(&db, *id).await.expect("query");
+            assert!(e.is_some(), "acknowledged event {id} lost");
+        }
+    });
+    eprintln!("{} acknowledged events all survived kill -9", acked.len());
+}
