@@ -8,12 +8,15 @@
 //! - [`users`]: accounts and password hashing.
 //! - [`registry`]: apply/list/get/delete of definitions and event intake, as the API uses them.
 
+pub mod actuator;
 pub mod dag;
 pub mod definition;
 pub mod document;
 pub mod error;
 pub mod placeholder;
 pub mod registry;
+pub mod runtime;
+pub mod script;
 pub mod store;
 pub mod users;
 

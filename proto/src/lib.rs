@@ -116,3 +116,97 @@ pub struct Deleted {
     pub kind: String,
     pub name: String,
 }
+
+/// One run in `GET /api/pipeline/`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    pub id: i64,
+    /// `running`, `success`, `failed` or `cancel`.
+    pub status: String,
+    /// `creator/name:version` of the pipeline definition.
+    pub pipeline: String,
+    pub trigger_name: String,
+    pub event_id: Option<i64>,
+    pub event_name: String,
+    pub event_version: String,
+    pub event_creater: String,
+    pub error: String,
+    pub created_at: String,
+    pub ended_at: Option<String>,
+}
+
+/// `GET /api/pipeline/{id}`: the run, its snapshots, contexts and every task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunView {
+    #[serde(flatten)]
+    pub summary: RunSummary,
+    pub inputs: Value,
+    pub contexts: Value,
+    pub outputs: Value,
+    pub definition: Value,
+    pub event: Value,
+    pub trigger: Value,
+    pub tasks: Vec<TaskView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskView {
+    pub id: i64,
+    /// The pipeline-type task whose child DAG this task belongs to.
+    pub parent_task_id: Option<i64>,
+    pub alias: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `initializing, created, running, success, failed, error, timeout, cancel, unknow`
+    pub status: String,
+    pub actuator: String,
+    pub actuator_tag: String,
+    pub inputs: Value,
+    pub outputs: Value,
+    pub error: String,
+    pub exit_code: Option<i32>,
+    pub timeout: i64,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+}
+
+/// What a task script posts to `POST /api/pipeline/callback`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackRequest {
+    pub pipeline_id: i64,
+    pub task_id: i64,
+    pub auth: String,
+    #[serde(default)]
+    pub outputs: std::collections::BTreeMap<String, String>,
+    pub exit_code: i32,
+}
+
+/// `GET /api/event/{id}`: an event's processing status and its event-trigger records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView {
+    pub id: i64,
+    pub name: String,
+    pub version: String,
+    /// `created, processing, processed, processFailed`
+    pub status: String,
+    pub message: String,
+    pub created_at: String,
+    pub triggers: Vec<EventTriggerView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventTriggerView {
+    pub trigger: String,
+    pub pipeline: String,
+    /// `pass`, `unpass` or `processFailed`
+    pub status: String,
+    pub reason: String,
+    pub pipeline_id: Option<i64>,
+}

@@ -12,6 +12,7 @@ use proto::{Deleted, EventSent, LoginRequest, LoginResponse, RegisterRequest, Us
 /// What handlers share.
 pub struct AppState {
     pub db: Db,
+    pub engine: std::sync::Arc<engine::runtime::Engine>,
     pub settings: Settings,
     pub max_body: usize,
     pub max_event: usize,
@@ -53,7 +54,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/{name}", web::get().to(get_trigger))
                 .route("/{name}", web::delete().to(delete_trigger)),
         )
-        .route("/api/event/send", web::post().to(send_event));
+        .route("/api/event/send", web::post().to(send_event))
+        .route("/api/event/{id}", web::get().to(get_event))
+        .service(
+            web::scope("/api/pipeline")
+                .route("/callback", web::post().to(callback))
+                .route("", web::get().to(list_runs))
+                .route("/", web::get().to(list_runs))
+                .route("/{id}", web::get().to(get_run))
+                .route("/{id}/cancel", web::post().to(cancel_run))
+                .route("/{id}/task/{task}/log", web::get().to(task_log)),
+        );
 }
 
 /// Reads a whole body as UTF-8 text, refusing more than `limit` bytes (413) before reading
@@ -260,6 +271,7 @@ async fn apply_trigger(
 ) -> Result<HttpResponse, ApiError> {
     let text = read_body(&req, body, state.max_body).await?;
     let view = registry::apply_trigger(&state.db, state.settings, &user.0, &text).await?;
+    state.engine.triggers_changed();
     log::info!("trigger {:?} applied by {:?}", view.name, user.0);
     Ok(ok(view))
 }
@@ -282,6 +294,7 @@ async fn delete_trigger(
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     registry::delete_trigger(&state.db, &user.0, &name).await?;
+    state.engine.triggers_changed();
     log::info!("trigger {:?} deleted by {:?}", name.as_str(), user.0);
     Ok(ok(Deleted {
         kind: "trigger".into(),
@@ -299,7 +312,8 @@ async fn send_event(
 ) -> Result<HttpResponse, ApiError> {
     let text = read_body(&req, body, state.max_event).await?;
     let id = registry::send_event(&state.db, state.settings, &user.0, &text).await?;
-    log::info!("event {id} received from {:?}", user.0);
+    state.engine.event_sent(id);
+    log::debug!("event {id} received from {:?}", user.0);
     Ok(ok(EventSent { id }))
 }
 
@@ -310,4 +324,125 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
         req.method(),
         req.path()
     )))
+}
+
+fn parse_id(s: &str, what: &str) -> Result<i64, ApiError> {
+    s.parse::<i64>()
+        .map_err(|_| ApiError::BadRequest(format!("{what} {s:?} is not a number")))
+}
+
+async fn get_event(
+    state: State,
+    user: AuthUser,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id, "event id")?;
+    Ok(ok(state.engine.event_view(&user.0, id).await?))
+}
+
+// ------------------------------------------------------------------ runs
+
+/// Query of `GET /api/pipeline/` (the seed's parameter names).
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RunQuery {
+    event_name: Option<String>,
+    event_version: Option<String>,
+    event_creater: Option<String>,
+    trigger_definition_name: Option<String>,
+    pipeline_definition_name: Option<String>,
+    pipeline_definition_version: Option<String>,
+    status: Option<String>,
+    top: Option<i64>,
+}
+
+async fn list_runs(
+    state: State,
+    user: AuthUser,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let q = web::Query::<RunQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?
+        .into_inner();
+    let f = engine::store::runs::RunFilter {
+        event_name: q.event_name,
+        event_version: q.event_version,
+        event_creator: q.event_creater,
+        trigger_name: q.trigger_definition_name,
+        definition_name: q.pipeline_definition_name,
+        definition_version: q.pipeline_definition_version,
+        status: q.status,
+    };
+    Ok(ok(state
+        .engine
+        .list_runs(&user.0, &f, q.top.unwrap_or(20))
+        .await?))
+}
+
+async fn get_run(
+    state: State,
+    user: AuthUser,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id, "pipeline id")?;
+    Ok(ok(state.engine.run_view(&user.0, id).await?))
+}
+
+async fn cancel_run(
+    state: State,
+    user: AuthUser,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id, "pipeline id")?;
+    state.engine.cancel_run(&user.0, id).await?;
+    log::info!("run {id}: cancel requested by {:?}", user.0);
+    Ok(ok("cancelling"))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    follow: bool,
+}
+
+async fn task_log(
+    state: State,
+    user: AuthUser,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let (id, task) = path.into_inner();
+    let id = parse_id(&id, "pipeline id")?;
+    let q = web::Query::<LogQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?;
+    if !q.follow {
+        let log = state.engine.task_log(&user.0, id, &task).await?;
+        return Ok(HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body(log));
+    }
+    let rx = state.engine.follow_log(&user.0, id, &task).await?;
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| {
+            (
+                item.map(web::Bytes::from)
+                    .map_err(actix_web::error::ErrorInternalServerError),
+                rx,
+            )
+        })
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .streaming(stream))
+}
+
+/// `POST /api/pipeline/callback` (white-listed: the per-task secret is the credential).
+async fn callback(
+    state: State,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let r: proto::CallbackRequest = json(&read_body(&req, body, state.max_body).await?)?;
+    let outcome = state.engine.callback(&r).await?;
+    Ok(ok(outcome))
 }

@@ -411,6 +411,24 @@ impl Config {
         Ok(key)
     }
 
+    /// This server's identity as the owner of runs: kept in `dataDir/instance-id`.
+    pub fn instance_id(&self) -> Result<String, ConfigError> {
+        let file = self.data_dir.join("instance-id");
+        if let Ok(s) = std::fs::read_to_string(&file) {
+            let s = s.trim();
+            if !s.is_empty() && s.len() <= 64 {
+                return Ok(s.to_string());
+            }
+        }
+        std::fs::create_dir_all(&self.data_dir)
+            .map_err(|e| ConfigError(format!("dataDir {}: {e}", self.data_dir.display())))?;
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "eventops".into());
+        let host: String = host.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(40).collect();
+        let id = format!("{host}-{:08x}", rand::random::<u32>());
+        write_private(&file, &id).map_err(|e| ConfigError(format!("{}: {e}", file.display())))?;
+        Ok(id)
+    }
+
     pub fn files_enabled(&self) -> bool {
         self.minio.is_some()
     }

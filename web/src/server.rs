@@ -25,8 +25,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let secret = config.token_signature()?;
     let tokens = web::Data::new(Tokens::new(&secret, config.uc.login_token_expires_time));
     let white = web::Data::new(WhiteList(config.uc.auth.white_url_list.clone()));
+    // bind first: with port 0 the callback address needs the port we actually got
+    let listener = std::net::TcpListener::bind((config.bind_address.as_str(), config.port))
+        .with_context(|| format!("cannot listen on {}:{}", config.bind_address, config.port))?;
+    let addr = listener.local_addr()?;
+    let engine = start_engine(&config, addr.port(), db.clone()).await?;
     let state = web::Data::new(AppState {
         db,
+        engine,
         settings: Settings {
             files_enabled: config.files_enabled(),
         },
@@ -43,17 +49,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .configure(api::routes)
             .default_service(web::to(api::not_found))
     })
-    .bind((config.bind_address.as_str(), config.port))
-    .with_context(|| format!("cannot listen on {}:{}", config.bind_address, config.port))?
+    .listen(listener)?
     .shutdown_timeout(10);
     if config.http.workers > 0 {
         server = server.workers(config.http.workers);
     }
-    let addr = server
-        .addrs()
-        .first()
-        .copied()
-        .context("server bound to no address")?;
     log::info!(
         "eventops listening on http://{addr} (database {}, callback {})",
         store::redact_url(&url),
@@ -63,4 +63,28 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         server: server.run(),
         addr,
     })
+}
+
+/// The engine's settings from the configuration; the instance id is kept in `dataDir` so a
+/// restarted server resumes the runs it owned.
+async fn start_engine(
+    config: &Config,
+    port: u16,
+    db: Db,
+) -> anyhow::Result<std::sync::Arc<engine::runtime::Engine>> {
+    let p = &config.event.process;
+    let instance_id = config.instance_id()?;
+    let settings = engine::runtime::Settings {
+        callback_address: config.callback(port),
+        instance_id,
+        secret_key: config.token_signature()?,
+        work_num: p.work_num,
+        buffer_size: p.buffer_size,
+        trigger_cache_size: p.trigger_cache_size,
+        loop_interval: std::time::Duration::from_secs(p.loop_load_event_interval),
+        processing_over_time: std::time::Duration::from_secs(p.processing_over_time),
+        callback_budget: std::time::Duration::from_secs(600),
+        known_hosts: config.data_dir.join("known_hosts"),
+    };
+    Ok(engine::runtime::Engine::start(db, settings).await?)
 }

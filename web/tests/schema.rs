@@ -59,7 +59,7 @@ async fn round_trip(db: &Db) -> Result<(), StoreError> {
         diesel::insert_into(tasks::table)
             .values(&Task { id, pipeline_id: id, parent_task_id: 0, alias: s("a"), task_type: s("os"),
                 status: s("created"), actuator_name: s("a"), actuator_tag: s("t"), inputs: s("{}"),
-                outputs: s("{}"), error: s(""), job_id: s(""), secret_hash: s("h"), timeout_secs: 3600,
+                outputs: s("{}"), error: s(""), contexts: s("{}"), definition_snapshot: s(""), exit_code: Some(3), job_id: s(""), secret_hash: s("h"), timeout_secs: 3600,
                 created_at: 1, started_at: None, ended_at: None, updated_at: 2 })
             .execute(c)
             .await?;

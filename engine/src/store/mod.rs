@@ -10,6 +10,7 @@ pub mod actuators;
 pub mod events;
 pub mod models;
 pub mod pipeline_definitions;
+pub mod runs;
 pub mod schema;
 pub mod triggers;
 pub mod users;
@@ -44,6 +45,9 @@ pub enum StoreError {
     Url(String),
     #[error("migrations: {0}")]
     Migration(String),
+    /// A conditional write found the row changed by someone else (a lost claim).
+    #[error("the row was changed concurrently")]
+    Lost,
 }
 
 impl StoreError {
@@ -116,6 +120,7 @@ const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NO
      PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
 
 /// A pooled connection of whichever backend is configured.
+#[allow(clippy::large_enum_variant)]
 pub enum Conn {
     Sqlite(Object<SqliteConn>),
     Mysql(Object<AsyncMysqlConnection>),

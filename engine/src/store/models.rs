@@ -137,6 +137,11 @@ pub struct Task {
     pub inputs: String,
     pub outputs: String,
     pub error: String,
+    /// For a pipeline-type task: the contexts of its child DAG.
+    pub contexts: String,
+    /// For a pipeline-type task: the child pipeline definition it runs.
+    pub definition_snapshot: String,
+    pub exit_code: Option<i32>,
     pub job_id: String,
     pub secret_hash: String,
     pub timeout_secs: i64,

@@ -130,6 +130,9 @@ CREATE TABLE tasks (
     inputs TEXT NOT NULL,
     outputs TEXT NOT NULL,
     error TEXT NOT NULL,
+    contexts TEXT NOT NULL,
+    definition_snapshot TEXT NOT NULL,
+    exit_code INTEGER,
     job_id VARCHAR(255) NOT NULL,
     secret_hash VARCHAR(128) NOT NULL,
     timeout_secs BIGINT NOT NULL,
@@ -140,3 +143,4 @@ CREATE TABLE tasks (
     CONSTRAINT tasks_alias_uq UNIQUE (pipeline_id, parent_task_id, alias)
 );
 CREATE INDEX tasks_status_idx ON tasks (status, updated_at);
+CREATE INDEX tasks_pipeline_idx ON tasks (pipeline_id);

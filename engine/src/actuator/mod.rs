@@ -1,0 +1,54 @@
+//! Actuators: where tasks run. Every kind implements [`Actuator`] (start, status, cancel, logs);
+//! the engine only talks to that trait. Adding a kind is one module and one line in
+//! [`crate::runtime::Engine::actuator_for`].
+
+pub mod os;
+pub mod ssh;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::mpsc;
+
+/// A task to start: the rendered `run.sh` and where it belongs.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub pipeline_id: i64,
+    pub task_id: i64,
+    pub run_sh: String,
+}
+
+/// What an actuator knows about a started job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobStatus {
+    /// Installed but not running yet (or its pid not written yet).
+    Starting,
+    Running,
+    /// Ended with this exit code; `callback` is the body the task posted (outputs), if any.
+    Exited { code: i32, callback: Option<String> },
+    /// Its process is gone and it wrote no exit code (killed, machine rebooted).
+    Lost,
+    /// Nothing of it exists on the actuator.
+    Missing,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct ActuatorError(pub String);
+
+pub type Result<T> = std::result::Result<T, ActuatorError>;
+
+/// One place tasks can run. Job ids are opaque strings the actuator gives out at start and
+/// understands again after a server restart.
+pub trait Actuator: Send + Sync {
+    /// Installs and starts the job (idempotent: starting a started job is harmless).
+    fn start(&self, job: Job) -> BoxFuture<'_, Result<String>>;
+    fn status<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<JobStatus>>;
+    /// Stops the job and everything it started.
+    fn cancel<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// The job's output so far.
+    fn logs<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<Vec<u8>>>;
+    /// The job's output as it comes, ending when the job ends.
+    fn follow<'a>(
+        &'a self,
+        job_id: &'a str,
+    ) -> BoxFuture<'a, Result<mpsc::Receiver<std::result::Result<Vec<u8>, String>>>>;
+}

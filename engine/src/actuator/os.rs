@@ -1,0 +1,153 @@
+//! The `os` actuator: a host reached over SSH (one pooled connection per host). Tasks follow
+//! the contract of SPEC §7 under `~/pipelines/<pipelineId>/tasks/<taskId>/`; the job id is
+//! that directory.
+
+use super::ssh::{SshAuth, SshPool, SshSession, SshTarget};
+use super::{Actuator, ActuatorError, Job, JobStatus, Result};
+use crate::definition::actuator::SshSpec;
+use crate::script;
+use futures_util::future::BoxFuture;
+use tokio::sync::mpsc;
+
+pub struct Os {
+    session: SshSession,
+}
+
+impl Os {
+    pub fn new(pool: &SshPool, spec: &SshSpec) -> Os {
+        Os {
+            session: pool.session(&target(spec)),
+        }
+    }
+}
+
+pub fn target(spec: &SshSpec) -> SshTarget {
+    let auth = match (&spec.private_key, &spec.password) {
+        (Some(k), _) if !k.trim().is_empty() => SshAuth::PrivateKey(k.clone()),
+        (_, Some(p)) => SshAuth::Password(p.clone()),
+        _ => SshAuth::Password(String::new()),
+    };
+    SshTarget::new(spec.ip.clone(), spec.port, spec.user.clone(), auth)
+}
+
+fn err(e: impl std::fmt::Display) -> ActuatorError {
+    ActuatorError(e.to_string())
+}
+
+/// Only directories we hand out are accepted back as job ids.
+fn check_job(job_id: &str) -> Result<&str> {
+    let ok = job_id.starts_with("pipelines/")
+        && job_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '/' || c == '-' || c == '_');
+    if ok {
+        Ok(job_id)
+    } else {
+        Err(ActuatorError(format!("not an os job id: {job_id:?}")))
+    }
+}
+
+impl Actuator for Os {
+    fn start(&self, job: Job) -> BoxFuture<'_, Result<String>> {
+        Box::pin(async move {
+            let dir = script::task_dir(job.pipeline_id, job.task_id);
+            let out = self
+                .session
+                .exec(&script::start_command(&dir), Some(job.run_sh.into_bytes()))
+                .await
+                .map_err(err)?;
+            if !out.success() {
+                return Err(ActuatorError(format!(
+                    "starting the task failed ({}): {}",
+                    out.status_text(),
+                    out.stderr_lossy().trim()
+                )));
+            }
+            Ok(dir)
+        })
+    }
+
+    fn status<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<JobStatus>> {
+        Box::pin(async move {
+            let dir = check_job(job_id)?;
+            let out = self
+                .session
+                .exec(&script::status_command(dir), None)
+                .await
+                .map_err(err)?;
+            let text = out.stdout_lossy();
+            let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+            Ok(match first.trim() {
+                "running" => JobStatus::Running,
+                "starting" => JobStatus::Starting,
+                "lost" => JobStatus::Lost,
+                "missing" => JobStatus::Missing,
+                s => match s.strip_prefix("exit ").and_then(|c| c.trim().parse::<i32>().ok()) {
+                    Some(code) => JobStatus::Exited {
+                        code,
+                        callback: Some(rest.trim().to_string()).filter(|s| !s.is_empty()),
+                    },
+                    None => {
+                        return Err(ActuatorError(format!(
+                            "unexpected status answer {s:?}: {}",
+                            out.stderr_lossy().trim()
+                        )))
+                    }
+                },
+            })
+        })
+    }
+
+    fn cancel<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let dir = check_job(job_id)?;
+            self.session
+                .exec(&script::cancel_command(dir), None)
+                .await
+                .map_err(err)?;
+            Ok(())
+        })
+    }
+
+    fn logs<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<Vec<u8>>> {
+        Box::pin(async move {
+            let dir = check_job(job_id)?;
+            let out = self
+                .session
+                .exec(&script::log_command(dir, false), None)
+                .await
+                .map_err(err)?;
+            if !out.success() {
+                return Err(ActuatorError(format!(
+                    "no log yet: {}",
+                    out.stderr_lossy().trim()
+                )));
+            }
+            Ok(out.stdout)
+        })
+    }
+
+    fn follow<'a>(
+        &'a self,
+        job_id: &'a str,
+    ) -> BoxFuture<'a, Result<mpsc::Receiver<std::result::Result<Vec<u8>, String>>>> {
+        Box::pin(async move {
+            let dir = check_job(job_id)?;
+            let mut stream = self
+                .session
+                .exec_stream(&script::log_command(dir, true))
+                .await
+                .map_err(err)?;
+            let (tx, rx) = mpsc::channel(64);
+            tokio::spawn(async move {
+                while let Some(chunk) = stream.next_chunk().await {
+                    let item = chunk.map(|b| b.to_vec()).map_err(|e| e.to_string());
+                    if tx.send(item).await.is_err() {
+                        break; // the reader went away: dropping the stream stops tail
+                    }
+                }
+            });
+            Ok(rx)
+        })
+    }
+}

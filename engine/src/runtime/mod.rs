@@ -1,0 +1,236 @@
+//! The running engine (SPEC §2): event workers, the loader, pipeline runs, and the calls the
+//! API makes into them (callbacks, cancel, views, logs).
+//!
+//! Actors are tokio tasks that own their state and read a mailbox:
+//! - `EventLoader` ([`loader`]) polls for events that were missed (full mailboxes, a restart,
+//!   a crashed worker) — a safety net; sends are pushed to a worker at once.
+//! - `EventProcessor` × `workNum` ([`processor`]) claim, match and commit events.
+//! - `PipelineRun` ([`run`]) owns one run: walks its DAG, starts tasks, handles their ends.
+//!
+//! Several servers may share one database: claims are conditional updates, and runs carry an
+//! owner and a lease that the owner renews.
+
+pub mod loader;
+pub mod matching;
+pub mod processor;
+pub mod run;
+pub mod views;
+
+use crate::actuator::{self, Actuator};
+use crate::definition::ActuatorDef;
+use crate::store::models::TriggerDefinition;
+use crate::store::{self, Db};
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Engine settings (from the server configuration).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Base URL tasks call back to.
+    pub callback_address: String,
+    /// This server's identity as a run owner; stable across restarts.
+    pub instance_id: String,
+    /// Key for per-task callback secrets (HMAC of the task id).
+    pub secret_key: String,
+    pub work_num: usize,
+    pub buffer_size: usize,
+    pub trigger_cache_size: u64,
+    pub loop_interval: Duration,
+    pub processing_over_time: Duration,
+    /// How long a task script retries its callback while the server is unreachable.
+    pub callback_budget: Duration,
+    /// Where SSH host keys are remembered.
+    pub known_hosts: std::path::PathBuf,
+}
+
+/// A trigger as the matcher uses it.
+#[derive(Debug, Clone)]
+pub struct CachedTrigger {
+    pub row: TriggerDefinition,
+    pub def: crate::definition::TriggerDef,
+}
+
+type TriggerList = Arc<Vec<CachedTrigger>>;
+
+/// A message to a run.
+#[derive(Debug)]
+pub enum RunMsg {
+    /// A task's final status was written (by a callback or the poller): re-read it.
+    TaskEnded(i64),
+    Cancel,
+}
+
+pub struct Engine {
+    pub db: Db,
+    pub settings: Settings,
+    workers: Vec<mpsc::Sender<i64>>,
+    next_worker: AtomicUsize,
+    triggers: moka::future::Cache<String, TriggerList>,
+    runs: Mutex<HashMap<i64, mpsc::UnboundedSender<RunMsg>>>,
+    ssh: actuator::ssh::SshPool,
+    /// Lease of a run in the database; renewed at a third of it.
+    pub lease: Duration,
+}
+
+impl Engine {
+    /// Starts the workers, the loader, the lease keeper, and resumes the runs this server
+    /// owned (or whose owner's lease expired). Must be called inside a tokio runtime.
+    pub async fn start(db: Db, settings: Settings) -> Result<Arc<Engine>> {
+        let mut receivers = Vec::new();
+        let mut workers = Vec::new();
+        for _ in 0..settings.work_num.max(1) {
+            let (tx, rx) = mpsc::channel(settings.buffer_size.max(1));
+            workers.push(tx);
+            receivers.push(rx);
+        }
+        let known_hosts = actuator::ssh::KnownHostsFile::new(settings.known_hosts.clone());
+        let engine = Arc::new(Engine {
+            db,
+            triggers: moka::future::Cache::builder()
+                .max_capacity(settings.trigger_cache_size.max(1))
+                .build(),
+            settings,
+            workers,
+            next_worker: AtomicUsize::new(0),
+            runs: Mutex::new(HashMap::new()),
+            ssh: actuator::ssh::SshPool::new(Arc::new(known_hosts)),
+            lease: Duration::from_secs(30),
+        });
+        for rx in receivers {
+            tokio::spawn(processor::work(engine.clone(), rx));
+        }
+        tokio::spawn(loader::run(engine.clone()));
+        tokio::spawn(keep_leases(engine.clone()));
+        let resumed = store::runs::claim_running(
+            &engine.db,
+            &engine.settings.instance_id,
+            engine.lease.as_millis() as i64,
+        )
+        .await?;
+        for r in resumed {
+            log::info!("resuming pipeline run {}", r.id);
+            run::spawn(engine.clone(), r.id);
+        }
+        Ok(engine)
+    }
+
+    /// Hands a freshly stored event to a worker. When every mailbox is full it stays
+    /// `created` in the database and the loader picks it up.
+    pub fn event_sent(&self, id: i64) {
+        if !self.try_dispatch(id) {
+            log::debug!("event {id}: every worker mailbox is full; left for the loader");
+        }
+    }
+
+    /// Puts an event id into the first worker mailbox with room; false when all are full.
+    pub(crate) fn try_dispatch(&self, id: i64) -> bool {
+        let n = self.workers.len();
+        let start = self.next_worker.fetch_add(1, Ordering::Relaxed);
+        (0..n).any(|i| self.workers[(start + i) % n].try_send(id).is_ok())
+    }
+
+    /// Forgets cached triggers (after an apply or delete).
+    pub fn triggers_changed(&self) {
+        self.triggers.invalidate_all();
+    }
+
+    /// The triggers listening for this event name, version and sender (cached).
+    pub async fn triggers_for(&self, name: &str, version: &str, creator: &str) -> Result<TriggerList> {
+        let key = format!("{name}\u{0}{version}\u{0}{creator}");
+        let db = self.db.clone();
+        let (n, v, c) = (name.to_string(), version.to_string(), creator.to_string());
+        self.triggers
+            .try_get_with(key, async move {
+                let rows = store::triggers::for_event(&db, &n, &v, &c).await?;
+                let mut list = Vec::with_capacity(rows.len());
+                for row in rows {
+                    match serde_json::from_str(&row.content) {
+                        Ok(def) => list.push(CachedTrigger { row, def }),
+                        Err(e) => log::error!("trigger {} unreadable: {e}", row.id),
+                    }
+                }
+                Ok::<_, store::StoreError>(Arc::new(list))
+            })
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    pub(crate) fn register_run(&self, id: i64, tx: mpsc::UnboundedSender<RunMsg>) {
+        if let Ok(mut m) = self.runs.lock() {
+            m.insert(id, tx);
+        }
+    }
+
+    pub(crate) fn unregister_run(&self, id: i64) {
+        if let Ok(mut m) = self.runs.lock() {
+            m.remove(&id);
+        }
+    }
+
+    /// Sends a message to a live run; false when this server is not running it.
+    pub(crate) fn tell_run(&self, id: i64, msg: RunMsg) -> bool {
+        self.runs
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&id).map(|tx| tx.send(msg).is_ok()))
+            .unwrap_or(false)
+    }
+
+    /// Number of runs this server drives now.
+    pub fn live_runs(&self) -> usize {
+        self.runs.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// The actuator a task runs on, from its stored definition.
+    pub fn actuator_for(&self, def: &ActuatorDef) -> Result<Box<dyn Actuator + '_>> {
+        if let Some(os) = &def.os {
+            return Ok(Box::new(actuator::os::Os::new(&self.ssh, os)));
+        }
+        Err(Error::Validation(format!(
+            "actuator {}: {} actuators are not supported yet",
+            def.name,
+            def.kind()
+        )))
+    }
+
+    /// The callback secret of a task: HMAC(key, task id), so it can be re-derived after a
+    /// restart; only its hash is stored.
+    pub fn task_secret(&self, task_id: i64) -> String {
+        use hmac::{Mac, SimpleHmac};
+        use sha2::Sha256;
+        let mut mac = <SimpleHmac<Sha256> as Mac>::new_from_slice(self.settings.secret_key.as_bytes())
+            .expect("HMAC takes any key length");
+        mac.update(&task_id.to_be_bytes());
+        hex(&mac.finalize().into_bytes())
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// sha256 of a secret, hex: what the tasks table stores.
+pub fn secret_hash(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+async fn keep_leases(engine: Arc<Engine>) {
+    let mut tick = tokio::time::interval(engine.lease / 3);
+    loop {
+        tick.tick().await;
+        if let Err(e) = store::runs::renew_leases(
+            &engine.db,
+            &engine.settings.instance_id,
+            engine.lease.as_millis() as i64,
+        )
+        .await
+        {
+            log::warn!("renewing run leases: {e}");
+        }
+    }
+}

@@ -1,0 +1,806 @@
+//! `PipelineRun`: one task per run owns its state, walks the DAG (and the child DAGs of
+//! pipeline-type tasks), starts ready tasks, and finishes, fails or cancels the run.
+//!
+//! Every status change is a conditional update in the database first; the in-memory copy is
+//! refreshed from what was written. A callback and the status poller may both report a task's
+//! end; only the first write wins.
+
+use super::processor::{json, new_tasks};
+use super::{Engine, RunMsg};
+use crate::actuator::{Job, JobStatus};
+use crate::dag::Dag;
+use crate::definition::pipeline::{TaskDef, TaskKind};
+use crate::definition::{ActuatorDef, ImageRef, PipelineDef, Selector};
+use crate::placeholder;
+use crate::script::{self, Values};
+use crate::store::models::{Pipeline, Task};
+use crate::store::runs::{RunChange, TaskChange};
+use crate::store::{self, now_ms};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+// run statuses
+pub const RUNNING: &str = "running";
+pub const SUCCESS: &str = "success";
+pub const FAILED: &str = "failed";
+pub const CANCEL: &str = "cancel";
+// task statuses (plus RUNNING, SUCCESS, FAILED, CANCEL)
+pub const INITIALIZING: &str = "initializing";
+pub const CREATED: &str = "created";
+pub const ERROR: &str = "error";
+pub const TIMEOUT: &str = "timeout";
+pub const UNKNOW: &str = "unknow";
+
+const BAD: &[&str] = &[FAILED, ERROR, TIMEOUT, CANCEL, UNKNOW];
+const LIVE: &[&str] = &[CREATED, RUNNING];
+
+/// Internal messages from the jobs a run spawns.
+#[derive(Debug)]
+enum Internal {
+    Started(i64, Result<(), String>),
+    Polled(i64, Result<JobStatus, String>),
+}
+
+pub fn spawn(engine: Arc<Engine>, run_id: i64) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    engine.register_run(run_id, tx);
+    tokio::spawn(async move {
+        match RunActor::load(engine.clone(), run_id).await {
+            Ok(Some(mut actor)) => actor.main(rx).await,
+            Ok(None) => {}
+            Err(e) => log::error!("run {run_id}: cannot load: {e}"),
+        }
+        engine.unregister_run(run_id);
+    });
+}
+
+struct Poll {
+    next: Instant,
+    every: Duration,
+    lost_once: bool,
+}
+
+struct RunActor {
+    engine: Arc<Engine>,
+    run: Pipeline,
+    def: PipelineDef,
+    tasks: BTreeMap<i64, Task>,
+    /// Tasks whose start job is in flight.
+    starting: BTreeSet<i64>,
+    polls: HashMap<i64, Poll>,
+    internal_tx: mpsc::UnboundedSender<Internal>,
+    internal_rx: mpsc::UnboundedReceiver<Internal>,
+    finished: bool,
+}
+
+impl RunActor {
+    async fn load(engine: Arc<Engine>, id: i64) -> crate::Result<Option<RunActor>> {
+        let Some(run) = store::runs::get(&engine.db, id).await? else {
+            return Ok(None);
+        };
+        if run.status != RUNNING {
+            return Ok(None);
+        }
+        let def: PipelineDef = serde_json::from_str(&run.definition_snapshot)
+            .map_err(|e| crate::Error::Internal(format!("run {id} definition: {e}")))?;
+        let tasks = store::runs::tasks_of(&engine.db, id)
+            .await?
+            .into_iter()
+            .map(|t| (t.id, t))
+            .collect::<BTreeMap<_, _>>();
+        let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        let now = Instant::now();
+        // re-attach: every live task is polled at once (its callback may have come while we
+        // were down, or may never come)
+        let polls = tasks
+            .values()
+            .filter(|t| LIVE.contains(&t.status.as_str()) && t.task_type != "pipeline")
+            .map(|t| {
+                (
+                    t.id,
+                    Poll {
+                        next: now,
+                        every: Duration::from_secs(1),
+                        lost_once: false,
+                    },
+                )
+            })
+            .collect();
+        Ok(Some(RunActor {
+            engine,
+            run,
+            def,
+            tasks,
+            starting: BTreeSet::new(),
+            polls,
+            internal_tx,
+            internal_rx,
+            finished: false,
+        }))
+    }
+
+    async fn main(&mut self, mut rx: mpsc::UnboundedReceiver<RunMsg>) {
+        self.step().await;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !self.finished {
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some(RunMsg::TaskEnded(id)) => {
+                        self.refresh(id).await;
+                        self.on_task_ended(id).await;
+                        self.step().await;
+                    }
+                    Some(RunMsg::Cancel) => self.cancel_run().await,
+                    None => break,
+                },
+                Some(m) = self.internal_rx.recv() => {
+                    match m {
+                        Internal::Started(id, res) => {
+                            self.starting.remove(&id);
+                            if let Err(e) = res {
+                                self.fail_task(id, ERROR, &e).await;
+                            } else {
+                                self.polls.insert(id, Poll { next: Instant::now() + Duration::from_secs(2), every: Duration::from_secs(2), lost_once: false });
+                            }
+                            self.refresh(id).await;
+                            self.on_task_ended(id).await;
+                        }
+                        Internal::Polled(id, res) => self.on_polled(id, res).await,
+                    }
+                    self.step().await;
+                }
+                _ = tick.tick() => {
+                    self.on_tick().await;
+                }
+            }
+        }
+    }
+
+    async fn refresh(&mut self, id: i64) {
+        match store::runs::task(&self.engine.db, id).await {
+            Ok(Some(t)) => {
+                self.tasks.insert(id, t);
+            }
+            Ok(None) => {}
+            Err(e) => log::warn!("run {}: reloading task {id}: {e}", self.run.id),
+        }
+    }
+
+    async fn reload_all(&mut self) {
+        if let Ok(ts) = store::runs::tasks_of(&self.engine.db, self.run.id).await {
+            self.tasks = ts.into_iter().map(|t| (t.id, t)).collect();
+        }
+    }
+
+    fn scope_tasks(&self, parent: i64) -> Vec<i64> {
+        self.tasks
+            .values()
+            .filter(|t| t.parent_task_id == parent)
+            .map(|t| t.id)
+            .collect()
+    }
+
+    /// The definition a scope runs: the run's, or a pipeline-type task's child.
+    fn scope_def(&self, parent: i64) -> Option<PipelineDef> {
+        if parent == 0 {
+            return Some(self.def.clone());
+        }
+        let t = self.tasks.get(&parent)?;
+        serde_json::from_str(&t.definition_snapshot).ok()
+    }
+
+    fn scope_values(&self, parent: i64) -> Values {
+        let (inputs, contexts) = if parent == 0 {
+            (self.run.inputs.as_str(), self.run.contexts.as_str())
+        } else {
+            match self.tasks.get(&parent) {
+                Some(t) => (t.inputs.as_str(), t.contexts.as_str()),
+                None => ("{}", "{}"),
+            }
+        };
+        let mut v = Values {
+            inputs: serde_json::from_str(inputs).unwrap_or_default(),
+            contexts: serde_json::from_str(contexts).unwrap_or_default(),
+            outputs: BTreeMap::new(),
+        };
+        for t in self.tasks.values() {
+            if t.parent_task_id == parent && t.status == SUCCESS {
+                let outs: BTreeMap<String, String> =
+                    serde_json::from_str(&t.outputs).unwrap_or_default();
+                for (k, val) in outs {
+                    v.outputs.insert((t.alias.clone(), k), val);
+                }
+            }
+        }
+        v
+    }
+
+    /// Walks the root scope; finishes the run when it is decided.
+    async fn step(&mut self) {
+        if self.finished {
+            return;
+        }
+        match Box::pin(self.step_scope(0)).await {
+            ScopeResult::Running => {}
+            ScopeResult::Success(outputs) => {
+                let ok = store::runs::transition_run(
+                    &self.engine.db,
+                    self.run.id,
+                    &[RUNNING],
+                    &RunChange {
+                        status: Some(SUCCESS.into()),
+                        outputs: Some(json(&outputs)),
+                        ended_at: Some(Some(now_ms())),
+                        ..Default::default()
+                    },
+                )
+                .await;
+                log::info!("run {} success", self.run.id);
+                if let Err(e) = ok {
+                    log::error!("run {}: recording success: {e}", self.run.id);
+                }
+                self.finished = true;
+            }
+            ScopeResult::Failed(msg) => {
+                let r = store::runs::transition_run(
+                    &self.engine.db,
+                    self.run.id,
+                    &[RUNNING],
+                    &RunChange {
+                        status: Some(FAILED.into()),
+                        error: Some(msg.clone()),
+                        ended_at: Some(Some(now_ms())),
+                        ..Default::default()
+                    },
+                )
+                .await;
+                log::info!("run {} failed: {msg}", self.run.id);
+                if let Err(e) = r {
+                    log::error!("run {}: recording failure: {e}", self.run.id);
+                }
+                self.finished = true;
+            }
+        }
+    }
+
+    async fn step_scope(&mut self, parent: i64) -> ScopeResult {
+        let Some(def) = self.scope_def(parent) else {
+            return ScopeResult::Failed("child pipeline definition unreadable".into());
+        };
+        let ids = self.scope_tasks(parent);
+        // child DAGs first: they decide their pipeline-type task
+        for id in &ids {
+            let is_live_pipeline = self
+                .tasks
+                .get(id)
+                .is_some_and(|t| t.task_type == "pipeline" && t.status == RUNNING);
+            if !is_live_pipeline {
+                continue;
+            }
+            match Box::pin(self.step_scope(*id)).await {
+                ScopeResult::Running => {}
+                ScopeResult::Success(child_outputs) => {
+                    self.finish_pipeline_task(*id, &def, &child_outputs).await
+                }
+                ScopeResult::Failed(msg) => self.fail_task(*id, FAILED, &msg).await,
+            }
+        }
+        let bad = ids
+            .iter()
+            .filter_map(|id| self.tasks.get(id))
+            .find(|t| BAD.contains(&t.status.as_str()))
+            .map(|t| {
+                let why = if t.error.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", t.error)
+                };
+                format!("task {:?} {}{why}", t.alias, t.status)
+            });
+        if let Some(msg) = bad {
+            Box::pin(self.cancel_scope(parent, "a sibling task failed")).await;
+            return ScopeResult::Failed(msg);
+        }
+        if ids
+            .iter()
+            .all(|id| self.tasks.get(id).is_some_and(|t| t.status == SUCCESS))
+        {
+            let values = self.scope_values(parent);
+            let mut outs = BTreeMap::new();
+            for o in &def.outputs {
+                outs.insert(o.name.clone(), values.substitute(&o.value).unwrap_or_default());
+            }
+            return ScopeResult::Success(outs);
+        }
+        // start what is ready
+        let nodes: Vec<(String, Vec<String>)> =
+            def.dag.iter().map(|n| (n.name.clone(), n.needs.clone())).collect();
+        let aliases: BTreeSet<String> = def.tasks.iter().map(|t| t.alias.clone()).collect();
+        let Ok(dag) = Dag::build(&nodes, &aliases) else {
+            return ScopeResult::Failed("the pipeline's dag is invalid".into());
+        };
+        let by_alias: BTreeMap<String, i64> = ids
+            .iter()
+            .filter_map(|id| self.tasks.get(id).map(|t| (t.alias.clone(), *id)))
+            .collect();
+        let done: BTreeSet<String> = ids
+            .iter()
+            .filter_map(|id| self.tasks.get(id))
+            .filter(|t| t.status == SUCCESS)
+            .map(|t| t.alias.clone())
+            .collect();
+        let started: BTreeSet<String> = ids
+            .iter()
+            .filter_map(|id| self.tasks.get(id))
+            .filter(|t| t.status != INITIALIZING || self.starting.contains(&t.id))
+            .map(|t| t.alias.clone())
+            .collect();
+        let ready: Vec<String> = dag.ready(&done, &started).map(String::from).collect();
+        for alias in ready {
+            let Some(id) = by_alias.get(&alias).copied() else { continue };
+            let Some(tdef) = def.tasks.iter().find(|t| t.alias == alias).cloned() else {
+                continue;
+            };
+            self.start_task(id, parent, &def, tdef).await;
+        }
+        ScopeResult::Running
+    }
+
+    async fn start_task(&mut self, id: i64, parent: i64, def: &PipelineDef, tdef: TaskDef) {
+        let values = self.scope_values(parent);
+        match TaskKind::parse(&tdef.kind) {
+            Some(TaskKind::Pipeline) => self.start_pipeline_task(id, &tdef, &values).await,
+            Some(TaskKind::Os) => {
+                self.starting.insert(id);
+                let selector = tdef
+                    .actuator_selector
+                    .clone()
+                    .or_else(|| def.actuator_selector.clone());
+                let engine = self.engine.clone();
+                let run = (self.run.id, self.run.creator.clone());
+                let tx = self.internal_tx.clone();
+                tokio::spawn(async move {
+                    let res = start_os_task(&engine, run, id, &tdef, selector, &values).await;
+                    let _ = tx.send(Internal::Started(id, res));
+                });
+            }
+            Some(kind) => {
+                let msg = format!("{kind:?} tasks are not supported yet");
+                self.fail_task(id, ERROR, &msg).await;
+            }
+            None => self.fail_task(id, ERROR, "unknown task type").await,
+        }
+    }
+
+    async fn start_pipeline_task(&mut self, id: i64, tdef: &TaskDef, values: &Values) {
+        let img = match ImageRef::parse(&tdef.image, &self.run.creator) {
+            Ok(i) => i,
+            Err(e) => return self.fail_task(id, ERROR, &e).await,
+        };
+        let child = match crate::registry::load_pipeline(&self.engine.db, &img).await {
+            Ok(Some((_, d))) => d,
+            Ok(None) => {
+                let msg = format!("pipeline {img} no longer exists");
+                return self.fail_task(id, ERROR, &msg).await;
+            }
+            Err(e) => return self.fail_task(id, ERROR, &e.to_string()).await,
+        };
+        let mut inputs = BTreeMap::new();
+        for i in &tdef.inputs {
+            inputs.insert(i.name.clone(), values.substitute(&i.value).unwrap_or_default());
+        }
+        let contexts: BTreeMap<String, String> = child
+            .contexts
+            .iter()
+            .map(|c| (c.name.clone(), String::new()))
+            .collect();
+        // children first, so a crash between the two writes leaves no running task without them
+        let existing = self.scope_tasks(id);
+        if existing.is_empty() {
+            let rows = new_tasks(self.run.id, id, &child, now_ms());
+            if let Err(e) = store::runs::insert_tasks(&self.engine.db, &rows).await {
+                return self.fail_task(id, ERROR, &e.to_string()).await;
+            }
+        }
+        let change = TaskChange {
+            status: Some(RUNNING.into()),
+            inputs: Some(json(&inputs)),
+            contexts: Some(json(&contexts)),
+            definition_snapshot: Some(json(&child)),
+            started_at: Some(Some(now_ms())),
+            ..Default::default()
+        };
+        if let Err(e) =
+            store::runs::transition_task(&self.engine.db, id, &[INITIALIZING], &change).await
+        {
+            log::error!("run {}: starting pipeline task {id}: {e}", self.run.id);
+        }
+        self.reload_all().await;
+    }
+
+    async fn finish_pipeline_task(
+        &mut self,
+        id: i64,
+        def: &PipelineDef,
+        child_outputs: &BTreeMap<String, String>,
+    ) {
+        let Some(t) = self.tasks.get(&id).cloned() else { return };
+        let tdef = def.tasks.iter().find(|d| d.alias == t.alias);
+        let mut outs = BTreeMap::new();
+        for o in tdef.map(|d| d.outputs.as_slice()).unwrap_or_default() {
+            outs.insert(
+                o.name.clone(),
+                child_outputs.get(&o.value).cloned().unwrap_or_default(),
+            );
+        }
+        let change = TaskChange {
+            status: Some(SUCCESS.into()),
+            outputs: Some(json(&outs)),
+            ended_at: Some(Some(now_ms())),
+            ..Default::default()
+        };
+        if let Ok(true) =
+            store::runs::transition_task(&self.engine.db, id, &[RUNNING], &change).await
+        {
+            self.refresh(id).await;
+            self.on_task_ended(id).await;
+        }
+    }
+
+    /// After a task ended: copy its outputs into contexts (`setToContext`).
+    async fn on_task_ended(&mut self, id: i64) {
+        self.polls.remove(&id);
+        let Some(t) = self.tasks.get(&id).cloned() else { return };
+        if t.status != SUCCESS {
+            return;
+        }
+        let Some(def) = self.scope_def(t.parent_task_id) else { return };
+        let Some(tdef) = def.tasks.iter().find(|d| d.alias == t.alias) else { return };
+        let outs: BTreeMap<String, String> = serde_json::from_str(&t.outputs).unwrap_or_default();
+        let sets: Vec<(String, String)> = tdef
+            .outputs
+            .iter()
+            .filter_map(|o| {
+                o.set_to_context
+                    .as_ref()
+                    .map(|c| (c.clone(), outs.get(&o.name).cloned().unwrap_or_default()))
+            })
+            .collect();
+        if sets.is_empty() {
+            return;
+        }
+        if t.parent_task_id == 0 {
+            let mut ctx: BTreeMap<String, String> =
+                serde_json::from_str(&self.run.contexts).unwrap_or_default();
+            ctx.extend(sets);
+            self.run.contexts = json(&ctx);
+            let change = RunChange {
+                contexts: Some(self.run.contexts.clone()),
+                ..Default::default()
+            };
+            if let Err(e) =
+                store::runs::transition_run(&self.engine.db, self.run.id, &[RUNNING], &change).await
+            {
+                log::error!("run {}: saving contexts: {e}", self.run.id);
+            }
+        } else {
+            let parent = t.parent_task_id;
+            let Some(p) = self.tasks.get(&parent).cloned() else { return };
+            let mut ctx: BTreeMap<String, String> =
+                serde_json::from_str(&p.contexts).unwrap_or_default();
+            ctx.extend(sets);
+            let change = TaskChange {
+                contexts: Some(json(&ctx)),
+                ..Default::default()
+            };
+            let _ = store::runs::transition_task(&self.engine.db, parent, &[RUNNING], &change).await;
+            self.refresh(parent).await;
+        }
+    }
+
+    async fn fail_task(&mut self, id: i64, status: &str, msg: &str) {
+        let change = TaskChange {
+            status: Some(status.into()),
+            error: Some(msg.into()),
+            ended_at: Some(Some(now_ms())),
+            ..Default::default()
+        };
+        let from = [INITIALIZING, CREATED, RUNNING];
+        if let Err(e) = store::runs::transition_task(&self.engine.db, id, &from, &change).await {
+            log::error!("run {}: recording task {id} {status}: {e}", self.run.id);
+        }
+        log::info!("run {}: task {id} {status}: {msg}", self.run.id);
+        self.polls.remove(&id);
+        self.refresh(id).await;
+    }
+
+    /// Stops every task of a scope that has not ended (recursively), marking it `cancel`.
+    async fn cancel_scope(&mut self, parent: i64, why: &str) {
+        for id in self.scope_tasks(parent) {
+            let Some(t) = self.tasks.get(&id).cloned() else { continue };
+            match t.status.as_str() {
+                INITIALIZING | CREATED | RUNNING => {
+                    if t.task_type == "pipeline" {
+                        Box::pin(self.cancel_scope(id, why)).await;
+                    }
+                    self.fail_task(id, CANCEL, why).await;
+                    if t.task_type != "pipeline" && !t.job_id.is_empty() {
+                        self.kill_on_actuator(&t);
+                    } else if self.starting.contains(&id) {
+                        // its start is in flight: kill it once the job id is known
+                        let engine = self.engine.clone();
+                        let creator = self.run.creator.clone();
+                        tokio::spawn(async move {
+                            for _ in 0..100 {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                if let Ok(Some(t)) = store::runs::task(&engine.db, id).await {
+                                    if !t.job_id.is_empty() {
+                                        kill(&engine, &creator, &t).await;
+                                        return;
+                                    }
+                                }
+                            }
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn kill_on_actuator(&self, t: &Task) {
+        let engine = self.engine.clone();
+        let creator = self.run.creator.clone();
+        let t = t.clone();
+        tokio::spawn(async move { kill(&engine, &creator, &t).await });
+    }
+
+    async fn cancel_run(&mut self) {
+        let change = RunChange {
+            status: Some(CANCEL.into()),
+            error: Some("cancelled by the user".into()),
+            ended_at: Some(Some(now_ms())),
+            ..Default::default()
+        };
+        match store::runs::transition_run(&self.engine.db, self.run.id, &[RUNNING], &change).await {
+            Ok(true) => {
+                self.cancel_scope(0, "the run was cancelled").await;
+                log::info!("run {} cancelled", self.run.id);
+                self.finished = true;
+            }
+            Ok(false) => self.finished = true,
+            Err(e) => log::error!("run {}: cancel: {e}", self.run.id),
+        }
+    }
+
+    async fn on_tick(&mut self) {
+        let now_wall = now_ms();
+        let now = Instant::now();
+        let live: Vec<Task> = self
+            .tasks
+            .values()
+            .filter(|t| LIVE.contains(&t.status.as_str()) && t.task_type != "pipeline")
+            .cloned()
+            .collect();
+        let mut changed = false;
+        for t in live {
+            let started = t.started_at.unwrap_or(t.created_at);
+            if now_wall - started > t.timeout_secs.saturating_mul(1000) {
+                let msg = format!("timed out after {} s", t.timeout_secs);
+                self.fail_task(t.id, TIMEOUT, &msg).await;
+                self.kill_on_actuator(&t);
+                changed = true;
+                continue;
+            }
+            if self.starting.contains(&t.id) {
+                continue;
+            }
+            let due = self.polls.get(&t.id).is_none_or(|p| p.next <= now);
+            if due {
+                let every = self
+                    .polls
+                    .get(&t.id)
+                    .map(|p| (p.every * 2).min(Duration::from_secs(30)))
+                    .unwrap_or(Duration::from_secs(2));
+                let lost_once = self.polls.get(&t.id).is_some_and(|p| p.lost_once);
+                self.polls.insert(
+                    t.id,
+                    Poll {
+                        next: now + every + Duration::from_secs(60),
+                        every,
+                        lost_once,
+                    },
+                );
+                let engine = self.engine.clone();
+                let creator = self.run.creator.clone();
+                let tx = self.internal_tx.clone();
+                tokio::spawn(async move {
+                    let res = poll(&engine, &creator, &t).await;
+                    let _ = tx.send(Internal::Polled(t.id, res));
+                });
+            }
+        }
+        if changed {
+            self.step().await;
+        }
+    }
+
+    async fn on_polled(&mut self, id: i64, res: Result<JobStatus, String>) {
+        let now = Instant::now();
+        let every = self.polls.get(&id).map(|p| p.every).unwrap_or(Duration::from_secs(2));
+        let mut lost_once = self.polls.get(&id).is_some_and(|p| p.lost_once);
+        match res {
+            Ok(JobStatus::Exited { code, callback }) => {
+                let outputs = callback
+                    .and_then(|c| serde_json::from_str::<proto::CallbackRequest>(&c).ok())
+                    .map(|c| c.outputs)
+                    .unwrap_or_default();
+                match self.engine.complete_task(id, code, outputs).await {
+                    Ok(_) => {
+                        self.refresh(id).await;
+                        self.on_task_ended(id).await;
+                    }
+                    Err(e) => log::error!("run {}: completing task {id}: {e}", self.run.id),
+                }
+                return;
+            }
+            Ok(JobStatus::Lost) if lost_once => {
+                self.fail_task(id, ERROR, "the task's process ended without writing exit.code (killed or the host rebooted)").await;
+                return;
+            }
+            Ok(JobStatus::Lost) => lost_once = true,
+            Ok(JobStatus::Missing) => {
+                self.fail_task(id, ERROR, "the task's directory is missing on the actuator").await;
+                return;
+            }
+            Ok(_) => lost_once = false,
+            Err(e) => log::warn!("run {}: polling task {id}: {e}", self.run.id),
+        }
+        if let Some(p) = self.polls.get_mut(&id) {
+            p.next = now + every;
+            p.lost_once = lost_once;
+        }
+    }
+}
+
+enum ScopeResult {
+    Running,
+    Success(BTreeMap<String, String>),
+    Failed(String),
+}
+
+fn selector_matches(sel: &Selector, tags: &[String]) -> bool {
+    sel.tags.iter().all(|t| tags.contains(t))
+}
+
+/// Picks the actuator of an os task: one of the run owner's `os` actuators carrying every
+/// selector tag.
+async fn pick_actuator(
+    engine: &Engine,
+    creator: &str,
+    selector: Option<&Selector>,
+    alias: &str,
+) -> Result<(ActuatorDef, String), String> {
+    let Some(sel) = selector.filter(|s| !s.tags.is_empty()) else {
+        return Err(format!(
+            "task {alias:?} has no actuatorSelector (and the pipeline sets none)"
+        ));
+    };
+    let all = store::actuators::list(&engine.db, creator)
+        .await
+        .map_err(|e| e.to_string())?;
+    for (row, tags) in all {
+        if row.kind == "os" && selector_matches(sel, &tags) {
+            let def = crate::registry::actuator_def(&row).map_err(|e| e.to_string())?;
+            return Ok((def, sel.tags[0].clone()));
+        }
+    }
+    Err(format!(
+        "no os actuator of {creator} has the tags {:?}",
+        sel.tags
+    ))
+}
+
+async fn start_os_task(
+    engine: &Arc<Engine>,
+    (run_id, creator): (i64, String),
+    task_id: i64,
+    tdef: &TaskDef,
+    selector: Option<Selector>,
+    values: &Values,
+) -> Result<(), String> {
+    let (adef, tag) = pick_actuator(engine, &creator, selector.as_ref(), &tdef.alias).await?;
+    let secret = engine.task_secret(task_id);
+    let env_outputs: Vec<(String, String)> = tdef
+        .outputs
+        .iter()
+        .filter(|o| o.kind.unwrap_or_default() == crate::definition::ValueType::Env)
+        .map(|o| (o.name.clone(), o.value.clone()))
+        .collect();
+    let callback_url = format!("{}/api/pipeline/callback", engine.settings.callback_address);
+    let run_sh = script::render_run_sh(&script::RunScript {
+        pipeline_id: run_id,
+        task_id,
+        alias: &tdef.alias,
+        secret: &secret,
+        callback_url: &callback_url,
+        commands: &tdef.commands,
+        env_outputs: &env_outputs,
+        values,
+        callback_budget_secs: engine.settings.callback_budget.as_secs(),
+    })?;
+    // the values this task saw, for the run view
+    let mut seen = BTreeMap::new();
+    for c in &tdef.commands {
+        for r in placeholder::refs(c).unwrap_or_default() {
+            let key = r.to_string();
+            let key = key.trim_start_matches("${{ ").trim_end_matches(" }}").to_string();
+            seen.insert(key, values.resolve(&r).unwrap_or("").to_string());
+        }
+    }
+    let job_dir = script::task_dir(run_id, task_id);
+    let change = TaskChange {
+        status: Some(CREATED.into()),
+        actuator_name: Some(adef.name.clone()),
+        actuator_tag: Some(tag),
+        inputs: Some(json(&seen)),
+        secret_hash: Some(super::secret_hash(&secret)),
+        job_id: Some(job_dir.clone()),
+        started_at: Some(Some(now_ms())),
+        ..Default::default()
+    };
+    let moved = store::runs::transition_task(&engine.db, task_id, &[INITIALIZING, CREATED], &change)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !moved {
+        return Ok(()); // cancelled meanwhile
+    }
+    let act = engine.actuator_for(&adef).map_err(|e| e.to_string())?;
+    act.start(Job {
+        pipeline_id: run_id,
+        task_id,
+        run_sh,
+    })
+    .await
+    .map_err(|e| format!("actuator {}: {e}", adef.name))?;
+    let running = TaskChange {
+        status: Some(RUNNING.into()),
+        ..Default::default()
+    };
+    store::runs::transition_task(&engine.db, task_id, &[CREATED], &running)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+async fn actuator_of(engine: &Engine, creator: &str, t: &Task) -> Result<ActuatorDef, String> {
+    match store::actuators::get(&engine.db, creator, &t.actuator_name).await {
+        Ok(Some((row, _))) => crate::registry::actuator_def(&row).map_err(|e| e.to_string()),
+        Ok(None) => Err(format!("actuator {:?} was deleted", t.actuator_name)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn poll(engine: &Engine, creator: &str, t: &Task) -> Result<JobStatus, String> {
+    if t.job_id.is_empty() {
+        return Ok(JobStatus::Starting);
+    }
+    let def = actuator_of(engine, creator, t).await?;
+    let act = engine.actuator_for(&def).map_err(|e| e.to_string())?;
+    act.status(&t.job_id).await.map_err(|e| e.to_string())
+}
+
+async fn kill(engine: &Engine, creator: &str, t: &Task) {
+    let res = async {
+        let def = actuator_of(engine, creator, t).await?;
+        let act = engine.actuator_for(&def).map_err(|e| e.to_string())?;
+        act.cancel(&t.job_id).await.map_err(|e| e.to_string())
+    }
+    .await;
+    if let Err(e) = res {
+        log::warn!("task {}: stopping it on its actuator: {e}", t.id);
+    }
+}

@@ -1,0 +1,240 @@
+//! What the API asks of the running engine: callbacks, cancel, run and event views, logs.
+
+use super::run::{CREATED, FAILED, RUNNING, SUCCESS};
+use super::{secret_hash, Engine, RunMsg};
+use crate::store::models::{Pipeline, Task};
+use crate::store::runs::{RunFilter, TaskChange};
+use crate::store::{self, format_ms, now_ms};
+use crate::{Error, Result};
+use proto::{CallbackRequest, EventTriggerView, EventView, RunSummary, RunView, TaskView};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use tokio::sync::mpsc;
+
+fn parse(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or(Value::Null)
+}
+
+fn summary(p: &Pipeline) -> RunSummary {
+    RunSummary {
+        id: p.id,
+        status: p.status.clone(),
+        pipeline: format!(
+            "{}/{}:{}",
+            p.definition_creator, p.definition_name, p.definition_version
+        ),
+        trigger_name: p.trigger_name.clone(),
+        event_id: p.event_id,
+        event_name: p.event_name.clone(),
+        event_version: p.event_version.clone(),
+        event_creater: p.event_creator.clone(),
+        error: p.error.clone(),
+        created_at: format_ms(p.created_at),
+        ended_at: p.ended_at.map(format_ms),
+    }
+}
+
+fn task_view(t: &Task) -> TaskView {
+    TaskView {
+        id: t.id,
+        parent_task_id: (t.parent_task_id != 0).then_some(t.parent_task_id),
+        alias: t.alias.clone(),
+        kind: t.task_type.clone(),
+        status: t.status.clone(),
+        actuator: t.actuator_name.clone(),
+        actuator_tag: t.actuator_tag.clone(),
+        inputs: parse(&t.inputs),
+        outputs: parse(&t.outputs),
+        error: t.error.clone(),
+        exit_code: t.exit_code,
+        timeout: t.timeout_secs,
+        created_at: format_ms(t.created_at),
+        started_at: t.started_at.map(format_ms),
+        ended_at: t.ended_at.map(format_ms),
+    }
+}
+
+/// Constant-time comparison of two hex digests.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Engine {
+    /// Records a task's end (from its callback or from polling `exit.code`), if it has not
+    /// ended yet, and tells its run. True when this call recorded it.
+    pub async fn complete_task(
+        &self,
+        task_id: i64,
+        exit_code: i32,
+        outputs: BTreeMap<String, String>,
+    ) -> Result<bool> {
+        let ok = exit_code == 0;
+        let change = TaskChange {
+            status: Some(if ok { SUCCESS } else { FAILED }.into()),
+            outputs: Some(if ok {
+                serde_json::to_string(&outputs).unwrap_or_else(|_| "{}".into())
+            } else {
+                "{}".into()
+            }),
+            error: Some(if ok {
+                String::new()
+            } else {
+                format!("commands exited with code {exit_code}")
+            }),
+            exit_code: Some(Some(exit_code)),
+            ended_at: Some(Some(now_ms())),
+            ..Default::default()
+        };
+        let done = store::runs::transition_task(&self.db, task_id, &[CREATED, RUNNING], &change).await?;
+        if done {
+            if let Some(t) = store::runs::task(&self.db, task_id).await? {
+                self.tell_run(t.pipeline_id, RunMsg::TaskEnded(task_id));
+            }
+        }
+        Ok(done)
+    }
+
+    /// `POST /api/pipeline/callback`. A wrong secret changes nothing (401); a callback for a
+    /// task that already ended is ignored.
+    pub async fn callback(&self, req: &CallbackRequest) -> Result<&'static str> {
+        let refused = || Error::Unauthorized("callback refused: unknown task or wrong auth".into());
+        let Some(task) = store::runs::task(&self.db, req.task_id).await? else {
+            return Err(refused());
+        };
+        if task.pipeline_id != req.pipeline_id
+            || task.secret_hash.is_empty()
+            || !same(&secret_hash(&req.auth), &task.secret_hash)
+        {
+            log::warn!("callback for task {} refused: wrong auth", req.task_id);
+            return Err(refused());
+        }
+        if self.complete_task(task.id, req.exit_code, req.outputs.clone()).await? {
+            Ok("recorded")
+        } else {
+            Ok("ignored: the task had already ended")
+        }
+    }
+
+    async fn own_run(&self, creator: &str, id: i64) -> Result<Pipeline> {
+        match store::runs::get(&self.db, id).await? {
+            Some(p) if p.creator == creator => Ok(p),
+            _ => Err(Error::NotFound(format!("pipeline run {id} not found"))),
+        }
+    }
+
+    pub async fn list_runs(&self, creator: &str, f: &RunFilter, top: i64) -> Result<Vec<RunSummary>> {
+        Ok(store::runs::list(&self.db, creator, f, top.clamp(1, 1000))
+            .await?
+            .iter()
+            .map(summary)
+            .collect())
+    }
+
+    pub async fn run_view(&self, creator: &str, id: i64) -> Result<RunView> {
+        let p = self.own_run(creator, id).await?;
+        let tasks = store::runs::tasks_of(&self.db, id).await?;
+        Ok(RunView {
+            summary: summary(&p),
+            inputs: parse(&p.inputs),
+            contexts: parse(&p.contexts),
+            outputs: parse(&p.outputs),
+            definition: parse(&p.definition_snapshot),
+            event: parse(&p.event_snapshot),
+            trigger: parse(&p.trigger_snapshot),
+            tasks: tasks.iter().map(task_view).collect(),
+        })
+    }
+
+    /// Cancels a running run: no new task starts, running ones are killed.
+    pub async fn cancel_run(&self, creator: &str, id: i64) -> Result<()> {
+        let p = self.own_run(creator, id).await?;
+        if p.status != RUNNING {
+            return Err(Error::Conflict(format!(
+                "pipeline run {id} already ended ({})",
+                p.status
+            )));
+        }
+        if !self.tell_run(id, RunMsg::Cancel) {
+            return Err(Error::Conflict(format!(
+                "pipeline run {id} is driven by another server ({}); cancel it there",
+                p.owner
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn event_view(&self, creator: &str, id: i64) -> Result<EventView> {
+        let Some(e) = store::runs::event_of(&self.db, creator, id).await? else {
+            return Err(Error::NotFound(format!("event {id} not found")));
+        };
+        let recs = store::runs::event_triggers_of(&self.db, id).await?;
+        Ok(EventView {
+            id: e.id,
+            name: e.name,
+            version: e.version,
+            status: e.status,
+            message: e.message,
+            created_at: format_ms(e.created_at),
+            triggers: recs
+                .into_iter()
+                .map(|r| EventTriggerView {
+                    trigger: r.trigger_name,
+                    pipeline: r.pipeline_image,
+                    status: r.status,
+                    reason: r.reason,
+                    pipeline_id: r.pipeline_id,
+                })
+                .collect(),
+        })
+    }
+
+    async fn task_of_run(&self, creator: &str, run: i64, task: &str) -> Result<Task> {
+        self.own_run(creator, run).await?;
+        let tasks = store::runs::tasks_of(&self.db, run).await?;
+        tasks
+            .into_iter()
+            .find(|t| t.id.to_string() == task || t.alias == task)
+            .ok_or_else(|| Error::NotFound(format!("task {task:?} not found in run {run}")))
+    }
+
+    async fn task_actuator(&self, creator: &str, t: &Task) -> Result<crate::definition::ActuatorDef> {
+        if t.job_id.is_empty() {
+            return Err(Error::Conflict(format!(
+                "task {:?} has not started on an actuator ({})",
+                t.alias, t.status
+            )));
+        }
+        match store::actuators::get(&self.db, creator, &t.actuator_name).await? {
+            Some((row, _)) => crate::registry::actuator_def(&row),
+            None => Err(Error::NotFound(format!(
+                "actuator {:?} of task {:?} was deleted",
+                t.actuator_name, t.alias
+            ))),
+        }
+    }
+
+    /// The task's log as read through its actuator (`task` is its id or alias).
+    pub async fn task_log(&self, creator: &str, run: i64, task: &str) -> Result<Vec<u8>> {
+        let t = self.task_of_run(creator, run, task).await?;
+        let def = self.task_actuator(creator, &t).await?;
+        let act = self.actuator_for(&def)?;
+        act.logs(&t.job_id)
+            .await
+            .map_err(|e| Error::Internal(format!("reading the log: {e}")))
+    }
+
+    /// The task's log as it grows, ending when the task ends.
+    pub async fn follow_log(
+        &self,
+        creator: &str,
+        run: i64,
+        task: &str,
+    ) -> Result<mpsc::Receiver<std::result::Result<Vec<u8>, String>>> {
+        let t = self.task_of_run(creator, run, task).await?;
+        let def = self.task_actuator(creator, &t).await?;
+        let act = self.actuator_for(&def)?;
+        act.follow(&t.job_id)
+            .await
+            .map_err(|e| Error::Internal(format!("following the log: {e}")))
+    }
+}

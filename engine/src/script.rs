@@ -1,0 +1,389 @@
+//! Renders the task contract of SPEC §7: `run.sh` (the user's commands with the values, output
+//! collection and the callback) and `nohup.sh` (its parent: own session, pid, exit code).
+//!
+//! **Values are data, never code.** Every placeholder becomes a reference to a shell variable
+//! assigned at the top of `run.sh` from a single-quoted literal; the reference is quoted for the
+//! quoting context it appears in, so `$(…)`, backticks, quotes, newlines and `${HOME}` in an
+//! event value come out literally.
+
+use crate::placeholder::{self, Part, Ref};
+use std::collections::BTreeMap;
+
+/// The work directory of a task, relative to the actuator user's home.
+pub fn task_dir(pipeline_id: i64, task_id: i64) -> String {
+    format!("pipelines/{pipeline_id}/tasks/{task_id}")
+}
+
+/// Single-quotes `s` for a POSIX shell.
+pub fn shell_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// The values placeholders resolve to at the time a task starts.
+#[derive(Debug, Default, Clone)]
+pub struct Values {
+    pub inputs: BTreeMap<String, String>,
+    pub contexts: BTreeMap<String, String>,
+    /// (task alias, output name) → value
+    pub outputs: BTreeMap<(String, String), String>,
+}
+
+impl Values {
+    pub fn resolve(&self, r: &Ref) -> Option<&str> {
+        match r {
+            Ref::Input(n) => self.inputs.get(n),
+            Ref::Context(n) => self.contexts.get(n),
+            Ref::Output { task, name } => self.outputs.get(&(task.clone(), name.clone())),
+        }
+        .map(String::as_str)
+    }
+
+    /// Plain substitution, for values that never reach a shell (pipeline outputs, child
+    /// pipeline inputs). A reference without a value becomes empty.
+    pub fn substitute(&self, template: &str) -> Result<String, String> {
+        let mut out = String::new();
+        for p in placeholder::parse(template)? {
+            match p {
+                Part::Text(t) => out.push_str(t),
+                Part::Ref(r) => out.push_str(self.resolve(&r).unwrap_or("")),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Quote {
+    None,
+    Single,
+    Double,
+}
+
+/// Rewrites one command: placeholders become variable references quoted for their context.
+/// `vars` collects (variable name, value) for the assignments.
+fn render_command(
+    cmd: &str,
+    values: &Values,
+    vars: &mut Vec<(String, String)>,
+    by_ref: &mut BTreeMap<Ref, String>,
+) -> Result<String, String> {
+    let mut out = String::with_capacity(cmd.len());
+    let mut state = Quote::None;
+    for part in placeholder::parse(cmd)? {
+        match part {
+            Part::Text(t) => {
+                let mut escaped = false;
+                for c in t.chars() {
+                    out.push(c);
+                    if escaped {
+                        escaped = false;
+                        continue;
+                    }
+                    state = match (state, c) {
+                        (Quote::None, '\\') | (Quote::Double, '\\') => {
+                            escaped = true;
+                            state
+                        }
+                        (Quote::None, '\'') => Quote::Single,
+                        (Quote::Single, '\'') => Quote::None,
+                        (Quote::None, '"') => Quote::Double,
+                        (Quote::Double, '"') => Quote::None,
+                        (s, _) => s,
+                    };
+                }
+            }
+            Part::Ref(r) => {
+                let value = values
+                    .resolve(&r)
+                    .ok_or_else(|| format!("{r} has no value"))?
+                    .to_string();
+                let var = match by_ref.get(&r) {
+                    Some(v) => v.clone(),
+                    None => {
+                        let v = format!("__EO_V{}", vars.len());
+                        vars.push((v.clone(), value));
+                        by_ref.insert(r.clone(), v.clone());
+                        v
+                    }
+                };
+                match state {
+                    Quote::None => out.push_str(&format!("\"${{{var}}}\"")),
+                    Quote::Double => out.push_str(&format!("${{{var}}}")),
+                    Quote::Single => out.push_str(&format!("'\"${{{var}}}\"'")),
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// True for a name a shell variable can have.
+pub fn is_shell_var(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Everything `run.sh` needs.
+pub struct RunScript<'a> {
+    pub pipeline_id: i64,
+    pub task_id: i64,
+    pub alias: &'a str,
+    /// The per-task callback secret.
+    pub secret: &'a str,
+    /// `{callbackAddress}/api/pipeline/callback`
+    pub callback_url: &'a str,
+    pub commands: &'a [String],
+    /// (output name, shell variable) of the task's env outputs.
+    pub env_outputs: &'a [(String, String)],
+    pub values: &'a Values,
+    /// How long the callback is retried while the server is unreachable, in seconds.
+    pub callback_budget_secs: u64,
+}
+
+const JSON_FN: &str = r#"__eo_json() {
+    local s=$1
+    s=${s//\\/\\\\}; s=${s//\"/\\\"}; s=${s//$'\n'/\\n}; s=${s//$'\r'/\\r}; s=${s//$'\t'/\\t}
+    s=${s//[$'\001'-$'\037']/}
+    printf '"%s"' "$s"
+}
+"#;
+
+const POST_FN: &str = r#"__eo_post() {
+    # Deliver callback.json; retry with backoff while the server is unreachable or failing.
+    local delay=0.2 waited=0 code
+    while :; do
+        if command -v curl >/dev/null 2>&1; then
+            code=$(curl -sS -m 10 -o response.txt -w '%{http_code}' \
+                -H 'Content-Type: application/json' --data-binary @callback.json "$__eo_url" 2>/dev/null)
+            case "$code" in 2??|4??) return 0 ;; esac
+        elif command -v wget >/dev/null 2>&1; then
+            wget -q -T 10 -O response.txt --header='Content-Type: application/json' \
+                --post-file=callback.json "$__eo_url" && return 0
+        else
+            echo "eventops: neither curl nor wget found; the server will learn the result by polling" >&2
+            return 1
+        fi
+        if [ "${waited%.*}" -ge "$__eo_budget" ]; then
+            echo "eventops: callback to $__eo_url failed for ${__eo_budget}s; giving up (the server polls exit.code)" >&2
+            return 1
+        fi
+        sleep "$delay"
+        waited=$(awk "BEGIN{print $waited + $delay}")
+        delay=$(awk "BEGIN{d=$delay*2; if (d>10) d=10; print d}")
+    done
+}
+"#;
+
+/// Renders `run.sh`. Errors when a placeholder has no value or an output names no variable.
+pub fn render_run_sh(s: &RunScript<'_>) -> Result<String, String> {
+    let mut vars = Vec::new();
+    let mut by_ref = BTreeMap::new();
+    let mut body = String::new();
+    for c in s.commands {
+        body.push_str(&render_command(c, s.values, &mut vars, &mut by_ref)?);
+        body.push('\n');
+    }
+    let mut collect = String::new();
+    for (i, (name, var)) in s.env_outputs.iter().enumerate() {
+        let var = var.strip_prefix('$').unwrap_or(var);
+        let var = var
+            .strip_prefix('{')
+            .and_then(|v| v.strip_suffix('}'))
+            .unwrap_or(var);
+        if !is_shell_var(var) {
+            return Err(format!("output {name:?}: {var:?} is not a shell variable name"));
+        }
+        if i > 0 {
+            collect.push_str("        __eo_outs=\"$__eo_outs,\"\n");
+        }
+        collect.push_str(&format!(
+            "        __eo_outs=\"$__eo_outs$(__eo_json {})\":\"$(__eo_json \"${{{var}-}}\")\"\n",
+            shell_quote(name)
+        ));
+    }
+    let mut sh = String::new();
+    sh.push_str("#!/usr/bin/env bash\n");
+    sh.push_str(&format!(
+        "# eventops: pipeline {}, task {} ({}). Generated; edits are lost.\n",
+        s.pipeline_id,
+        s.task_id,
+        s.alias.replace('\n', " ")
+    ));
+    sh.push_str(&format!("__eo_url={}\n", shell_quote(s.callback_url)));
+    sh.push_str(&format!("__eo_auth={}\n", shell_quote(s.secret)));
+    sh.push_str(&format!("__eo_budget={}\n", s.callback_budget_secs));
+    sh.push_str("__eo_dir=$PWD\n");
+    sh.push_str(JSON_FN);
+    sh.push_str(POST_FN);
+    sh.push_str("__eo_finish() {\n    local code=$1\n    set +e\n    trap - EXIT\n    cd \"$__eo_dir\" || exit \"$code\"\n    local __eo_outs=\"\"\n    if [ \"$code\" -eq 0 ]; then\n");
+    sh.push_str(&collect);
+    sh.push_str("        :\n    fi\n");
+    sh.push_str(&format!(
+        "    printf '{{\"pipelineId\":{},\"taskId\":{},\"auth\":\"%s\",\"exitCode\":%s,\"outputs\":{{%s}}}}\\n' \"$__eo_auth\" \"$code\" \"$__eo_outs\" > callback.json\n",
+        s.pipeline_id, s.task_id
+    ));
+    sh.push_str("    __eo_post\n    exit \"$code\"\n}\n");
+    sh.push_str("trap '__eo_finish $?' EXIT\n");
+    for (var, value) in &vars {
+        sh.push_str(&format!("{var}={}\n", shell_quote(value)));
+    }
+    sh.push_str("set -e\n# ---- the task's commands\n");
+    sh.push_str(&body);
+    sh.push_str("# ---- end of the task's commands\n");
+    Ok(sh)
+}
+
+/// `nohup.sh`: runs `run.sh` in a session of its own (so cancel and timeout can kill the
+/// whole process group), records its pid, waits for it and writes `exit.code`.
+pub const NOHUP_SH: &str = r#"#!/usr/bin/env bash
+# eventops: parent of run.sh. Generated; edits are lost.
+cd "$(dirname "$0")" || exit 1
+setsid bash ./run.sh > nohup.log 2>&1 < /dev/null &
+pid=$!
+echo "$pid" > nohup.pid
+wait "$pid"
+code=$?
+echo "$code" > exit.code.tmp && mv exit.code.tmp exit.code
+"#;
+
+/// The command that installs both scripts (run.sh arrives on stdin) and starts the task,
+/// unless it was started already (so a retried start after a restart is harmless).
+pub fn start_command(dir: &str) -> String {
+    format!(
+        "d=\"$HOME\"/{dir}; mkdir -p \"$d\" && cd \"$d\" && if [ -e nohup.pid ]; then cat > /dev/null; echo already-started; else \
+         cat > run.sh.tmp && mv run.sh.tmp run.sh && printf %s {nohup} > nohup.sh && chmod 700 run.sh nohup.sh && \
+         (setsid nohup bash ./nohup.sh > /dev/null 2>&1 < /dev/null &) && echo started; fi",
+        dir = shell_quote(dir),
+        nohup = shell_quote(NOHUP_SH),
+    )
+}
+
+/// Prints `exit CODE` and the callback body, `running`, or `lost` / `missing`.
+pub fn status_command(dir: &str) -> String {
+    format!(
+        "cd \"$HOME\"/{} 2>/dev/null || {{ echo missing; exit 0; }}; \
+         if [ -e exit.code ]; then echo \"exit $(cat exit.code)\"; cat callback.json 2>/dev/null; \
+         elif [ -e nohup.pid ] && kill -0 \"$(cat nohup.pid)\" 2>/dev/null; then echo running; \
+         elif [ -e exit.code ]; then echo \"exit $(cat exit.code)\"; cat callback.json 2>/dev/null; \
+         elif [ -e nohup.pid ]; then echo lost; else echo starting; fi",
+        shell_quote(dir)
+    )
+}
+
+/// Kills the task's whole process group: TERM, then KILL after three seconds.
+pub fn cancel_command(dir: &str) -> String {
+    format!(
+        "cd \"$HOME\"/{} 2>/dev/null || exit 0; pid=$(cat nohup.pid 2>/dev/null); [ -n \"$pid\" ] || exit 0; \
+         kill -TERM -- \"-$pid\" 2>/dev/null; for i in $(seq 1 30); do kill -0 -- \"-$pid\" 2>/dev/null || exit 0; sleep 0.1; done; \
+         kill -KILL -- \"-$pid\" 2>/dev/null; true",
+        shell_quote(dir)
+    )
+}
+
+/// Prints the task's log; with `follow`, keeps printing until the task ends.
+pub fn log_command(dir: &str, follow: bool) -> String {
+    if follow {
+        format!(
+            "cd \"$HOME\"/{} 2>/dev/null || {{ echo 'no such task directory' >&2; exit 1; }}; \
+             while [ ! -e nohup.pid ]; do sleep 0.1; done; touch nohup.log; \
+             exec tail -n +1 --pid=\"$(cat nohup.pid)\" -f nohup.log",
+            shell_quote(dir)
+        )
+    } else {
+        format!("cat \"$HOME\"/{}/nohup.log", shell_quote(dir))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(v: &str) -> Values {
+        let mut vals = Values::default();
+        vals.inputs.insert("x".into(), v.into());
+        vals
+    }
+
+    fn run(commands: &[&str], v: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let cmds: Vec<String> = commands.iter().map(|s| s.to_string()).collect();
+        let vals = values(v);
+        let sh = render_run_sh(&RunScript {
+            pipeline_id: 1,
+            task_id: 2,
+            alias: "t",
+            secret: "s3cret",
+            callback_url: "http://127.0.0.1:9/api/pipeline/callback",
+            commands: &cmds,
+            env_outputs: &[("out".into(), "OUT".into())],
+            values: &vals,
+            callback_budget_secs: 0,
+        })
+        .unwrap();
+        std::fs::write(dir.path().join("run.sh"), sh).unwrap();
+        let out = std::process::Command::new("bash")
+            .arg("run.sh")
+            .current_dir(dir.path())
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .unwrap();
+        let cb = std::fs::read_to_string(dir.path().join("callback.json")).unwrap_or_default();
+        format!("{}|{}", String::from_utf8_lossy(&out.stdout), cb)
+    }
+
+    #[test]
+    fn hostile_values_come_out_literally_in_every_quoting_context() {
+        let hostile = "$(touch /tmp/eo-pwned) `id` '; echo hacked; ' \"q\" ${HOME} \\ \n line2 * ";
+        for cmd in [
+            "printf '%s|' ${{ inputs.x }}",
+            "printf '%s|' \"${{ inputs.x }}\"",
+            "printf '%s|' '${{ inputs.x }}'",
+            "printf '%s|' pre-${{ inputs.x }}-post",
+        ] {
+            let out = run(&[cmd], hostile);
+            let printed = out.split('|').next().unwrap();
+            let printed = printed.trim_start_matches("pre-");
+            assert!(printed.starts_with(hostile), "{cmd}: {out:?}");
+            assert!(!std::path::Path::new("/tmp/eo-pwned").exists());
+        }
+    }
+
+    #[test]
+    fn outputs_are_json_escaped_and_first_failure_stops() {
+        let out = run(&["export OUT=\"${{ inputs.x }}\""], "a\"b\\c\nd");
+        let cb = out.split_once('|').unwrap().1;
+        let v: serde_json::Value = serde_json::from_str(cb).unwrap();
+        assert_eq!(v["outputs"]["out"], "a\"b\\c\nd");
+        assert_eq!(v["exitCode"], 0);
+        assert_eq!(v["auth"], "s3cret");
+        let out = run(&["echo one", "false", "echo two"], "");
+        assert!(out.contains("one") && !out.contains("two"), "{out}");
+        let v: serde_json::Value =
+            serde_json::from_str(out.split_once('|').unwrap().1).unwrap();
+        assert_eq!(v["exitCode"], 1);
+        assert_eq!(v["outputs"], serde_json::json!({}));
+    }
+
+    #[test]
+    fn quoting_round_trips() {
+        for s in ["", "a b", "'", "''", "a'b\"c", "$(x)", "\n", "ü 漢字"] {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {}", shell_quote(s)))
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout), s);
+        }
+    }
+}
