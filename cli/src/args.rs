@@ -1,0 +1,336 @@
+//! The command line, as clap derive types. Flags keep the seed's spelling so that its quick
+//! start (`eoctl register -s=URL -u=NAME -p=PASSWORD -e=EMAIL`, `eoctl login -s=URL -u=NAME
+//! -p=PASSWORD`, `eoctl actuator apply -f FILE`, …) works as written.
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::Format;
+
+/// eoctl — the command-line client of the eventops server.
+#[derive(Debug, Parser)]
+#[command(name = "eoctl", version, propagate_version = true)]
+pub struct Cli {
+    /// Server URL for this call (e.g. http://127.0.0.1:8080); overrides the stored one.
+    #[arg(
+        short = 's',
+        long,
+        global = true,
+        env = "EOCTL_SERVER",
+        value_name = "URL"
+    )]
+    pub server: Option<String>,
+
+    /// Output format: readable tables, or the server's data as JSON or YAML.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a user on the server.
+    Register(RegisterArgs),
+    /// Log in, store the token in the config file and make that user current.
+    Login(LoginArgs),
+    /// The users stored in the config file.
+    #[command(subcommand, visible_alias = "users")]
+    User(UserCmd),
+    /// Actuator definitions: where tasks run.
+    #[command(subcommand, visible_alias = "actuators")]
+    Actuator(ActuatorCmd),
+    /// Pipeline definitions (versioned).
+    #[command(subcommand, visible_alias = "pipelines")]
+    Pipeline(PipelineCmd),
+    /// Trigger definitions: which events start which pipelines.
+    #[command(subcommand, visible_alias = "triggers")]
+    Trigger(TriggerCmd),
+    /// Events.
+    #[command(subcommand, visible_alias = "events")]
+    Event(EventCmd),
+    /// Pipeline runs (not implemented yet).
+    #[command(subcommand)]
+    Runtime(RuntimeCmd),
+    /// Run a command on many connected machines (not implemented yet).
+    Exec(ExecArgs),
+    /// Machines connected through eventops-client (not implemented yet).
+    #[command(subcommand, visible_alias = "machines")]
+    Machine(MachineCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// User name.
+    #[arg(
+        short = 'u',
+        long = "username",
+        visible_alias = "user",
+        value_name = "NAME"
+    )]
+    pub username: String,
+    /// Password (or set EOCTL_PASSWORD).
+    #[arg(
+        short = 'p',
+        long,
+        env = "EOCTL_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    pub password: String,
+    /// E-mail address.
+    #[arg(short = 'e', long, default_value = "", value_name = "EMAIL")]
+    pub email: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// User name.
+    #[arg(
+        short = 'u',
+        long = "username",
+        visible_alias = "user",
+        value_name = "NAME"
+    )]
+    pub username: String,
+    /// Password (or set EOCTL_PASSWORD).
+    #[arg(
+        short = 'p',
+        long,
+        env = "EOCTL_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    pub password: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// List the stored users; `*` marks the current one.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Make a stored user current.
+    Use {
+        /// A user name from `eoctl user list`.
+        name: String,
+    },
+    /// Ask the server who the current user is.
+    Me,
+}
+
+/// `-f FILE` (`-` reads standard input).
+#[derive(Debug, Args)]
+pub struct FileArg {
+    /// YAML file to send (`-` for standard input).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ActuatorCmd {
+    /// Create or update an actuator from a YAML file.
+    Apply(FileArg),
+    /// List my actuators.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show one actuator.
+    Get {
+        /// Actuator name.
+        name: String,
+    },
+    /// Delete an actuator.
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// Actuator name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PipelineCmd {
+    /// Create a pipeline definition version from a YAML file.
+    Apply(FileArg),
+    /// List my pipeline definitions (every version).
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show one pipeline definition: NAME (the latest version) or NAME:VERSION.
+    Get {
+        /// NAME or NAME:VERSION.
+        #[arg(value_name = "NAME[:VERSION]")]
+        target: String,
+    },
+    /// Delete a version: NAME:VERSION, NAME (the latest), or the one described by -f FILE.
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// NAME or NAME:VERSION (VERSION may be `latest`).
+        #[arg(
+            value_name = "NAME[:VERSION]",
+            required_unless_present = "file",
+            conflicts_with = "file"
+        )]
+        target: Option<String>,
+        /// Pipeline definition file; its `name` and `version` say what to delete.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TriggerCmd {
+    /// Create or update a trigger definition from a YAML file.
+    Apply(FileArg),
+    /// List my trigger definitions.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show one trigger definition.
+    Get {
+        /// Trigger name.
+        name: String,
+    },
+    /// Delete a trigger definition.
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// Trigger name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventCmd {
+    /// Send an event (YAML or JSON file) and print its id.
+    Send(FileArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RuntimeCmd {
+    /// List pipeline runs.
+    #[command(visible_alias = "ls")]
+    List(RuntimeListArgs),
+    /// Show one run with its tasks.
+    Get {
+        /// Run id.
+        #[arg(long)]
+        id: i64,
+    },
+    /// Cancel a run.
+    Cancel {
+        /// Run id.
+        #[arg(long)]
+        id: i64,
+    },
+    /// Print (or follow) the log of one task of a run.
+    Logs {
+        /// Run id.
+        #[arg(long)]
+        id: i64,
+        /// Task alias.
+        #[arg(long)]
+        task: String,
+        /// Keep printing new lines until the task ends.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RuntimeListArgs {
+    #[arg(long = "eventName")]
+    pub event_name: Option<String>,
+    #[arg(long = "eventVersion")]
+    pub event_version: Option<String>,
+    #[arg(long = "eventCreater")]
+    pub event_creater: Option<String>,
+    #[arg(long = "triggerDefinitionName")]
+    pub trigger_definition_name: Option<String>,
+    #[arg(long = "pipelineDefinitionName")]
+    pub pipeline_definition_name: Option<String>,
+    #[arg(long = "pipelineDefinitionVersion")]
+    pub pipeline_definition_version: Option<String>,
+    /// Show at most N runs.
+    #[arg(long)]
+    pub top: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Regular expression matched against machine labels.
+    #[arg(long, value_name = "REGEX")]
+    pub machines: String,
+    /// Working directory on each machine.
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<String>,
+    /// Seconds before the command is killed.
+    #[arg(long, value_name = "S")]
+    pub timeout: Option<u64>,
+    /// The command, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MachineCmd {
+    /// List connected machines.
+    #[command(visible_alias = "ls")]
+    List,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn seed_flags_with_equals_parse() {
+        let cli = Cli::try_parse_from([
+            "eoctl",
+            "register",
+            "-s=http://127.0.0.1:8080",
+            "-u=kakj",
+            "-p=123456",
+            "-e=2357431193@qq.com",
+        ])
+        .unwrap();
+        assert_eq!(cli.server.as_deref(), Some("http://127.0.0.1:8080"));
+        match cli.command {
+            Command::Register(a) => {
+                assert_eq!(a.username, "kakj");
+                assert_eq!(a.password, "123456");
+                assert_eq!(a.email, "2357431193@qq.com");
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from([
+            "eoctl",
+            "login",
+            "-s=http://127.0.0.1:8080",
+            "-u=kakj",
+            "-p=123456",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Login(ref a) if a.username == "kakj"));
+    }
+
+    #[test]
+    fn pipeline_delete_needs_a_target_or_a_file() {
+        assert!(Cli::try_parse_from(["eoctl", "pipeline", "delete"]).is_err());
+        assert!(Cli::try_parse_from(["eoctl", "pipeline", "delete", "a", "-f", "x"]).is_err());
+        assert!(Cli::try_parse_from(["eoctl", "pipeline", "delete", "-f", "x.yaml"]).is_ok());
+        assert!(Cli::try_parse_from(["eoctl", "pipeline", "delete", "a:1.0"]).is_ok());
+    }
+
+    #[test]
+    fn global_flags_go_anywhere() {
+        let cli =
+            Cli::try_parse_from(["eoctl", "actuator", "list", "-o", "json", "-s", "h:1"]).unwrap();
+        assert_eq!(cli.output, Format::Json);
+        assert_eq!(cli.server.as_deref(), Some("h:1"));
+        let cli = Cli::try_parse_from(["eoctl", "-o=yaml", "trigger", "ls"]).unwrap();
+        assert_eq!(cli.output, Format::Yaml);
+    }
+}
