@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The external servers eventops' tests talk to: MariaDB and PostgreSQL on loopback.
+# The external servers eventops' tests talk to: MariaDB, PostgreSQL and sshd on loopback.
 #
 #   scripts/services.sh           install (if absent) and start them; ensure the test accounts
 #   scripts/services.sh --env     the same, then print `export NAME=value` lines on stdout:
@@ -9,7 +9,6 @@
 #   scripts/services.sh --status  say what is running, start nothing
 #   scripts/services.sh --stop    stop the daemons this script started (by their pid files)
 #   scripts/services.sh --reset   stop them, wipe their data, start afresh
-#   scripts/services.sh --sshd    also start the loopback sshd (not used by the tests yet)
 #
 # Why throwaway data dirs instead of Debian's own clusters: nothing is started by systemd
 # here and processes do not outlive a session, so every run may find the servers stopped
@@ -18,14 +17,17 @@
 # is disposable: a data dir that fails to start is wiped and initialised again, once.
 #
 # Accounts: eventops/eventops, allowed to create and drop databases (tests make their own
-# eo_test_* databases and drop them). Servers listen on 127.0.0.1 only.
+# eo_test_* databases and drop them). sshd: the local user eotest, with a password
+# generated once (EVENTOPS_TEST_SSH_PASSWORD) or the throwaway key EVENTOPS_TEST_SSH_KEY.
+# Servers listen on 127.0.0.1 only.
 #
 # Environment knobs (all optional):
 #   EVENTOPS_SERVICES_DIR          state dir (default /tmp/eventops-services)
 #   EVENTOPS_SERVICES_TIMEOUT      seconds to wait for each daemon (default 90)
 #   EVENTOPS_SERVICES_MYSQL_PORT   default 3306
 #   EVENTOPS_SERVICES_PG_PORT      default 5432
-#   EVENTOPS_SERVICES_SSH_PORT     default 2222 (only with --sshd)
+#   EVENTOPS_SERVICES_SSH_PORT     default 2222
+#   EVENTOPS_SERVICES_SSH_USER     the throwaway sshd login user (default eotest)
 #
 # Everything this script says goes to stderr; with --env stdout carries only the exports.
 
@@ -40,7 +42,7 @@ eo_svc_vars() {
     EO_MY_DIR=$EO_STATE/mariadb
     EO_PG_DIR=$EO_STATE/postgres
     EO_SSH_DIR=$EO_STATE/sshd
-    EO_WITH_SSHD=${EO_WITH_SSHD:-0}
+    EO_SSH_USER=${EVENTOPS_SERVICES_SSH_USER:-eotest}
 }
 
 eo_log() { printf '[services %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -427,34 +429,108 @@ eo_stop_all() {
 # Later work: more servers for the tests.
 # ---------------------------------------------------------------------------------------
 
-# sshd on a loopback port with throwaway keys, for the SSH actuator tests.
-# Not started by default yet (pass --sshd); exports EVENTOPS_TEST_SSH_* when it runs.
+# sshd on a loopback port with throwaway keys, for the SSH actuator tests: Debian's
+# openssh-server with its own config, host key and pid file under $EO_SSH_DIR, and a
+# throwaway local user ($EO_SSH_USER) that logs in with a password or with a key. Nobody
+# else may log in (AllowUsers), and it listens on 127.0.0.1 only.
+
+# The throwaway user: created if absent, its password (generated once, kept in
+# $EO_SSH_DIR/password) set when needed, the client key in its authorized_keys.
+eo_sshd_user() {
+    local dir=$EO_SSH_DIR user=$EO_SSH_USER home group created=0
+    if ! id -u "$user" >/dev/null 2>&1; then
+        eo_log "sshd: creating the throwaway user $user"
+        useradd --create-home --shell /bin/bash --comment "eventops SSH tests" "$user" >&2 ||
+            eo_die "sshd: useradd $user failed"
+        created=1
+    fi
+    home=$(getent passwd "$user" | cut -d: -f6)
+    group=$(id -gn "$user")
+    [[ -n $home && $home != / ]] || eo_die "sshd: user $user has no home directory"
+    [[ -d $home ]] || install -d -o "$user" -g "$group" -m 755 "$home"
+    if [[ ! -s $dir/password ]]; then
+        local pw
+        pw=$(head -c 512 /dev/urandom | LC_ALL=C tr -dc 'A-Za-z0-9')
+        (umask 077 && printf '%s' "${pw:0:24}" >"$dir/password")
+    fi
+    # chpasswd only when the password is new or the account has none (passwd -S: P = usable).
+    if ((created)) || [[ ! $dir/password.applied -nt $dir/password ]] ||
+        [[ $(passwd -S "$user" 2>/dev/null | cut -d' ' -f2) != P ]]; then
+        printf '%s:%s\n' "$user" "$(cat "$dir/password")" | chpasswd >&2 ||
+            eo_die "sshd: cannot set the password of $user"
+        touch "$dir/password.applied"
+    fi
+    local ssh_dir=$home/.ssh key
+    key=$(cat "$dir/client_ed25519.pub")
+    install -d -o "$user" -g "$group" -m 700 "$ssh_dir"
+    if ! grep -qxF "$key" "$ssh_dir/authorized_keys" 2>/dev/null; then
+        printf '%s\n' "$key" >>"$ssh_dir/authorized_keys"
+    fi
+    chown "$user:$group" "$ssh_dir/authorized_keys"
+    chmod 600 "$ssh_dir/authorized_keys"
+}
+
+# The config on stdout; $1 is the sshd binary (to probe for options of newer versions).
+eo_sshd_config() {
+    local dir=$EO_SSH_DIR sshd=$1
+    cat <<EOF
+# eventops test sshd (scripts/services.sh): loopback only, one throwaway user.
+ListenAddress 127.0.0.1
+Port $EO_SSH_PORT
+HostKey $dir/host_ed25519
+PidFile $dir/sshd.pid
+AllowUsers $EO_SSH_USER
+PermitRootLogin no
+AuthorizedKeysFile .ssh/authorized_keys
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+# Tests open many connections at once and fail logins on purpose.
+MaxStartups 200
+MaxAuthTries 10
+LoginGraceTime 30
+Subsystem sftp internal-sftp
+EOF
+    # OpenSSH >= 9.8 slows down sources that fail logins: not wanted for the tests.
+    if "$sshd" -T -f /dev/null -h "$dir/host_ed25519" -o PerSourcePenalties=no >/dev/null 2>&1; then
+        echo "PerSourcePenalties no"
+    fi
+    cat <<EOF
+Match User $EO_SSH_USER
+    PasswordAuthentication yes
+EOF
+}
+
+# Right after the launch the pid may still be setsid's, about to exec sshd.
+eo_sshd_alive() {
+    local pid
+    pid=$(eo_pidfile_pid "$EO_SSH_DIR/sshd.main.pid")
+    eo_pid_is "$pid" sshd || eo_pid_is "$pid" setsid
+}
+eo_sshd_banner() {
+    local banner
+    # shellcheck disable=SC2016 # $1 is expanded by the inner bash
+    banner=$(timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"; head -c 7 <&3' _ "$EO_SSH_PORT" 2>/dev/null) || return 1
+    [[ $banner == SSH-2.0 ]]
+}
+
 eo_sshd_start() {
     local dir=$EO_SSH_DIR sshd=/usr/sbin/sshd
     [[ -x $sshd ]] || eo_die "sshd: $sshd missing (openssh-server)"
     install -d -m 700 "$dir"
     [[ -s $dir/host_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C eventops-test-host -f "$dir/host_ed25519" </dev/null >&2
     [[ -s $dir/client_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C eventops-test-client -f "$dir/client_ed25519" </dev/null >&2
-    cp "$dir/client_ed25519.pub" "$dir/authorized_keys"
-    cat >"$dir/sshd_config" <<EOF
-# eventops test sshd (scripts/services.sh): loopback only, key auth only.
-ListenAddress 127.0.0.1
-Port $EO_SSH_PORT
-HostKey $dir/host_ed25519
-AuthorizedKeysFile $dir/authorized_keys
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-UsePAM no
-StrictModes no
-PidFile $dir/sshd.pid
-Subsystem sftp internal-sftp
-EOF
+    eo_sshd_user
     install -d -m 755 /run/sshd # privilege-separation dir, normally made by systemd
-    local pid
-    pid=$(eo_pidfile_pid "$dir/sshd.main.pid")
-    if ! eo_pid_is "$pid" sshd; then
+    eo_sshd_config "$sshd" >"$dir/sshd_config.new"
+    if eo_sshd_alive && ! cmp -s "$dir/sshd_config.new" "$dir/sshd_config"; then
+        eo_log "sshd: config changed; restarting"
+        eo_sshd_stop
+    fi
+    mv -f "$dir/sshd_config.new" "$dir/sshd_config"
+    if ! eo_sshd_alive; then
         "$sshd" -t -f "$dir/sshd_config" 2>>"$dir/sshd.log" || {
             eo_show_log "$dir/sshd.log"
             eo_die "sshd: bad config"
@@ -462,16 +538,8 @@ EOF
         eo_port_open "$EO_SSH_PORT" && eo_die "sshd: port $EO_SSH_PORT is already taken"
         eo_log "sshd: starting on 127.0.0.1:$EO_SSH_PORT"
         setsid "$sshd" -D -e -f "$dir/sshd_config" </dev/null >>"$dir/sshd.log" 2>&1 9>&- &
-        pid=$!
-        echo "$pid" >"$dir/sshd.main.pid"
+        echo "$!" >"$dir/sshd.main.pid"
     fi
-    eo_sshd_alive() { eo_pid_is "$(eo_pidfile_pid "$EO_SSH_DIR/sshd.main.pid")" sshd; }
-    eo_sshd_banner() {
-        local banner
-        # shellcheck disable=SC2016 # $1 is expanded by the inner bash
-        banner=$(timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"; head -c 7 <&3' _ "$EO_SSH_PORT" 2>/dev/null) || return 1
-        [[ $banner == SSH-2.0 ]]
-    }
     eo_wait_ready sshd eo_sshd_alive eo_sshd_banner || {
         eo_show_log "$dir/sshd.log"
         eo_die "sshd: did not start"
@@ -491,7 +559,7 @@ eo_s3_start() { :; }
 
 # The hook later work fills in; called after the databases are up.
 eo_extra_services() {
-    if ((EO_WITH_SSHD)); then eo_sshd_start; fi
+    eo_sshd_start
     eo_s3_start
 }
 
@@ -500,12 +568,12 @@ eo_extra_services() {
 eo_svc_print_env() {
     printf 'export EVENTOPS_TEST_MYSQL_URL=%q\n' "mysql://$EO_USER:$EO_PASS@127.0.0.1:$EO_MY_PORT"
     printf 'export EVENTOPS_TEST_POSTGRES_URL=%q\n' "postgres://$EO_USER:$EO_PASS@127.0.0.1:$EO_PG_PORT"
-    if ((EO_WITH_SSHD)); then
-        printf 'export EVENTOPS_TEST_SSH_ADDR=%q\n' "127.0.0.1:$EO_SSH_PORT"
-        printf 'export EVENTOPS_TEST_SSH_USER=%q\n' "$(id -un)"
-        printf 'export EVENTOPS_TEST_SSH_KEY=%q\n' "$EO_SSH_DIR/client_ed25519"
-        printf 'export EVENTOPS_TEST_SSH_HOST_KEY=%q\n' "$EO_SSH_DIR/host_ed25519.pub"
-    fi
+    printf 'export EVENTOPS_TEST_SSH_HOST=%q\n' 127.0.0.1
+    printf 'export EVENTOPS_TEST_SSH_PORT=%q\n' "$EO_SSH_PORT"
+    printf 'export EVENTOPS_TEST_SSH_USER=%q\n' "$EO_SSH_USER"
+    printf 'export EVENTOPS_TEST_SSH_PASSWORD=%q\n' "$(cat "$EO_SSH_DIR/password" 2>/dev/null)"
+    printf 'export EVENTOPS_TEST_SSH_KEY=%q\n' "$EO_SSH_DIR/client_ed25519"
+    printf 'export EVENTOPS_TEST_SSH_HOST_KEY=%q\n' "$EO_SSH_DIR/host_ed25519.pub"
 }
 
 eo_svc_status() {
@@ -553,7 +621,7 @@ eo_svc_main() {
     eo_my_ensure_user
     eo_pg_ensure_user
     eo_extra_services
-    eo_log "ready in $((SECONDS - t0))s: MariaDB 127.0.0.1:$EO_MY_PORT, PostgreSQL 127.0.0.1:$EO_PG_PORT (user $EO_USER)"
+    eo_log "ready in $((SECONDS - t0))s: MariaDB 127.0.0.1:$EO_MY_PORT, PostgreSQL 127.0.0.1:$EO_PG_PORT (user $EO_USER), sshd 127.0.0.1:$EO_SSH_PORT (user $EO_SSH_USER)"
     exec 9>&-
 }
 
@@ -581,7 +649,7 @@ else
         --status) eo_action=status ;;
         --stop) eo_action=stop ;;
         --reset) eo_action=reset ;;
-        --sshd) EO_WITH_SSHD=1 ;;
+        --sshd) ;; # sshd is always started now; accepted for old callers
         -h | --help)
             sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//' >&2
             exit 0

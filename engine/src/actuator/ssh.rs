@@ -35,6 +35,9 @@ use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertific
 use russh::{ChannelMsg, Sig};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
+/// How long a refused channel open is retried while other channels of the connection are open.
+const CHANNEL_RETRY_FOR: Duration = Duration::from_secs(10);
+
 /// Most bytes of stderr kept by [`SshSession::exec_stream`] for its final error.
 const STREAM_STDERR_LIMIT: usize = 64 * 1024;
 
@@ -318,7 +321,9 @@ impl KnownHostsFile {
             match PublicKey::from_openssh(key.trim()) {
                 Ok(k) => Some(k),
                 Err(e) => {
-                    log::warn!("ssh: ignoring an unreadable key for {host_port} in known hosts: {e}");
+                    log::warn!(
+                        "ssh: ignoring an unreadable key for {host_port} in known hosts: {e}"
+                    );
                     None
                 }
             }
@@ -766,7 +771,10 @@ impl SshSession {
             if !conn.handle.is_closed() {
                 return Ok(conn.clone());
             }
-            log::info!("ssh: connection to {} closed; reconnecting", self.slot.target);
+            log::info!(
+                "ssh: connection to {} closed; reconnecting",
+                self.slot.target
+            );
             state.conn = None;
         }
         if let Some((at, err)) = &state.failed {
@@ -809,15 +817,31 @@ impl SshSession {
                 target: self.slot.target.to_string(),
             })?;
         let mut retried = false;
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(2);
         loop {
             let conn = self.conn().await?;
             match conn.handle.channel_open_session().await {
                 Ok(channel) => return Ok((channel, permit)),
                 Err(russh::Error::ChannelOpenFailure(reason)) => {
+                    // sshd frees a session slot a little after the channel's close, and may
+                    // allow fewer sessions (MaxSessions) than `max_channels`: while other
+                    // channels of this connection are open, a refusal is worth a retry.
+                    let others_open =
+                        self.slot.channels.available_permits() + 1 < self.pool.config.max_channels;
+                    if others_open && started.elapsed() < CHANNEL_RETRY_FOR {
+                        log::debug!(
+                            "ssh: {} refused a channel ({reason:?}) while others are open; retrying",
+                            self.slot.target
+                        );
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(100));
+                        continue;
+                    }
                     return Err(SshError::ChannelRefused {
                         target: self.slot.target.to_string(),
                         reason: format!("{reason:?}"),
-                    })
+                    });
                 }
                 Err(e) if !retried => {
                     log::info!(
@@ -828,7 +852,10 @@ impl SshSession {
                     retried = true;
                 }
                 Err(e) => {
-                    log::warn!("ssh: channel open on a fresh connection to {} failed: {e}", self.slot.target);
+                    log::warn!(
+                        "ssh: channel open on a fresh connection to {} failed: {e}",
+                        self.slot.target
+                    );
                     return Err(SshError::Disconnected {
                         target: self.slot.target.to_string(),
                     });
@@ -845,7 +872,10 @@ impl SshSession {
     /// the channel's reading side; the remote command then dies on its next write).
     pub async fn exec(&self, cmd: &str, stdin: Option<Vec<u8>>) -> Result<ExecOutput, SshError> {
         let (channel, _permit) = self.open_channel().await?;
-        channel.exec(true, cmd.as_bytes()).await.map_err(|_| self.lost())?;
+        channel
+            .exec(true, cmd.as_bytes())
+            .await
+            .map_err(|_| self.lost())?;
         let (mut rx, tx) = channel.split();
         let writer = async {
             if let Some(data) = stdin.as_deref() {
@@ -921,7 +951,10 @@ impl SshSession {
     /// The stream holds one of the connection's channels until it ends or is dropped.
     pub async fn exec_stream(&self, cmd: &str) -> Result<ExecStream, SshError> {
         let (mut channel, permit) = self.open_channel().await?;
-        channel.exec(true, cmd.as_bytes()).await.map_err(|_| self.lost())?;
+        channel
+            .exec(true, cmd.as_bytes())
+            .await
+            .map_err(|_| self.lost())?;
         channel.eof().await.map_err(|_| self.lost())?;
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
