@@ -14,10 +14,7 @@ pub struct Dag {
 impl Dag {
     /// Builds and checks the graph: every node is a task, every task is a node, every need
     /// exists, something starts from `root`, no cycles. Errors name the culprit.
-    pub fn build(
-        nodes: &[(String, Vec<String>)],
-        tasks: &BTreeSet<String>,
-    ) -> Result<Dag, String> {
+    pub fn build(nodes: &[(String, Vec<String>)], tasks: &BTreeSet<String>) -> Result<Dag, String> {
         let mut needs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut from_root = false;
         for (name, deps) in nodes {
@@ -154,7 +151,11 @@ mod tests {
     #[test]
     fn ready_follows_needs() {
         let d = Dag::build(
-            &[node("a", &["root"]), node("b", &["a"]), node("c", &["a", "b"])],
+            &[
+                node("a", &["root"]),
+                node("b", &["a"]),
+                node("c", &["a", "b"]),
+            ],
             &tasks(&["a", "b", "c"]),
         )
         .unwrap();
@@ -167,7 +168,11 @@ mod tests {
     #[test]
     fn cycle_is_named() {
         let e = Dag::build(
-            &[node("a", &["root", "c"]), node("b", &["a"]), node("c", &["b"])],
+            &[
+                node("a", &["root", "c"]),
+                node("b", &["a"]),
+                node("c", &["b"]),
+            ],
             &tasks(&["a", "b", "c"]),
         )
         .unwrap_err();

@@ -10,7 +10,13 @@ use serde_json::{Map, Number, Value};
 use yaml_rust2::{Yaml, YamlLoader};
 
 /// Keys whose scalar values are always identities and therefore kept as their source text.
-const STRING_KEYS: &[&str] = &["version", "eventVersion", "name", "eventName", "eventCreater"];
+const STRING_KEYS: &[&str] = &[
+    "version",
+    "eventVersion",
+    "name",
+    "eventName",
+    "eventCreater",
+];
 
 /// Deepest nesting accepted; deeper documents are refused rather than risking the stack.
 pub const MAX_DEPTH: usize = 64;
@@ -63,7 +69,9 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, DocError> {
 
 fn convert(y: &Yaml, key: Option<&str>, depth: usize) -> Result<Value, DocError> {
     if depth > MAX_DEPTH {
-        return Err(DocError(format!("document nested deeper than {MAX_DEPTH} levels")));
+        return Err(DocError(format!(
+            "document nested deeper than {MAX_DEPTH} levels"
+        )));
     }
     let as_text = key.is_some_and(|k| STRING_KEYS.contains(&k));
     Ok(match y {

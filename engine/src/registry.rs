@@ -21,7 +21,8 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| Error::Internal(format!("stored definition unreadable: {e}")))
+    serde_json::from_str(s)
+        .map_err(|e| Error::Internal(format!("stored definition unreadable: {e}")))
 }
 
 // ---------------------------------------------------------------- actuators
@@ -122,7 +123,8 @@ fn pipeline_view(row: &models::PipelineDefinition) -> Result<PipelineDefinitionV
 
 /// Loads a stored pipeline definition by `creator/name:version` (`latest` allowed).
 pub async fn load_pipeline(db: &Db, img: &ImageRef) -> Result<Option<(ImageRef, PipelineDef)>> {
-    let Some(row) = store::pipeline_definitions::get(db, &img.creator, &img.name, &img.version).await?
+    let Some(row) =
+        store::pipeline_definitions::get(db, &img.creator, &img.name, &img.version).await?
     else {
         return Ok(None);
     };
@@ -198,7 +200,9 @@ async fn check_no_self_nesting(
         let mut next = Vec::new();
         for (img, d, path) in frontier {
             for image in d.child_images() {
-                let Ok(child) = ImageRef::parse(&image, &img.creator) else { continue };
+                let Ok(child) = ImageRef::parse(&image, &img.creator) else {
+                    continue;
+                };
                 if child.creator == creator && child.name == def.name {
                     return Err(Error::Validation(format!(
                         "pipeline {}: runs itself through {} → {child}",
@@ -242,7 +246,11 @@ pub async fn get_pipeline(
         Some(row) => pipeline_view(&row),
         None => Err(Error::NotFound(format!(
             "pipeline {name}:{} not found",
-            if version.is_empty() { "latest" } else { version }
+            if version.is_empty() {
+                "latest"
+            } else {
+                version
+            }
         ))),
     }
 }

@@ -202,7 +202,9 @@ pub fn render_run_sh(s: &RunScript<'_>) -> Result<String, String> {
             .and_then(|v| v.strip_suffix('}'))
             .unwrap_or(var);
         if !is_shell_var(var) {
-            return Err(format!("output {name:?}: {var:?} is not a shell variable name"));
+            return Err(format!(
+                "output {name:?}: {var:?} is not a shell variable name"
+            ));
         }
         if i > 0 {
             collect.push_str("        __eo_outs=\"$__eo_outs,\"\n");
@@ -369,8 +371,7 @@ mod tests {
         assert_eq!(v["auth"], "s3cret");
         let out = run(&["echo one", "false", "echo two"], "");
         assert!(out.contains("one") && !out.contains("two"), "{out}");
-        let v: serde_json::Value =
-            serde_json::from_str(out.split_once('|').unwrap().1).unwrap();
+        let v: serde_json::Value = serde_json::from_str(out.split_once('|').unwrap().1).unwrap();
         assert_eq!(v["exitCode"], 1);
         assert_eq!(v["outputs"], serde_json::json!({}));
     }

@@ -20,7 +20,11 @@ pub fn hash_password(password: &str) -> Result<String> {
 
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -28,7 +32,9 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 pub async fn register(db: &Db, name: &str, password: &str, email: &str) -> Result<User> {
     check_name("user name", name).map_err(Error::Validation)?;
     if name.chars().count() > 64 {
-        return Err(Error::Validation("user name is longer than 64 characters".into()));
+        return Err(Error::Validation(
+            "user name is longer than 64 characters".into(),
+        ));
     }
     let len = password.chars().count();
     if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&len) {
@@ -37,7 +43,9 @@ pub async fn register(db: &Db, name: &str, password: &str, email: &str) -> Resul
         )));
     }
     if email.len() > 255 || (!email.is_empty() && !email.contains('@')) {
-        return Err(Error::Validation(format!("email {email:?} is not an address")));
+        return Err(Error::Validation(format!(
+            "email {email:?} is not an address"
+        )));
     }
     let user = User {
         id: store::new_id(),

@@ -604,6 +604,37 @@ async fn exec_stream_follows_output_and_stops_when_dropped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_out_exec_stops_the_command() {
+    let Some(env) = test_env("timed_out_exec_stops_the_command") else {
+        return;
+    };
+    let (pool, _dir) = pool();
+    let session = pool.session(&env.key_target());
+    let pid_file = format!("/tmp/{}.pid", unique("eventops-ssh-timeout"));
+    let cmd = format!("echo $$ > {}; exec sleep 60", shell_quote(&pid_file));
+    let timed_out =
+        tokio::time::timeout(Duration::from_millis(500), session.exec(&cmd, None)).await;
+    assert!(timed_out.is_err(), "sleep 60 ended early: {timed_out:?}");
+    let pid = session.read_file(&pid_file).await.expect("pid file");
+    let pid = String::from_utf8_lossy(&pid).trim().to_string();
+    let check = format!("kill -0 {pid} 2>/dev/null && echo alive || echo gone");
+    wait_until(
+        "the timed-out command stops",
+        Duration::from_secs(10),
+        || {
+            let s = session.clone();
+            let check = check.clone();
+            async move { s.exec(&check, None).await.expect("exec").stdout_lossy() == "gone\n" }
+        },
+    )
+    .await;
+    session
+        .exec(&format!("rm -f {}", shell_quote(&pid_file)), None)
+        .await
+        .expect("cleanup");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_stream_ends_with_the_commands_failure() {
     let Some(env) = test_env("exec_stream_ends_with_the_commands_failure") else {
         return;
@@ -782,6 +813,29 @@ proptest! {
     fn shell_quote_is_literal_for_shell_metacharacters(text in r#"[ -/:-@\[-`{-~\n\t]{0,30}"#) {
         prop_assert_eq!(sh_printf(&shell_quote(&text)), text.as_bytes());
     }
+}
+
+/// The engine runs these on a multi-threaded runtime and boxes them as `Send` futures.
+#[test]
+fn futures_are_send() {
+    fn send<T: Send>(_: &T) {}
+    let (pool, _dir) = pool();
+    let session = pool.session(&SshTarget::new(
+        "h",
+        22,
+        "u",
+        SshAuth::Password(String::new()),
+    ));
+    send(&session.exec("true", None));
+    send(&session.exec_stream("true"));
+    send(&session.write_file("f", b"", 0o600));
+    send(&session.read_file("f"));
+    send(&session.connect());
+    fn stream<T: Send + Sync + Unpin + 'static>() {}
+    stream::<ExecStream>();
+    stream::<SshPool>();
+    stream::<SshSession>();
+    stream::<SshError>();
 }
 
 #[test]

@@ -231,9 +231,10 @@ async fn get_pipeline_latest(
     user: AuthUser,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(ok(
-        registry::get_pipeline(&state.db, &user.0, &name, "latest").await?,
-    ))
+    Ok(ok(registry::get_pipeline(
+        &state.db, &user.0, &name, "latest",
+    )
+    .await?))
 }
 
 async fn get_pipeline(
@@ -242,9 +243,10 @@ async fn get_pipeline(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (name, version) = path.into_inner();
-    Ok(ok(
-        registry::get_pipeline(&state.db, &user.0, &name, &version).await?,
-    ))
+    Ok(ok(registry::get_pipeline(
+        &state.db, &user.0, &name, &version,
+    )
+    .await?))
 }
 
 async fn delete_pipeline(

@@ -274,9 +274,8 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut tree = match std::fs::read_to_string(path) {
             Ok(text) => {
-                let v: Value = serde_norway::from_str(&text).map_err(|e| {
-                    ConfigError(format!("{}: not valid YAML: {e}", path.display()))
-                })?;
+                let v: Value = serde_norway::from_str(&text)
+                    .map_err(|e| ConfigError(format!("{}: not valid YAML: {e}", path.display())))?;
                 match v {
                     Value::Null => Value::Object(Default::default()),
                     Value::Object(_) => v,
@@ -336,10 +335,14 @@ impl Config {
         }
         let p = &self.event.process;
         if p.buffer_size == 0 {
-            return Err(ConfigError("key event.process.bufferSize: must be at least 1".into()));
+            return Err(ConfigError(
+                "key event.process.bufferSize: must be at least 1".into(),
+            ));
         }
         if p.work_num == 0 {
-            return Err(ConfigError("key event.process.workNum: must be at least 1".into()));
+            return Err(ConfigError(
+                "key event.process.workNum: must be at least 1".into(),
+            ));
         }
         if p.loop_load_event_interval == 0 {
             return Err(ConfigError(
@@ -347,14 +350,20 @@ impl Config {
             ));
         }
         if self.uc.login_token_expires_time == 0 {
-            return Err(ConfigError("key uc.loginTokenExpiresTime: must be at least 1".into()));
+            return Err(ConfigError(
+                "key uc.loginTokenExpiresTime: must be at least 1".into(),
+            ));
         }
         if self.http.max_body_bytes < 1024 || self.http.max_event_bytes < 1024 {
-            return Err(ConfigError("key http: body limits must be at least 1024 bytes".into()));
+            return Err(ConfigError(
+                "key http: body limits must be at least 1024 bytes".into(),
+            ));
         }
         if let Some(m) = &self.minio {
             if m.server.is_empty() || m.base_path.is_empty() {
-                return Err(ConfigError("key minio: server and basePath are required".into()));
+                return Err(ConfigError(
+                    "key minio: server and basePath are required".into(),
+                ));
             }
         }
         Ok(())
@@ -406,8 +415,7 @@ impl Config {
         let key: String = (0..32)
             .map(|_| format!("{:02x}", rand::random::<u8>()))
             .collect();
-        write_private(&file, &key)
-            .map_err(|e| ConfigError(format!("{}: {e}", file.display())))?;
+        write_private(&file, &key).map_err(|e| ConfigError(format!("{}: {e}", file.display())))?;
         Ok(key)
     }
 
@@ -423,7 +431,11 @@ impl Config {
         std::fs::create_dir_all(&self.data_dir)
             .map_err(|e| ConfigError(format!("dataDir {}: {e}", self.data_dir.display())))?;
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "eventops".into());
-        let host: String = host.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(40).collect();
+        let host: String = host
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .take(40)
+            .collect();
         let id = format!("{host}-{:08x}", rand::random::<u32>());
         write_private(&file, &id).map_err(|e| ConfigError(format!("{}: {e}", file.display())))?;
         Ok(id)
@@ -481,7 +493,10 @@ fn set_path(tree: &mut Value, path: &str, value: Value) -> Result<(), String> {
     let segs: Vec<&str> = path.split('.').collect();
     for (i, seg) in segs.iter().enumerate() {
         let Value::Object(map) = cur else {
-            return Err(format!("{} is not a mapping in the file", segs[..i].join(".")));
+            return Err(format!(
+                "{} is not a mapping in the file",
+                segs[..i].join(".")
+            ));
         };
         if i + 1 == segs.len() {
             map.insert((*seg).to_string(), value);
@@ -517,8 +532,12 @@ mod tests {
 
     #[test]
     fn no_file_means_embedded_defaults() {
-        let c = Config::load(Path::new("/nonexistent/eventops.yaml"), false, std::iter::empty())
-            .unwrap();
+        let c = Config::load(
+            Path::new("/nonexistent/eventops.yaml"),
+            false,
+            std::iter::empty(),
+        )
+        .unwrap();
         assert_eq!(c.port, 8080);
         assert_eq!(c.database_url(), "sqlite://data/eventops.db");
         assert_eq!(c.callback(8080), "http://127.0.0.1:8080");
@@ -526,8 +545,8 @@ mod tests {
 
     #[test]
     fn explicit_missing_file_is_an_error() {
-        let e = Config::load(Path::new("/nonexistent/x.yaml"), true, std::iter::empty())
-            .unwrap_err();
+        let e =
+            Config::load(Path::new("/nonexistent/x.yaml"), true, std::iter::empty()).unwrap_err();
         assert!(e.0.contains("/nonexistent/x.yaml"), "{e}");
     }
 
@@ -540,9 +559,15 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let e = load_str("port: 80\nevent:\n  process:\n    bufferSize: 1\n    wokNum: 2\n", &[])
-            .unwrap_err();
-        assert!(e.0.contains("event.process") && e.0.contains("wokNum"), "{e}");
+        let e = load_str(
+            "port: 80\nevent:\n  process:\n    bufferSize: 1\n    wokNum: 2\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("event.process") && e.0.contains("wokNum"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -579,13 +604,19 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(c.database_url(), "mysql://root:s3cr%40t@127.0.0.1:3306/eventops");
+        assert_eq!(
+            c.database_url(),
+            "mysql://root:s3cr%40t@127.0.0.1:3306/eventops"
+        );
         assert!(!format!("{c:?}").contains("s3cr"));
     }
 
     #[test]
     fn env_names() {
-        assert_eq!(env_name("event.process.bufferSize"), "EVENTOPS_EVENT_PROCESS_BUFFER_SIZE");
+        assert_eq!(
+            env_name("event.process.bufferSize"),
+            "EVENTOPS_EVENT_PROCESS_BUFFER_SIZE"
+        );
         assert_eq!(env_name("database.url"), "EVENTOPS_DATABASE_URL");
     }
 }

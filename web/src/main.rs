@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use web::config::{Config, DEFAULT_CONFIG_PATH, DEFAULT_CONFIG_YAML};
 
 #[derive(Parser)]
-#[command(name = "eventops", version, about = "event-driven pipeline engine: the server")]
+#[command(
+    name = "eventops",
+    version,
+    about = "event-driven pipeline engine: the server"
+)]
 struct Cli {
     /// Configuration file; without it /etc/eventops/config.yaml is read if present, else the
     /// embedded defaults are used (SQLite under ./data, port 8080).
@@ -55,10 +59,7 @@ fn main() {
             Some(Command::Migrate) => {
                 let url = config.database_url();
                 engine::store::migrate(&url).await?;
-                log::info!(
-                    "migrations applied to {}",
-                    engine::store::redact_url(&url)
-                );
+                log::info!("migrations applied to {}", engine::store::redact_url(&url));
                 Ok(())
             }
             _ => {

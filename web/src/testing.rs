@@ -47,7 +47,10 @@ impl TestDb {
             Ok(v) if !v.is_empty() => v,
             _ => {
                 if std::env::var("EVENTOPS_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
-                    panic!("{} is not set but EVENTOPS_TEST_REQUIRE_ALL=1", self.env_var());
+                    panic!(
+                        "{} is not set but EVENTOPS_TEST_REQUIRE_ALL=1",
+                        self.env_var()
+                    );
                 }
                 eprintln!("SKIPPED on {self:?}: {} is not set", self.env_var());
                 return None;
@@ -73,13 +76,19 @@ fn create_database(db: TestDb, base: &str, name: &str) {
                 let mut c = diesel_async::AsyncMysqlConnection::establish(&format!("{base}/mysql"))
                     .await
                     .expect("connect to the MySQL test server");
-                diesel::sql_query(sql).execute(&mut c).await.expect("create database");
+                diesel::sql_query(sql)
+                    .execute(&mut c)
+                    .await
+                    .expect("create database");
             }
             TestDb::Postgres => {
                 let mut c = diesel_async::AsyncPgConnection::establish(&format!("{base}/postgres"))
                     .await
                     .expect("connect to the PostgreSQL test server");
-                diesel::sql_query(sql).execute(&mut c).await.expect("create database");
+                diesel::sql_query(sql)
+                    .execute(&mut c)
+                    .await
+                    .expect("create database");
             }
             TestDb::Sqlite => {}
         }

@@ -13,35 +13,93 @@ fn broken_documents_get_precise_400s() {
     let mut api = Api::new(&server.url);
     api.login_as("kakj");
     let cases: &[(&str, &str, &str)] = &[
-        ("/api/actuator/apply", "name: a\nos: {user: u\n  ip: [\n", "malformed document at line"),
-        ("/api/actuator/apply", "- just\n- a list\n", "expected struct"),
-        ("/api/actuator/apply", "name: a\nos: {user: u, ip: h, port: 'ssh', password: p}\ntags: [t]\n", "os.port"),
-        ("/api/actuator/apply", "name: a\nos: {user: u, ip: h, port: 70000, password: p}\ntags: [t]\n", "os.port"),
-        ("/api/pipeline-definition/apply", "version: 1\nname: p\ntasks: {alias: x}\n", "tasks"),
-        ("/api/pipeline-definition/apply", "version: 1\nname: p\ncolour: blue\n", "unknown field `colour`"),
-        ("/api/trigger-definition/apply", "{\"name\": \"t\", \"eventName\": ", "malformed document"),
-        ("/api/event/send", "name: e\nversion: 1\nvalues: [1, 2]\n", "values"),
+        (
+            "/api/actuator/apply",
+            "name: a\nos: {user: u\n  ip: [\n",
+            "malformed document at line",
+        ),
+        (
+            "/api/actuator/apply",
+            "- just\n- a list\n",
+            "expected struct",
+        ),
+        (
+            "/api/actuator/apply",
+            "name: a\nos: {user: u, ip: h, port: 'ssh', password: p}\ntags: [t]\n",
+            "os.port",
+        ),
+        (
+            "/api/actuator/apply",
+            "name: a\nos: {user: u, ip: h, port: 70000, password: p}\ntags: [t]\n",
+            "os.port",
+        ),
+        (
+            "/api/pipeline-definition/apply",
+            "version: 1\nname: p\ntasks: {alias: x}\n",
+            "tasks",
+        ),
+        (
+            "/api/pipeline-definition/apply",
+            "version: 1\nname: p\ncolour: blue\n",
+            "unknown field `colour`",
+        ),
+        (
+            "/api/trigger-definition/apply",
+            "{\"name\": \"t\", \"eventName\": ",
+            "malformed document",
+        ),
+        (
+            "/api/event/send",
+            "name: e\nversion: 1\nvalues: [1, 2]\n",
+            "values",
+        ),
         ("/api/event/send", "", "request body is empty"),
         ("/api/event/send", "a: 1\na: 2\n", "duplicated key"),
-        ("/api/event/send", "name: e\nversion: 1\n---\nname: f\n", "expected one document"),
+        (
+            "/api/event/send",
+            "name: e\nversion: 1\n---\nname: f\n",
+            "expected one document",
+        ),
     ];
     for (path, body, needle) in cases {
         api.post(path, body).fails(400, needle);
     }
     // a deeply nested document is refused, not a stack overflow
-    let deep = format!("name: e\nversion: 1\nvalues: {{a: {}1{}}}\n", "[".repeat(5000), "]".repeat(5000));
-    api.post("/api/event/send", deep).fails(400, "recursion limit");
+    let deep = format!(
+        "name: e\nversion: 1\nvalues: {{a: {}1{}}}\n",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    api.post("/api/event/send", deep)
+        .fails(400, "recursion limit");
     // invalid UTF-8
-    api.post("/api/event/send", [0xffu8, 0xfe, 0x00]).fails(400, "UTF-8");
+    api.post("/api/event/send", [0xffu8, 0xfe, 0x00])
+        .fails(400, "UTF-8");
     // malformed JSON on the JSON routes, and unknown fields there too
-    api.post("/api/user/login", "{\"name\": ").fails(400, "malformed JSON");
-    api.post("/api/user/register", json!({"name": "x", "password": "secret-pw", "admin": true}).to_string())
-        .fails(400, "unknown field `admin`");
-    api.post("/api/user/register", json!({"name": "x", "password": 5}).to_string())
-        .fails(400, "password");
+    api.post("/api/user/login", "{\"name\": ")
+        .fails(400, "malformed JSON");
+    api.post(
+        "/api/user/register",
+        json!({"name": "x", "password": "secret-pw", "admin": true}).to_string(),
+    )
+    .fails(400, "unknown field `admin`");
+    api.post(
+        "/api/user/register",
+        json!({"name": "x", "password": 5}).to_string(),
+    )
+    .fails(400, "password");
     // nothing was stored, and the server still answers
-    assert_eq!(api.get("/api/actuator/").ok().as_array().map(Vec::len), Some(0));
-    assert_eq!(api.get("/api/pipeline-definition/").ok().as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        api.get("/api/actuator/").ok().as_array().map(Vec::len),
+        Some(0)
+    );
+    assert_eq!(
+        api.get("/api/pipeline-definition/")
+            .ok()
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
     api.get("/healthz").ok();
 }
 
@@ -50,12 +108,21 @@ fn oversized_bodies_get_413_and_the_server_goes_on() {
     let server = TestServer::start();
     let mut api = Api::new(&server.url);
     api.login_as("kakj");
-    let big = format!("name: e\nversion: 1\nvalues: {{blob: \"{}\"}}\n", "x".repeat(3 << 20));
-    api.post("/api/event/send", &big).fails(413, "larger than the limit of 1048576 bytes");
-    api.post("/api/pipeline-definition/apply", &big).fails(413, "larger than the limit");
-    api.post("/api/user/login", &big).fails(413, "larger than the limit");
+    let big = format!(
+        "name: e\nversion: 1\nvalues: {{blob: \"{}\"}}\n",
+        "x".repeat(3 << 20)
+    );
+    api.post("/api/event/send", &big)
+        .fails(413, "larger than the limit of 1048576 bytes");
+    api.post("/api/pipeline-definition/apply", &big)
+        .fails(413, "larger than the limit");
+    api.post("/api/user/login", &big)
+        .fails(413, "larger than the limit");
     // just under the limit is fine
-    let fits = format!("name: e\nversion: 1\nvalues: {{blob: \"{}\"}}\n", "x".repeat(1000 << 10));
+    let fits = format!(
+        "name: e\nversion: 1\nvalues: {{blob: \"{}\"}}\n",
+        "x".repeat(1000 << 10)
+    );
     api.post("/api/event/send", &fits).ok();
     api.get("/readyz").ok();
 }
@@ -82,10 +149,16 @@ fn tokens_missing_forged_or_expired_get_401() {
     api.token = Some(parts.join("."));
     api.get("/api/user/me").fails(401, "invalid login token");
     // wrong password and unknown user answer alike
-    api.post("/api/user/login", json!({"name": "kakj", "password": "nope-nope"}).to_string())
-        .fails(401, "wrong user name or password");
-    api.post("/api/user/login", json!({"name": "nobody", "password": "nope-nope"}).to_string())
-        .fails(401, "wrong user name or password");
+    api.post(
+        "/api/user/login",
+        json!({"name": "kakj", "password": "nope-nope"}).to_string(),
+    )
+    .fails(401, "wrong user name or password");
+    api.post(
+        "/api/user/login",
+        json!({"name": "nobody", "password": "nope-nope"}).to_string(),
+    )
+    .fails(401, "wrong user name or password");
     // the real token works, then expires (2 s lifetime: at least 1 s after the whole-second rounding)
     api.token = Some(real);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -115,12 +188,24 @@ fn other_users_objects_are_invisible() {
     alice.post("/api/pipeline-definition/apply", PIPELINE).ok();
 
     bob.get("/api/actuator/os-runner").fails(404, "not found");
-    bob.delete("/api/actuator/os-runner").fails(404, "not found");
-    bob.get("/api/pipeline-definition/hello-world/1.0").fails(404, "not found");
-    assert_eq!(bob.get("/api/actuator/").ok().as_array().map(Vec::len), Some(0));
+    bob.delete("/api/actuator/os-runner")
+        .fails(404, "not found");
+    bob.get("/api/pipeline-definition/hello-world/1.0")
+        .fails(404, "not found");
+    assert_eq!(
+        bob.get("/api/actuator/").ok().as_array().map(Vec::len),
+        Some(0)
+    );
     // bob may use the same names for his own objects
-    bob.post("/api/actuator/apply", ACTUATOR.replace("os-runner]", "bobs]")).ok();
-    assert_eq!(alice.get("/api/actuator/os-runner").ok()["tags"][0], "os-runner");
+    bob.post(
+        "/api/actuator/apply",
+        ACTUATOR.replace("os-runner]", "bobs]"),
+    )
+    .ok();
+    assert_eq!(
+        alice.get("/api/actuator/os-runner").ok()["tags"][0],
+        "os-runner"
+    );
     assert_eq!(bob.get("/api/actuator/os-runner").ok()["tags"][0], "bobs");
     // a trigger cannot start another user's pipeline
     bob.post(
@@ -129,8 +214,11 @@ fn other_users_objects_are_invisible() {
     )
     .fails(400, "is not your pipeline");
     // a taken user name
-    bob.post("/api/user/register", json!({"name": "alice", "password": "secret-pw"}).to_string())
-        .fails(409, "already exists");
+    bob.post(
+        "/api/user/register",
+        json!({"name": "alice", "password": "secret-pw"}).to_string(),
+    )
+    .fails(409, "already exists");
 }
 
 #[test]
@@ -140,15 +228,24 @@ fn apply_replaces_and_unicode_names_work() {
     api.login_as("kakj");
     api.post("/api/actuator/apply", ACTUATOR).ok();
     let again = api
-        .post("/api/actuator/apply", ACTUATOR.replace("tags: [os-runner]", "tags: [os-runner, gpu]"))
+        .post(
+            "/api/actuator/apply",
+            ACTUATOR.replace("tags: [os-runner]", "tags: [os-runner, gpu]"),
+        )
         .ok();
     assert_eq!(again["tags"], json!(["gpu", "os-runner"]));
-    assert_eq!(api.get("/api/actuator/").ok().as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        api.get("/api/actuator/").ok().as_array().map(Vec::len),
+        Some(1)
+    );
 
     // applying the same pipeline version twice replaces it and keeps one row
     api.post("/api/pipeline-definition/apply", PIPELINE).ok();
-    api.post("/api/pipeline-definition/apply", PIPELINE.replace("export OUT=done", "export OUT=again"))
-        .ok();
+    api.post(
+        "/api/pipeline-definition/apply",
+        PIPELINE.replace("export OUT=done", "export OUT=again"),
+    )
+    .ok();
     let list = api.get("/api/pipeline-definition/").ok();
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
     assert!(list.to_string().contains("OUT=again"));
@@ -160,10 +257,16 @@ fn apply_replaces_and_unicode_names_work() {
     assert_eq!(got["tags"][0], "標籤");
     api.delete(&format!("/api/actuator/{}", seg(name))).ok();
     // names with a slash or control characters are refused
-    api.post("/api/actuator/apply", "name: \"a/b\"\nos: {user: u, ip: h, password: p}\ntags: [t]\n")
-        .fails(400, "contains the character '/'");
-    api.post("/api/actuator/apply", "name: \"a\\nb\"\nos: {user: u, ip: h, password: p}\ntags: [t]\n")
-        .fails(400, "contains the character");
+    api.post(
+        "/api/actuator/apply",
+        "name: \"a/b\"\nos: {user: u, ip: h, password: p}\ntags: [t]\n",
+    )
+    .fails(400, "contains the character '/'");
+    api.post(
+        "/api/actuator/apply",
+        "name: \"a\\nb\"\nos: {user: u, ip: h, password: p}\ntags: [t]\n",
+    )
+    .fails(400, "contains the character");
 }
 
 #[test]

@@ -59,7 +59,9 @@ fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
 
 /// Sends an event and waits until it is processed; returns the event view.
 fn send(api: &Api, event: &str) -> Value {
-    let id = api.post("/api/event/send", event).ok()["id"].as_i64().expect("id");
+    let id = api.post("/api/event/send", event).ok()["id"]
+        .as_i64()
+        .expect("id");
     wait_for("event processed", 20, || {
         let v = api.get(&format!("/api/event/{id}")).ok();
         (v["status"] != "created" && v["status"] != "processing").then_some(v)
@@ -94,16 +96,30 @@ fn setup() -> Option<(Ssh, TestServer, Api)> {
     let server = TestServer::start();
     let mut api = Api::new(&server.url);
     api.login_as("kakj");
-    api.post("/api/actuator/apply", actuator(&s, "os-runner", "os-runner")).ok();
+    api.post(
+        "/api/actuator/apply",
+        actuator(&s, "os-runner", "os-runner"),
+    )
+    .ok();
     Some((s, server, api))
 }
 
 #[test]
 fn quick_start_runs_end_to_end() {
-    let Some((s, _server, api)) = setup() else { return };
+    let Some((s, _server, api)) = setup() else {
+        return;
+    };
     let ex = |f: &str| std::fs::read_to_string(format!("../examples/hello-world/{f}")).unwrap();
-    api.post("/api/pipeline-definition/apply", ex("pipelineDefinition.yaml")).ok();
-    api.post("/api/trigger-definition/apply", ex("triggerDefinition.yaml")).ok();
+    api.post(
+        "/api/pipeline-definition/apply",
+        ex("pipelineDefinition.yaml"),
+    )
+    .ok();
+    api.post(
+        "/api/trigger-definition/apply",
+        ex("triggerDefinition.yaml"),
+    )
+    .ok();
     let ev = send(&api, &ex("event.yaml"));
     assert_eq!(ev["status"], "processed", "{ev}");
     assert_eq!(ev["triggers"][0]["status"], "pass", "{ev}");
@@ -116,15 +132,30 @@ fn quick_start_runs_end_to_end() {
     assert_eq!(hello["actuatorTag"], "os-runner");
     assert_eq!(hello["exitCode"], 0);
     let dir = task_dir(&s, &run, "hello");
-    for f in ["run.sh", "nohup.sh", "nohup.log", "nohup.pid", "exit.code", "response.txt"] {
+    for f in [
+        "run.sh",
+        "nohup.sh",
+        "nohup.log",
+        "nohup.pid",
+        "exit.code",
+        "response.txt",
+    ] {
         assert!(dir.join(f).exists(), "{f} missing in {}", dir.display());
     }
-    assert_eq!(std::fs::read_to_string(dir.join("exit.code")).unwrap().trim(), "0");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("exit.code"))
+            .unwrap()
+            .trim(),
+        "0"
+    );
     let log = std::fs::read_to_string(dir.join("nohup.log")).unwrap();
     assert!(log.contains("hello world"), "{log}");
     // the log through the API too
     let r = ureq::get(format!("{}/api/pipeline/{run_id}/task/hello/log", api.base))
-        .header("Authorization", format!("Bearer {}", api.token.clone().unwrap()))
+        .header(
+            "Authorization",
+            format!("Bearer {}", api.token.clone().unwrap()),
+        )
         .call()
         .unwrap()
         .body_mut()
@@ -134,39 +165,70 @@ fn quick_start_runs_end_to_end() {
     // listed, with the seed's filters
     let list = api.get("/api/pipeline/?eventName=hello-world&top=5").ok();
     assert_eq!(list[0]["id"], run_id);
-    assert_eq!(api.get("/api/pipeline/?eventName=other").ok().as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        api.get("/api/pipeline/?eventName=other")
+            .ok()
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
 }
 
 #[test]
 fn filters_reject_and_unknown_events_are_processed_with_a_reason() {
-    let Some((_s, _server, api)) = setup() else { return };
+    let Some((_s, _server, api)) = setup() else {
+        return;
+    };
     api.post("/api/pipeline-definition/apply", PIPELINE).ok();
     api.post("/api/trigger-definition/apply", TRIGGER).ok();
     // global filter passes (labels.user), the pipeline filter fails (values.email)
-    let ev = send(&api, "name: hello\nversion: 1.0\nvalues: {name: x, email: other@x.y}\nlabels: {user: kakj}\n");
+    let ev = send(
+        &api,
+        "name: hello\nversion: 1.0\nvalues: {name: x, email: other@x.y}\nlabels: {user: kakj}\n",
+    );
     assert_eq!(ev["status"], "processed");
     assert_eq!(ev["triggers"][0]["status"], "unpass", "{ev}");
-    assert!(ev["triggers"][0]["reason"].as_str().unwrap().contains("values.email"), "{ev}");
+    assert!(
+        ev["triggers"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("values.email"),
+        "{ev}"
+    );
     assert!(ev["triggers"][0]["pipelineId"].is_null());
     let ev = send(&api, "name: nobody-listens\nversion: 1\n");
     assert_eq!(ev["status"], "processed");
-    assert!(ev["message"].as_str().unwrap().contains("no trigger"), "{ev}");
-    assert_eq!(api.get("/api/pipeline/").ok().as_array().map(Vec::len), Some(0));
+    assert!(
+        ev["message"].as_str().unwrap().contains("no trigger"),
+        "{ev}"
+    );
+    assert_eq!(
+        api.get("/api/pipeline/").ok().as_array().map(Vec::len),
+        Some(0)
+    );
 }
 
 #[test]
 fn hostile_values_come_out_literally() {
-    let Some((s, _server, api)) = setup() else { return };
+    let Some((s, _server, api)) = setup() else {
+        return;
+    };
     api.post("/api/pipeline-definition/apply", "version: 1\nname: echo\nactuatorSelector: {tags: [os-runner]}\ninputs: [{name: v, type: env}]\ndag: [{name: t, needs: [root]}]\ntasks:\n  - alias: t\n    type: os\n    commands: ['printf \"%s\" \"${{ inputs.v }}\" > value.txt', 'export OUT=${{ inputs.v }}']\n    outputs: [{name: out, value: OUT}]\n").ok();
     api.post("/api/trigger-definition/apply", "name: t\neventName: e\neventVersion: 1\npipelines: [{image: echo, inputs: [{name: v, value: values.v}]}]\n").ok();
     let hostile = "$(touch /tmp/eo-pwned-e2e) `touch /tmp/eo-pwned-e2e` '; touch /tmp/eo-pwned-e2e; ' \"q\" ${HOME}\nline2";
-    let ev = send(&api, &json!({"name": "e", "version": 1, "values": {"v": hostile}}).to_string());
+    let ev = send(
+        &api,
+        &json!({"name": "e", "version": 1, "values": {"v": hostile}}).to_string(),
+    );
     let run = finished(&api, ev["triggers"][0]["pipelineId"].as_i64().unwrap(), 30);
     assert_eq!(run["status"], "success", "{run}");
     let got = std::fs::read_to_string(task_dir(&s, &run, "t").join("value.txt")).unwrap();
     assert_eq!(got, hostile);
     assert_eq!(task(&run, "t")["outputs"]["out"], hostile);
-    assert!(!std::path::Path::new("/tmp/eo-pwned-e2e").exists(), "a value ran as code");
+    assert!(
+        !std::path::Path::new("/tmp/eo-pwned-e2e").exists(),
+        "a value ran as code"
+    );
 }
 
 /// Starts `pipeline` (already applied, no inputs) through a trigger on event `name`; returns
@@ -185,7 +247,9 @@ fn start_run(api: &Api, image: &str, event: &str) -> i64 {
 
 #[test]
 fn nested_pipelines_pass_values_through_contexts_and_outputs() {
-    let Some((_s, _server, api)) = setup() else { return };
+    let Some((_s, _server, api)) = setup() else {
+        return;
+    };
     let child = r#"
 version: 1.0
 name: child
@@ -240,14 +304,23 @@ outputs: [{name: final, value: "${{ outputs.last.l }}"}]
     assert_eq!(run["outputs"]["final"], "[HELLO THERE!]");
     // the child DAG's tasks are recorded under the pipeline-type task
     let nest_id = task(&run, "nest")["id"].clone();
-    let children: Vec<&Value> = run["tasks"].as_array().unwrap().iter().filter(|t| t["parentTaskId"] == nest_id).collect();
+    let children: Vec<&Value> = run["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["parentTaskId"] == nest_id)
+        .collect();
     assert_eq!(children.len(), 2, "{run}");
 }
 
 #[test]
 fn a_failing_task_fails_the_run_and_cancels_its_siblings() {
-    let Some((s, _server, api)) = setup() else { return };
-    api.post("/api/pipeline-definition/apply", r#"
+    let Some((s, _server, api)) = setup() else {
+        return;
+    };
+    api.post(
+        "/api/pipeline-definition/apply",
+        r#"
 version: 1
 name: failing
 actuatorSelector: {tags: [os-runner]}
@@ -259,7 +332,9 @@ tasks:
   - {alias: slow, type: os, commands: ['sleep 300 & echo $! > child.pid; wait']}
   - {alias: bad, type: os, commands: ['echo before', 'false', 'echo never']}
   - {alias: after, type: os, commands: ['echo must not run']}
-"#).ok();
+"#,
+    )
+    .ok();
     let run = finished(&api, start_run(&api, "failing", "fail"), 60);
     assert_eq!(run["status"], "failed", "{run}");
     assert!(run["error"].as_str().unwrap().contains("\"bad\""), "{run}");
@@ -279,7 +354,9 @@ tasks:
 
 #[test]
 fn timeout_and_cancel_kill_the_whole_process_group() {
-    let Some((s, _server, api)) = setup() else { return };
+    let Some((s, _server, api)) = setup() else {
+        return;
+    };
     api.post("/api/pipeline-definition/apply", "version: 1\nname: slow\nactuatorSelector: {tags: [os-runner]}\ndag: [{name: t, needs: [root]}]\ntasks: [{alias: t, type: os, timeout: 2, commands: ['bash -c \"sleep 600\" & echo $! > child.pid; wait']}]\n").ok();
     let run = finished(&api, start_run(&api, "slow", "slow"), 30);
     assert_eq!(run["status"], "failed", "{run}");
@@ -306,12 +383,15 @@ fn timeout_and_cancel_kill_the_whole_process_group() {
         (!std::path::Path::new(&format!("/proc/{}", pid.trim())).exists()).then_some(())
     });
     // a second cancel is refused: the run already ended
-    api.post(&format!("/api/pipeline/{id}/cancel"), "").fails(409, "already ended");
+    api.post(&format!("/api/pipeline/{id}/cancel"), "")
+        .fails(409, "already ended");
 }
 
 #[test]
 fn callbacks_with_a_wrong_secret_change_nothing() {
-    let Some((s, _server, api)) = setup() else { return };
+    let Some((s, _server, api)) = setup() else {
+        return;
+    };
     api.post("/api/pipeline-definition/apply", "version: 1\nname: wait\nactuatorSelector: {tags: [os-runner]}\ndag: [{name: t, needs: [root]}]\ntasks: [{alias: t, type: os, commands: ['sleep 3']}]\n").ok();
     let id = start_run(&api, "wait", "wait");
     let run = wait_for("task running", 20, || {
@@ -321,16 +401,24 @@ fn callbacks_with_a_wrong_secret_change_nothing() {
     let tid = task(&run, "t")["id"].as_i64().unwrap();
     let anon = Api::new(&api.base);
     let forged = json!({"pipelineId": id, "taskId": tid, "auth": "guess", "exitCode": 0, "outputs": {"x": "y"}});
-    anon.post("/api/pipeline/callback", forged.to_string()).fails(401, "callback refused");
-    assert_eq!(task(&api.get(&format!("/api/pipeline/{id}")).ok(), "t")["status"], "running");
+    anon.post("/api/pipeline/callback", forged.to_string())
+        .fails(401, "callback refused");
+    assert_eq!(
+        task(&api.get(&format!("/api/pipeline/{id}")).ok(), "t")["status"],
+        "running"
+    );
     let run = finished(&api, id, 30);
     assert_eq!(run["status"], "success");
-    anon.post("/api/pipeline/callback", forged.to_string()).fails(401, "callback refused");
+    anon.post("/api/pipeline/callback", forged.to_string())
+        .fails(401, "callback refused");
     // a genuine but late callback (the real secret, from run.sh) for an ended task is ignored
     let run_sh = std::fs::read_to_string(task_dir(&s, &run, "t").join("run.sh")).unwrap();
     let auth = run_sh
         .lines()
-        .find_map(|l| l.strip_prefix("__eo_auth='").and_then(|r| r.strip_suffix('\'')))
+        .find_map(|l| {
+            l.strip_prefix("__eo_auth='")
+                .and_then(|r| r.strip_suffix('\''))
+        })
         .expect("secret in run.sh");
     let late = json!({"pipelineId": id, "taskId": tid, "auth": auth, "exitCode": 7, "outputs": {}});
     let r = anon.post("/api/pipeline/callback", late.to_string()).ok();
@@ -338,21 +426,34 @@ fn callbacks_with_a_wrong_secret_change_nothing() {
     let run = api.get(&format!("/api/pipeline/{id}")).ok();
     assert_eq!(task(&run, "t")["status"], "success");
     assert_eq!(task(&run, "t")["exitCode"], 0);
-    anon.post("/api/pipeline/callback", "{\"pipelineId\": 1}").fails(400, "missing field");
+    anon.post("/api/pipeline/callback", "{\"pipelineId\": 1}")
+        .fails(400, "missing field");
 }
 
 #[test]
 fn unreachable_or_refused_hosts_fail_the_task_clearly() {
-    let Some((s, _server, api)) = setup() else { return };
+    let Some((s, _server, api)) = setup() else {
+        return;
+    };
     api.post("/api/actuator/apply", format!("name: nowhere\nos: {{user: x, ip: 127.0.0.1, port: 1, password: p}}\ntags: [nowhere]\n")).ok();
-    api.post("/api/actuator/apply", actuator(&s, "badpw", "badpw").replace(&s.password, "wrong-password")).ok();
-    for (tag, needle) in [("nowhere", "127.0.0.1:1"), ("badpw", "authentication failed")] {
+    api.post(
+        "/api/actuator/apply",
+        actuator(&s, "badpw", "badpw").replace(&s.password, "wrong-password"),
+    )
+    .ok();
+    for (tag, needle) in [
+        ("nowhere", "127.0.0.1:1"),
+        ("badpw", "authentication failed"),
+    ] {
         api.post("/api/pipeline-definition/apply", format!("version: 1\nname: p-{tag}\nactuatorSelector: {{tags: [{tag}]}}\ndag: [{{name: t, needs: [root]}}]\ntasks: [{{alias: t, type: os, commands: [echo]}}]\n")).ok();
         let run = finished(&api, start_run(&api, &format!("p-{tag}"), tag), 60);
         assert_eq!(run["status"], "failed", "{run}");
         let t = task(&run, "t");
         assert_eq!(t["status"], "error", "{run}");
-        assert!(t["error"].as_str().unwrap().contains(needle), "{needle}: {t}");
+        assert!(
+            t["error"].as_str().unwrap().contains(needle),
+            "{needle}: {t}"
+        );
     }
     api.get("/healthz").ok();
 }

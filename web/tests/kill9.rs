@@ -66,12 +66,18 @@ fn kill_9_loses_nothing_acknowledged() {
                 while !stop.load(Ordering::Relaxed) {
                     let r = agent
                         .post(format!("{base}/api/event/send"))
-                        .header("Authorization", format!("Bearer {}", token.clone().unwrap_or_default()))
+                        .header(
+                            "Authorization",
+                            format!("Bearer {}", token.clone().unwrap_or_default()),
+                        )
                         .send(EVENT);
                     match r {
                         Ok(mut r) => {
                             let v: serde_json::Value = r.body_mut().read_json().expect("json");
-                            acked.lock().unwrap().push(v["data"]["id"].as_i64().expect("id"));
+                            acked
+                                .lock()
+                                .unwrap()
+                                .push(v["data"]["id"].as_i64().expect("id"));
                         }
                         Err(_) => break, // the server died under us: that request was not acknowledged
                     }
@@ -81,7 +87,10 @@ fn kill_9_loses_nothing_acknowledged() {
         .collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     while acked.lock().unwrap().len() < 200 {
-        assert!(Instant::now() < deadline, "events are not being acknowledged");
+        assert!(
+            Instant::now() < deadline,
+            "events are not being acknowledged"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().expect("SIGKILL"); // std's kill is SIGKILL on unix
@@ -95,15 +104,27 @@ fn kill_9_loses_nothing_acknowledged() {
     let mut child = start(dir.path(), port);
     let mut api2 = Api::new(&base);
     api2.token = api.token.clone();
-    assert_eq!(api2.get("/api/actuator/os-runner").ok()["name"], "os-runner");
-    assert_eq!(api2.get("/api/pipeline-definition/hello-world").ok()["version"], "1.0");
-    assert_eq!(api2.get("/api/trigger-definition/on-hello").ok()["name"], "on-hello");
+    assert_eq!(
+        api2.get("/api/actuator/os-runner").ok()["name"],
+        "os-runner"
+    );
+    assert_eq!(
+        api2.get("/api/pipeline-definition/hello-world").ok()["version"],
+        "1.0"
+    );
+    assert_eq!(
+        api2.get("/api/trigger-definition/on-hello").ok()["name"],
+        "on-hello"
+    );
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
 
     // every acknowledged event is in the database
     let url = format!("sqlite://{}", dir.path().join("data/eventops.db").display());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let db = engine::store::Db::connect(&url, 1).await.expect("open db");
         for id in &acked {

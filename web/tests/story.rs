@@ -7,7 +7,9 @@ use common::*;
 use web::testing::{TestDb, TestServer};
 
 fn story(db: TestDb) {
-    let Some(mut server) = TestServer::start_on(db) else { return };
+    let Some(mut server) = TestServer::start_on(db) else {
+        return;
+    };
     let tmp = server.take_tempdir();
     let mut api = Api::new(&server.url);
     api.login_as("kakj");
@@ -32,20 +34,48 @@ fn story(db: TestDb) {
     let ev = api.post("/api/event/send", EVENT).ok();
     assert!(ev["id"].as_i64().unwrap_or(0) > 0, "{ev}");
 
-    assert_eq!(api.get("/api/actuator/").ok().as_array().map(Vec::len), Some(1));
-    assert_eq!(api.get("/api/pipeline-definition/").ok().as_array().map(Vec::len), Some(2));
-    assert_eq!(api.get("/api/pipeline-definition/hello-world").ok()["version"], "1.10");
-    assert_eq!(api.get("/api/pipeline-definition/hello-world/1.0").ok()["latest"], false);
-    assert_eq!(api.get("/api/trigger-definition/on-hello").ok()["pipelines"][0], "hello-world:1.0");
-    assert_eq!(api.get("/api/actuator/os-runner").ok()["tags"][0], "os-runner");
+    assert_eq!(
+        api.get("/api/actuator/").ok().as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(
+        api.get("/api/pipeline-definition/")
+            .ok()
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(
+        api.get("/api/pipeline-definition/hello-world").ok()["version"],
+        "1.10"
+    );
+    assert_eq!(
+        api.get("/api/pipeline-definition/hello-world/1.0").ok()["latest"],
+        false
+    );
+    assert_eq!(
+        api.get("/api/trigger-definition/on-hello").ok()["pipelines"][0],
+        "hello-world:1.0"
+    );
+    assert_eq!(
+        api.get("/api/actuator/os-runner").ok()["tags"][0],
+        "os-runner"
+    );
 
     // delete the latest: the remaining version becomes latest
-    api.delete("/api/pipeline-definition/hello-world/latest").ok();
-    assert_eq!(api.get("/api/pipeline-definition/hello-world").ok()["version"], "1.0");
+    api.delete("/api/pipeline-definition/hello-world/latest")
+        .ok();
+    assert_eq!(
+        api.get("/api/pipeline-definition/hello-world").ok()["version"],
+        "1.0"
+    );
 
     // a scratch actuator, deleted
-    api.post("/api/actuator/apply", ACTUATOR.replace("os-runner\nos", "scratch\nos"))
-        .ok();
+    api.post(
+        "/api/actuator/apply",
+        ACTUATOR.replace("os-runner\nos", "scratch\nos"),
+    )
+    .ok();
     api.delete("/api/actuator/scratch").ok();
     api.get("/api/actuator/scratch").fails(404, "scratch");
 
@@ -60,7 +90,10 @@ fn story(db: TestDb) {
     let ps = api2.get("/api/pipeline-definition/").ok();
     assert_eq!(ps.as_array().map(Vec::len), Some(1), "{ps}");
     assert_eq!(ps[0]["latest"], true);
-    assert_eq!(api2.get("/api/trigger-definition/").ok()[0]["name"], "on-hello");
+    assert_eq!(
+        api2.get("/api/trigger-definition/").ok()[0]["name"],
+        "on-hello"
+    );
     api2.get("/api/actuator/scratch").fails(404, "scratch");
     drop(server2);
     drop(tmp);

@@ -107,21 +107,46 @@ fn every_rule_names_the_culprit() {
     api.login_as("kakj");
     let child = "version: 1.0\nname: child\ninputs: [{name: cin, type: env}]\ndag: [{name: c, needs: [root]}]\ntasks: [{alias: c, type: os, commands: [echo], outputs: [{name: co, value: X}]}]\noutputs: [{name: cout, value: '${{ outputs.c.co }}'}]\n";
     api.post("/api/pipeline-definition/apply", child).ok();
-    api.post("/api/pipeline-definition/apply", GOOD_PIPELINE).ok();
+    api.post("/api/pipeline-definition/apply", GOOD_PIPELINE)
+        .ok();
 
     let mut failures = Vec::new();
     for (case, kind, doc, needle) in cases() {
         let r = api.post(path(kind), &doc);
         if r.status != 400 || r.body["status"] != 400 || !r.msg().contains(needle) {
-            failures.push(format!("{case}: got {} {:?}, wanted 400 mentioning {needle:?}", r.status, r.msg()));
+            failures.push(format!(
+                "{case}: got {} {:?}, wanted 400 mentioning {needle:?}",
+                r.status,
+                r.msg()
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 
     // nothing bad was stored: still exactly the two good pipelines, no actuators or triggers
-    assert_eq!(api.get("/api/pipeline-definition/").ok().as_array().map(Vec::len), Some(2));
-    assert_eq!(api.get("/api/actuator/").ok().as_array().map(Vec::len), Some(0));
-    assert_eq!(api.get("/api/trigger-definition/").ok().as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        api.get("/api/pipeline-definition/")
+            .ok()
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(
+        api.get("/api/actuator/").ok().as_array().map(Vec::len),
+        Some(0)
+    );
+    assert_eq!(
+        api.get("/api/trigger-definition/")
+            .ok()
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
 }
 
 /// Rules that need file values, so a server with S3 configured.
@@ -147,18 +172,32 @@ fn type_rules_with_files_enabled() {
 
     let r = api.post(
         "/api/pipeline-definition/apply",
-        GOOD_PIPELINE.replace("setToContext: ctx", "type: file, setToContext: ctx").replace("type: env, type: file", "type: file"),
+        GOOD_PIPELINE
+            .replace("setToContext: ctx", "type: file, setToContext: ctx")
+            .replace("type: env, type: file", "type: file"),
     );
-    r.fails(400, "setToContext \"ctx\" is a env context but the output is file");
+    r.fails(
+        400,
+        "setToContext \"ctx\" is a env context but the output is file",
+    );
 
     let parent = "version: 1\nname: parent\ndag: [{name: p, needs: [root]}]\ntasks:\n  - alias: p\n    type: pipeline\n    image: child:1\n    inputs: [{name: fin, value: plain text}]\n";
-    api.post("/api/pipeline-definition/apply", parent)
-        .fails(400, "input \"fin\" is file in pipeline kakj/child:1 but the value given is env");
+    api.post("/api/pipeline-definition/apply", parent).fails(
+        400,
+        "input \"fin\" is file in pipeline kakj/child:1 but the value given is env",
+    );
     let parent_out = "version: 1\nname: parent\ndag: [{name: p, needs: [root]}]\ntasks:\n  - alias: p\n    type: pipeline\n    image: child\n    outputs: [{name: got, value: cout, type: env}]\n";
     api.post("/api/pipeline-definition/apply", parent_out)
-        .fails(400, "output \"got\" is declared env but output \"cout\" of pipeline kakj/child:1 is file");
+        .fails(
+            400,
+            "output \"got\" is declared env but output \"cout\" of pipeline kakj/child:1 is file",
+        );
     // and with S3 configured, a file event is accepted
-    api.post("/api/event/send", "name: e\nversion: 1\nfiles: {f: {value: a/b, type: minio}}\n").ok();
+    api.post(
+        "/api/event/send",
+        "name: e\nversion: 1\nfiles: {f: {value: a/b, type: minio}}\n",
+    )
+    .ok();
 }
 
 /// A pipeline that reaches itself through pipeline-type tasks would nest without end.
@@ -172,5 +211,6 @@ fn self_nesting_is_refused() {
     let b = "version: 1\nname: b\ndag: [{name: t, needs: [root]}]\ntasks: [{alias: t, type: pipeline, image: a}]\n";
     api.post("/api/pipeline-definition/apply", b).ok();
     let a2 = "version: 2\nname: a\ndag: [{name: t, needs: [root]}]\ntasks: [{alias: t, type: pipeline, image: b}]\n";
-    api.post("/api/pipeline-definition/apply", a2).fails(400, "runs itself");
+    api.post("/api/pipeline-definition/apply", a2)
+        .fails(400, "runs itself");
 }

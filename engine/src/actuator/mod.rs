@@ -23,7 +23,10 @@ pub enum JobStatus {
     Starting,
     Running,
     /// Ended with this exit code; `callback` is the body the task posted (outputs), if any.
-    Exited { code: i32, callback: Option<String> },
+    Exited {
+        code: i32,
+        callback: Option<String>,
+    },
     /// Its process is gone and it wrote no exit code (killed, machine rebooted).
     Lost,
     /// Nothing of it exists on the actuator.

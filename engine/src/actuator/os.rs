@@ -82,7 +82,10 @@ impl Actuator for Os {
                 "starting" => JobStatus::Starting,
                 "lost" => JobStatus::Lost,
                 "missing" => JobStatus::Missing,
-                s => match s.strip_prefix("exit ").and_then(|c| c.trim().parse::<i32>().ok()) {
+                s => match s
+                    .strip_prefix("exit ")
+                    .and_then(|c| c.trim().parse::<i32>().ok())
+                {
                     Some(code) => JobStatus::Exited {
                         code,
                         callback: Some(rest.trim().to_string()).filter(|s| !s.is_empty()),
@@ -140,10 +143,17 @@ impl Actuator for Os {
                 .map_err(err)?;
             let (tx, rx) = mpsc::channel(64);
             tokio::spawn(async move {
-                while let Some(chunk) = stream.next_chunk().await {
+                loop {
+                    // stop as soon as the reader goes away, even while the log is quiet:
+                    // dropping the stream stops the remote tail
+                    let chunk = tokio::select! {
+                        c = stream.next_chunk() => c,
+                        _ = tx.closed() => break,
+                    };
+                    let Some(chunk) = chunk else { break };
                     let item = chunk.map(|b| b.to_vec()).map_err(|e| e.to_string());
                     if tx.send(item).await.is_err() {
-                        break; // the reader went away: dropping the stream stops tail
+                        break;
                     }
                 }
             });

@@ -349,7 +349,9 @@ impl KnownHostsFile {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "known_hosts".into());
-        let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".{name}.tmp.{}.{seq}", std::process::id()));
         let result = (|| {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
@@ -683,8 +685,9 @@ impl SshPool {
             .count()
     }
 
-    /// Drop the connection to `target` (e.g. its actuator was deleted or its credentials
-    /// changed). Channels already open keep working until they end.
+    /// Let go of the connection to `target` (e.g. its actuator was deleted or its credentials
+    /// changed): the next [`session`](Self::session) starts afresh. Sessions handed out
+    /// before keep the old connection until they are dropped.
     pub fn forget(&self, target: &SshTarget) {
         lock(&self.inner.slots).remove(target);
     }
@@ -868,8 +871,8 @@ impl SshSession {
     /// stdin = empty stdin) and collect its output, up to [`SshConfig::output_limit`] bytes
     /// of each stream. A non-zero exit status is not an error: look at `exit_status`.
     ///
-    /// No deadline of its own: wrap it in `tokio::time::timeout` (dropping the future closes
-    /// the channel's reading side; the remote command then dies on its next write).
+    /// No deadline of its own: wrap it in `tokio::time::timeout`. A dropped (timed out) call
+    /// stops the remote command (SIGTERM to the user's shell) and closes its channel.
     pub async fn exec(&self, cmd: &str, stdin: Option<Vec<u8>>) -> Result<ExecOutput, SshError> {
         let (channel, _permit) = self.open_channel().await?;
         channel
@@ -877,6 +880,15 @@ impl SshSession {
             .await
             .map_err(|_| self.lost())?;
         let (mut rx, tx) = channel.split();
+        // Until the server has closed the channel, dropping this (the caller gave up, e.g. a
+        // timeout) stops the command and closes the channel.
+        let guard = StopOnDrop {
+            tx: Some(tx),
+            armed: std::sync::atomic::AtomicBool::new(true),
+        };
+        let Some(tx) = guard.tx.as_ref() else {
+            return Err(self.lost());
+        };
         let writer = async {
             if let Some(data) = stdin.as_deref() {
                 tx.data(data).await?;
@@ -890,16 +902,10 @@ impl SshSession {
             while let Some(msg) = rx.wait().await {
                 match msg {
                     ChannelMsg::Data { data } => {
-                        if !append_capped(&mut out.stdout, &data, limit) {
-                            out.truncated = true;
-                            break;
-                        }
+                        out.truncated |= !append_capped(&mut out.stdout, &data, limit)
                     }
                     ChannelMsg::ExtendedData { data, .. } => {
-                        if !append_capped(&mut out.stderr, &data, limit) {
-                            out.truncated = true;
-                            break;
-                        }
+                        out.truncated |= !append_capped(&mut out.stderr, &data, limit)
                     }
                     ChannelMsg::ExitStatus { exit_status } => out.exit_status = Some(exit_status),
                     ChannelMsg::ExitSignal { signal_name, .. } => {
@@ -912,9 +918,13 @@ impl SshSession {
                     }
                     ChannelMsg::Close => {
                         closed = true;
+                        guard.armed.store(false, Ordering::Relaxed);
                         break;
                     }
                     _ => {}
+                }
+                if out.truncated {
+                    break;
                 }
             }
             if !closed && !out.truncated {
@@ -937,9 +947,7 @@ impl SshSession {
                 out = &mut reader => break out,
             }
         };
-        if matches!(&result, Ok(out) if out.truncated) {
-            let _ = tx.close().await;
-        }
+        // Truncated output or an error: `guard` stops the command as it goes out of scope.
         result
     }
 
@@ -1081,6 +1089,26 @@ impl SshSession {
     fn lost(&self) -> SshError {
         SshError::Disconnected {
             target: self.slot.target.to_string(),
+        }
+    }
+}
+
+/// Stops a remote command (SIGTERM, then close its channel) when dropped while armed.
+struct StopOnDrop {
+    tx: Option<russh::ChannelWriteHalf<client::Msg>>,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if !self.armed.load(Ordering::Relaxed) {
+            return;
+        }
+        if let (Some(tx), Ok(runtime)) = (self.tx.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(async move {
+                let _ = tx.signal(Sig::TERM).await;
+                let _ = tx.close().await;
+            });
         }
     }
 }

@@ -32,7 +32,11 @@ pub struct SshSpec {
     pub ip: String,
     #[serde(default = "default_ssh_port")]
     pub port: u16,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt_text")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_text"
+    )]
     pub password: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key: Option<String>,
@@ -112,7 +116,9 @@ impl ActuatorDef {
         .filter(|b| **b)
         .count();
         if kinds > 1 {
-            return Err(p("set exactly one of os, docker, kubernetes (found several)".into()));
+            return Err(p(
+                "set exactly one of os, docker, kubernetes (found several)".into(),
+            ));
         }
         if kinds == 0 && self.tunnel.is_none() {
             return Err(p(
@@ -196,7 +202,10 @@ fn check_ssh(at: &str, s: &SshSpec) -> Result<(), String> {
         return Err(format!("{at}.port is 0"));
     }
     let pw = s.password.as_deref().is_some_and(|p| !p.is_empty());
-    let key = s.private_key.as_deref().is_some_and(|k| !k.trim().is_empty());
+    let key = s
+        .private_key
+        .as_deref()
+        .is_some_and(|k| !k.trim().is_empty());
     match (pw, key) {
         (false, false) => Err(format!("{at}: set password or privateKey")),
         (true, true) => Err(format!("{at}: set only one of password and privateKey")),

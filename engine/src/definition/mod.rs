@@ -23,7 +23,9 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
         return Err(format!("{what} is empty"));
     }
     if name.chars().count() > MAX_NAME {
-        return Err(format!("{what} {name:?} is longer than {MAX_NAME} characters"));
+        return Err(format!(
+            "{what} {name:?} is longer than {MAX_NAME} characters"
+        ));
     }
     if let Some(c) = name
         .chars()

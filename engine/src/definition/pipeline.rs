@@ -144,9 +144,7 @@ impl ImageRef {
             None => (rest, "latest"),
         };
         if creator.is_empty() || name.is_empty() || version.is_empty() || name.contains('/') {
-            return Err(format!(
-                "image {image:?} is not [creator/]name[:version]"
-            ));
+            return Err(format!("image {image:?} is not [creator/]name[:version]"));
         }
         Ok(ImageRef {
             creator: creator.to_string(),
@@ -382,8 +380,11 @@ impl PipelineDef {
                             t.image
                         )));
                     };
-                    let child_inputs: BTreeMap<&str, ValueType> =
-                        child.inputs.iter().map(|i| (i.name.as_str(), i.kind)).collect();
+                    let child_inputs: BTreeMap<&str, ValueType> = child
+                        .inputs
+                        .iter()
+                        .map(|i| (i.name.as_str(), i.kind))
+                        .collect();
                     for i in &t.inputs {
                         let Some(want) = child_inputs.get(i.name.as_str()) else {
                             return Err(tp(format!(
@@ -426,7 +427,8 @@ impl PipelineDef {
             if !out_names.insert(o.name.clone()) {
                 return Err(p(format!("output {:?} is declared twice", o.name)));
             }
-            let refs = placeholder::refs(&o.value).map_err(|e| p(format!("output {:?}: {e}", o.name)))?;
+            let refs =
+                placeholder::refs(&o.value).map_err(|e| p(format!("output {:?}: {e}", o.name)))?;
             for r in refs {
                 check_ref(&r, &inputs, &contexts, &task_outputs, None)
                     .map_err(|e| p(format!("output {:?}: {e}", o.name)))?;

@@ -80,7 +80,9 @@ impl TriggerDef {
         check_name("eventCreater", &self.event_creater).map_err(p)?;
         check_filters(&self.filters, "filters").map_err(p)?;
         if self.pipelines.is_empty() {
-            return Err(p("pipelines is empty (name at least one pipeline to start)".into()));
+            return Err(p(
+                "pipelines is empty (name at least one pipeline to start)".into(),
+            ));
         }
         for (i, tp) in self.pipelines.iter().enumerate() {
             let at = format!("pipelines[{i}]");
@@ -95,7 +97,10 @@ impl TriggerDef {
                 )));
             }
             let Some(Some((resolved, def))) = pipelines.get(&tp.image) else {
-                return Err(p(format!("{at}.image {:?}: pipeline {img} does not exist", tp.image)));
+                return Err(p(format!(
+                    "{at}.image {:?}: pipeline {img} does not exist",
+                    tp.image
+                )));
             };
             check_filters(&tp.filters, &format!("{at}.filters")).map_err(p)?;
             let mut seen = BTreeSet::new();
@@ -110,7 +115,10 @@ impl TriggerDef {
                     return Err(p(format!("{at}: input {:?} is given twice", inp.name)));
                 }
                 if inp.value.trim().is_empty() {
-                    return Err(p(format!("{at}: input {:?}: value (an event path) is empty", inp.name)));
+                    return Err(p(format!(
+                        "{at}: input {:?}: value (an event path) is empty",
+                        inp.name
+                    )));
                 }
                 if decl.kind == ValueType::File && !files_enabled {
                     return Err(p(format!("{at}: input {:?}: {FILES_DISABLED}", inp.name)));

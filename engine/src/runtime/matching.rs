@@ -103,7 +103,10 @@ mod tests {
         // the global filter passes, the pipeline filter fails: the Go original started it anyway
         let t = trigger("name: t\neventName: push\neventVersion: 1.0\nfilters: [{expr: labels.user, matches: [kakj]}]\npipelines:\n  - {image: a, filters: [{expr: values.email, matches: [x@y.z]}]}\n  - {image: b, filters: [{expr: values.email, matches: [a@b.c]}]}\n");
         let v = evaluate(&t, EVENT);
-        assert!(matches!(&v[0], Verdict::Unpass(r) if r.contains("values.email") && r.contains("x@y.z")), "{v:?}");
+        assert!(
+            matches!(&v[0], Verdict::Unpass(r) if r.contains("values.email") && r.contains("x@y.z")),
+            "{v:?}"
+        );
         assert!(matches!(&v[1], Verdict::Pass(_)), "{v:?}");
         // a failing global filter stops every pipeline, even those whose own filters pass
         let t = trigger("name: t\neventName: push\neventVersion: 1.0\nfilters: [{expr: labels.user, matches: [bob]}]\npipelines:\n  - {image: b, filters: [{expr: values.email, matches: [a@b.c]}]}\n");
@@ -121,7 +124,9 @@ mod tests {
             v => panic!("{v:?}"),
         }
         let t = trigger("name: t\neventName: push\neventVersion: 1\npipelines:\n  - {image: a, inputs: [{name: who, value: values.nobody}]}\n");
-        assert!(matches!(&evaluate(&t, EVENT)[0], Verdict::Failed(r) if r.contains("values.nobody")));
+        assert!(
+            matches!(&evaluate(&t, EVENT)[0], Verdict::Failed(r) if r.contains("values.nobody"))
+        );
     }
 
     #[test]

@@ -100,6 +100,11 @@ impl Engine {
             ssh: actuator::ssh::SshPool::new(Arc::new(known_hosts)),
             lease: Duration::from_secs(30),
         });
+        let released =
+            store::events::release_owned(&engine.db, &engine.settings.instance_id).await?;
+        if released > 0 {
+            log::info!("{released} event(s) interrupted by the last stop will be processed again");
+        }
         for rx in receivers {
             tokio::spawn(processor::work(engine.clone(), rx));
         }
@@ -139,7 +144,12 @@ impl Engine {
     }
 
     /// The triggers listening for this event name, version and sender (cached).
-    pub async fn triggers_for(&self, name: &str, version: &str, creator: &str) -> Result<TriggerList> {
+    pub async fn triggers_for(
+        &self,
+        name: &str,
+        version: &str,
+        creator: &str,
+    ) -> Result<TriggerList> {
         let key = format!("{name}\u{0}{version}\u{0}{creator}");
         let db = self.db.clone();
         let (n, v, c) = (name.to_string(), version.to_string(), creator.to_string());
@@ -202,8 +212,9 @@ impl Engine {
     pub fn task_secret(&self, task_id: i64) -> String {
         use hmac::{Mac, SimpleHmac};
         use sha2::Sha256;
-        let mut mac = <SimpleHmac<Sha256> as Mac>::new_from_slice(self.settings.secret_key.as_bytes())
-            .expect("HMAC takes any key length");
+        let mut mac =
+            <SimpleHmac<Sha256> as Mac>::new_from_slice(self.settings.secret_key.as_bytes())
+                .expect("HMAC takes any key length");
         mac.update(&task_id.to_be_bytes());
         hex(&mac.finalize().into_bytes())
     }

@@ -44,7 +44,16 @@ pub async fn process(engine: &Arc<Engine>, id: i64) -> crate::Result<Vec<i64>> {
     let doc: EventDoc = match serde_json::from_str(&event.content) {
         Ok(d) => d,
         Err(e) => {
-            store::runs::commit_event(&engine.db, id, owner, events::PROCESS_FAILED, &format!("stored event unreadable: {e}"), &[], &[]).await?;
+            store::runs::commit_event(
+                &engine.db,
+                id,
+                owner,
+                events::PROCESS_FAILED,
+                &format!("stored event unreadable: {e}"),
+                &[],
+                &[],
+            )
+            .await?;
             return Ok(Vec::new());
         }
     };
@@ -63,7 +72,11 @@ pub async fn process(engine: &Arc<Engine>, id: i64) -> crate::Result<Vec<i64>> {
                 "the event is shared only with users {:?}, not with {:?}",
                 doc.users, t.row.creator
             );
-            t.def.pipelines.iter().map(|_| Verdict::Unpass(why.clone())).collect()
+            t.def
+                .pipelines
+                .iter()
+                .map(|_| Verdict::Unpass(why.clone()))
+                .collect()
         };
         for (idx, (tp, verdict)) in t.def.pipelines.iter().zip(verdicts).enumerate() {
             let mut rec = EventTrigger {
@@ -141,7 +154,10 @@ pub async fn process(engine: &Arc<Engine>, id: i64) -> crate::Result<Vec<i64>> {
             records.push(rec);
         }
     }
-    let failed: Vec<&EventTrigger> = records.iter().filter(|r| r.status == PROCESS_FAILED).collect();
+    let failed: Vec<&EventTrigger> = records
+        .iter()
+        .filter(|r| r.status == PROCESS_FAILED)
+        .collect();
     let (status, message) = if records.is_empty() {
         (
             events::PROCESSED,
@@ -175,7 +191,11 @@ pub async fn process(engine: &Arc<Engine>, id: i64) -> crate::Result<Vec<i64>> {
         log::info!("event {id}: taken over by another worker");
         return Ok(Vec::new());
     }
-    log::info!("event {id} {}:{}: {status}: {message}", event.name, event.version);
+    log::info!(
+        "event {id} {}:{}: {status}: {message}",
+        event.name,
+        event.version
+    );
     let ids: Vec<i64> = runs.iter().map(|(r, _)| r.id).collect();
     for rid in &ids {
         run::spawn(engine.clone(), *rid);

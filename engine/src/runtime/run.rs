@@ -311,13 +311,19 @@ impl RunActor {
             let values = self.scope_values(parent);
             let mut outs = BTreeMap::new();
             for o in &def.outputs {
-                outs.insert(o.name.clone(), values.substitute(&o.value).unwrap_or_default());
+                outs.insert(
+                    o.name.clone(),
+                    values.substitute(&o.value).unwrap_or_default(),
+                );
             }
             return ScopeResult::Success(outs);
         }
         // start what is ready
-        let nodes: Vec<(String, Vec<String>)> =
-            def.dag.iter().map(|n| (n.name.clone(), n.needs.clone())).collect();
+        let nodes: Vec<(String, Vec<String>)> = def
+            .dag
+            .iter()
+            .map(|n| (n.name.clone(), n.needs.clone()))
+            .collect();
         let aliases: BTreeSet<String> = def.tasks.iter().map(|t| t.alias.clone()).collect();
         let Ok(dag) = Dag::build(&nodes, &aliases) else {
             return ScopeResult::Failed("the pipeline's dag is invalid".into());
@@ -340,7 +346,9 @@ impl RunActor {
             .collect();
         let ready: Vec<String> = dag.ready(&done, &started).map(String::from).collect();
         for alias in ready {
-            let Some(id) = by_alias.get(&alias).copied() else { continue };
+            let Some(id) = by_alias.get(&alias).copied() else {
+                continue;
+            };
             let Some(tdef) = def.tasks.iter().find(|t| t.alias == alias).cloned() else {
                 continue;
             };
@@ -390,7 +398,10 @@ impl RunActor {
         };
         let mut inputs = BTreeMap::new();
         for i in &tdef.inputs {
-            inputs.insert(i.name.clone(), values.substitute(&i.value).unwrap_or_default());
+            inputs.insert(
+                i.name.clone(),
+                values.substitute(&i.value).unwrap_or_default(),
+            );
         }
         let contexts: BTreeMap<String, String> = child
             .contexts
@@ -427,7 +438,9 @@ impl RunActor {
         def: &PipelineDef,
         child_outputs: &BTreeMap<String, String>,
     ) {
-        let Some(t) = self.tasks.get(&id).cloned() else { return };
+        let Some(t) = self.tasks.get(&id).cloned() else {
+            return;
+        };
         let tdef = def.tasks.iter().find(|d| d.alias == t.alias);
         let mut outs = BTreeMap::new();
         for o in tdef.map(|d| d.outputs.as_slice()).unwrap_or_default() {
@@ -453,12 +466,18 @@ impl RunActor {
     /// After a task ended: copy its outputs into contexts (`setToContext`).
     async fn on_task_ended(&mut self, id: i64) {
         self.polls.remove(&id);
-        let Some(t) = self.tasks.get(&id).cloned() else { return };
+        let Some(t) = self.tasks.get(&id).cloned() else {
+            return;
+        };
         if t.status != SUCCESS {
             return;
         }
-        let Some(def) = self.scope_def(t.parent_task_id) else { return };
-        let Some(tdef) = def.tasks.iter().find(|d| d.alias == t.alias) else { return };
+        let Some(def) = self.scope_def(t.parent_task_id) else {
+            return;
+        };
+        let Some(tdef) = def.tasks.iter().find(|d| d.alias == t.alias) else {
+            return;
+        };
         let outs: BTreeMap<String, String> = serde_json::from_str(&t.outputs).unwrap_or_default();
         let sets: Vec<(String, String)> = tdef
             .outputs
@@ -488,7 +507,9 @@ impl RunActor {
             }
         } else {
             let parent = t.parent_task_id;
-            let Some(p) = self.tasks.get(&parent).cloned() else { return };
+            let Some(p) = self.tasks.get(&parent).cloned() else {
+                return;
+            };
             let mut ctx: BTreeMap<String, String> =
                 serde_json::from_str(&p.contexts).unwrap_or_default();
             ctx.extend(sets);
@@ -496,7 +517,8 @@ impl RunActor {
                 contexts: Some(json(&ctx)),
                 ..Default::default()
             };
-            let _ = store::runs::transition_task(&self.engine.db, parent, &[RUNNING], &change).await;
+            let _ =
+                store::runs::transition_task(&self.engine.db, parent, &[RUNNING], &change).await;
             self.refresh(parent).await;
         }
     }
@@ -520,7 +542,9 @@ impl RunActor {
     /// Stops every task of a scope that has not ended (recursively), marking it `cancel`.
     async fn cancel_scope(&mut self, parent: i64, why: &str) {
         for id in self.scope_tasks(parent) {
-            let Some(t) = self.tasks.get(&id).cloned() else { continue };
+            let Some(t) = self.tasks.get(&id).cloned() else {
+                continue;
+            };
             match t.status.as_str() {
                 INITIALIZING | CREATED | RUNNING => {
                     if t.task_type == "pipeline" {
@@ -630,7 +654,11 @@ impl RunActor {
 
     async fn on_polled(&mut self, id: i64, res: Result<JobStatus, String>) {
         let now = Instant::now();
-        let every = self.polls.get(&id).map(|p| p.every).unwrap_or(Duration::from_secs(2));
+        let every = self
+            .polls
+            .get(&id)
+            .map(|p| p.every)
+            .unwrap_or(Duration::from_secs(2));
         let mut lost_once = self.polls.get(&id).is_some_and(|p| p.lost_once);
         match res {
             Ok(JobStatus::Exited { code, callback }) => {
@@ -653,7 +681,8 @@ impl RunActor {
             }
             Ok(JobStatus::Lost) => lost_once = true,
             Ok(JobStatus::Missing) => {
-                self.fail_task(id, ERROR, "the task's directory is missing on the actuator").await;
+                self.fail_task(id, ERROR, "the task's directory is missing on the actuator")
+                    .await;
                 return;
             }
             Ok(_) => lost_once = false,
@@ -737,7 +766,10 @@ async fn start_os_task(
     for c in &tdef.commands {
         for r in placeholder::refs(c).unwrap_or_default() {
             let key = r.to_string();
-            let key = key.trim_start_matches("${{ ").trim_end_matches(" }}").to_string();
+            let key = key
+                .trim_start_matches("${{ ")
+                .trim_end_matches(" }}")
+                .to_string();
             seen.insert(key, values.resolve(&r).unwrap_or("").to_string());
         }
     }
@@ -752,9 +784,10 @@ async fn start_os_task(
         started_at: Some(Some(now_ms())),
         ..Default::default()
     };
-    let moved = store::runs::transition_task(&engine.db, task_id, &[INITIALIZING, CREATED], &change)
-        .await
-        .map_err(|e| e.to_string())?;
+    let moved =
+        store::runs::transition_task(&engine.db, task_id, &[INITIALIZING, CREATED], &change)
+            .await
+            .map_err(|e| e.to_string())?;
     if !moved {
         return Ok(()); // cancelled meanwhile
     }

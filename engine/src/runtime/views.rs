@@ -56,7 +56,11 @@ fn task_view(t: &Task) -> TaskView {
 
 /// Constant-time comparison of two hex digests.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 impl Engine {
@@ -85,7 +89,8 @@ impl Engine {
             ended_at: Some(Some(now_ms())),
             ..Default::default()
         };
-        let done = store::runs::transition_task(&self.db, task_id, &[CREATED, RUNNING], &change).await?;
+        let done =
+            store::runs::transition_task(&self.db, task_id, &[CREATED, RUNNING], &change).await?;
         if done {
             if let Some(t) = store::runs::task(&self.db, task_id).await? {
                 self.tell_run(t.pipeline_id, RunMsg::TaskEnded(task_id));
@@ -108,7 +113,10 @@ impl Engine {
             log::warn!("callback for task {} refused: wrong auth", req.task_id);
             return Err(refused());
         }
-        if self.complete_task(task.id, req.exit_code, req.outputs.clone()).await? {
+        if self
+            .complete_task(task.id, req.exit_code, req.outputs.clone())
+            .await?
+        {
             Ok("recorded")
         } else {
             Ok("ignored: the task had already ended")
@@ -122,7 +130,12 @@ impl Engine {
         }
     }
 
-    pub async fn list_runs(&self, creator: &str, f: &RunFilter, top: i64) -> Result<Vec<RunSummary>> {
+    pub async fn list_runs(
+        &self,
+        creator: &str,
+        f: &RunFilter,
+        top: i64,
+    ) -> Result<Vec<RunSummary>> {
         Ok(store::runs::list(&self.db, creator, f, top.clamp(1, 1000))
             .await?
             .iter()
@@ -197,7 +210,11 @@ impl Engine {
             .ok_or_else(|| Error::NotFound(format!("task {task:?} not found in run {run}")))
     }
 
-    async fn task_actuator(&self, creator: &str, t: &Task) -> Result<crate::definition::ActuatorDef> {
+    async fn task_actuator(
+        &self,
+        creator: &str,
+        t: &Task,
+    ) -> Result<crate::definition::ActuatorDef> {
         if t.job_id.is_empty() {
             return Err(Error::Conflict(format!(
                 "task {:?} has not started on an actuator ({})",

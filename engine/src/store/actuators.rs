@@ -11,61 +11,61 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 pub async fn upsert(db: &Db, new: &Actuator, tags: &[String]) -> Result<Actuator> {
     db_run!(db, |c| {
         c.transaction::<_, StoreError, _>(async |c| {
-                let existing: Option<Actuator> = actuators::table
-                    .filter(actuators::creator.eq(&new.creator))
-                    .filter(actuators::name.eq(&new.name))
-                    .select(Actuator::as_select())
-                    .first(c)
-                    .await
-                    .optional()?;
-                let row = match existing {
-                    Some(old) => {
-                        let row = Actuator {
-                            id: old.id,
-                            created_at: old.created_at,
-                            ..new.clone()
-                        };
-                        diesel::update(actuators::table.find(old.id))
-                            .set((
-                                actuators::kind.eq(&row.kind),
-                                actuators::spec.eq(&row.spec),
-                                actuators::tunnel_client_id.eq(&row.tunnel_client_id),
-                                actuators::tunnel_token_hash.eq(&row.tunnel_token_hash),
-                                actuators::updated_at.eq(row.updated_at),
-                            ))
-                            .execute(c)
-                            .await?;
-                        diesel::delete(
-                            actuator_tags::table.filter(actuator_tags::actuator_id.eq(old.id)),
-                        )
+            let existing: Option<Actuator> = actuators::table
+                .filter(actuators::creator.eq(&new.creator))
+                .filter(actuators::name.eq(&new.name))
+                .select(Actuator::as_select())
+                .first(c)
+                .await
+                .optional()?;
+            let row = match existing {
+                Some(old) => {
+                    let row = Actuator {
+                        id: old.id,
+                        created_at: old.created_at,
+                        ..new.clone()
+                    };
+                    diesel::update(actuators::table.find(old.id))
+                        .set((
+                            actuators::kind.eq(&row.kind),
+                            actuators::spec.eq(&row.spec),
+                            actuators::tunnel_client_id.eq(&row.tunnel_client_id),
+                            actuators::tunnel_token_hash.eq(&row.tunnel_token_hash),
+                            actuators::updated_at.eq(row.updated_at),
+                        ))
                         .execute(c)
                         .await?;
-                        row
-                    }
-                    None => {
-                        diesel::insert_into(actuators::table)
-                            .values(new)
-                            .execute(c)
-                            .await?;
-                        new.clone()
-                    }
-                };
-                let tag_rows: Vec<ActuatorTag> = tags
-                    .iter()
-                    .map(|t| ActuatorTag {
-                        actuator_id: row.id,
-                        creator: row.creator.clone(),
-                        tag: t.clone(),
-                    })
-                    .collect();
-                for t in &tag_rows {
-                    diesel::insert_into(actuator_tags::table)
-                        .values(t)
-                        .execute(c)
-                        .await?;
+                    diesel::delete(
+                        actuator_tags::table.filter(actuator_tags::actuator_id.eq(old.id)),
+                    )
+                    .execute(c)
+                    .await?;
+                    row
                 }
-                Ok(row)
-            })
+                None => {
+                    diesel::insert_into(actuators::table)
+                        .values(new)
+                        .execute(c)
+                        .await?;
+                    new.clone()
+                }
+            };
+            let tag_rows: Vec<ActuatorTag> = tags
+                .iter()
+                .map(|t| ActuatorTag {
+                    actuator_id: row.id,
+                    creator: row.creator.clone(),
+                    tag: t.clone(),
+                })
+                .collect();
+            for t in &tag_rows {
+                diesel::insert_into(actuator_tags::table)
+                    .values(t)
+                    .execute(c)
+                    .await?;
+            }
+            Ok(row)
+        })
         .await
     })
 }
@@ -125,20 +125,20 @@ pub async fn get(db: &Db, creator: &str, name: &str) -> Result<Option<(Actuator,
 pub async fn delete(db: &Db, creator: &str, name: &str) -> Result<bool> {
     db_run!(db, |c| {
         c.transaction::<_, StoreError, _>(async |c| {
-                let id: Option<i64> = actuators::table
-                    .filter(actuators::creator.eq(creator))
-                    .filter(actuators::name.eq(name))
-                    .select(actuators::id)
-                    .first(c)
-                    .await
-                    .optional()?;
-                let Some(id) = id else { return Ok(false) };
-                diesel::delete(actuator_tags::table.filter(actuator_tags::actuator_id.eq(id)))
-                    .execute(c)
-                    .await?;
-                diesel::delete(actuators::table.find(id)).execute(c).await?;
-                Ok(true)
-            })
+            let id: Option<i64> = actuators::table
+                .filter(actuators::creator.eq(creator))
+                .filter(actuators::name.eq(name))
+                .select(actuators::id)
+                .first(c)
+                .await
+                .optional()?;
+            let Some(id) = id else { return Ok(false) };
+            diesel::delete(actuator_tags::table.filter(actuator_tags::actuator_id.eq(id)))
+                .execute(c)
+                .await?;
+            diesel::delete(actuators::table.find(id)).execute(c).await?;
+            Ok(true)
+        })
         .await
     })
 }

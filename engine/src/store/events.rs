@@ -83,3 +83,19 @@ pub async fn pending(db: &Db, stale_before: i64, limit: i64) -> Result<Vec<(i64,
             .await?)
     })
 }
+
+/// At start-up: events this server was processing when it stopped go back to `created`
+/// (their transaction never committed), so they are processed again at once.
+pub async fn release_owned(db: &Db, owner: &str) -> Result<usize> {
+    let now = now_ms();
+    db_run!(db, |c| {
+        Ok(diesel::update(
+            events::table
+                .filter(events::status.eq(PROCESSING))
+                .filter(events::owner.eq(owner)),
+        )
+        .set((events::status.eq(CREATED), events::updated_at.eq(now)))
+        .execute(c)
+        .await?)
+    })
+}

@@ -13,54 +13,54 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 pub async fn apply(db: &Db, new: &PipelineDefinition) -> Result<PipelineDefinition> {
     db_run!(db, |c| {
         c.transaction::<_, StoreError, _>(async |c| {
-                let existing: Option<PipelineDefinition> = pd::table
+            let existing: Option<PipelineDefinition> = pd::table
+                .filter(pd::creator.eq(&new.creator))
+                .filter(pd::name.eq(&new.name))
+                .filter(pd::version.eq(&new.version))
+                .select(PipelineDefinition::as_select())
+                .first(c)
+                .await
+                .optional()?;
+            diesel::update(
+                pd::table
                     .filter(pd::creator.eq(&new.creator))
                     .filter(pd::name.eq(&new.name))
-                    .filter(pd::version.eq(&new.version))
-                    .select(PipelineDefinition::as_select())
-                    .first(c)
-                    .await
-                    .optional()?;
-                diesel::update(
-                    pd::table
-                        .filter(pd::creator.eq(&new.creator))
-                        .filter(pd::name.eq(&new.name))
-                        .filter(pd::latest.eq(true)),
-                )
-                .set(pd::latest.eq(false))
-                .execute(c)
-                .await?;
-                let row = match existing {
-                    Some(old) => {
-                        diesel::update(pd::table.find(old.id))
-                            .set((
-                                pd::content.eq(&new.content),
-                                pd::latest.eq(true),
-                                pd::updated_at.eq(new.updated_at),
-                            ))
-                            .execute(c)
-                            .await?;
-                        PipelineDefinition {
-                            id: old.id,
-                            created_at: old.created_at,
-                            latest: true,
-                            ..new.clone()
-                        }
+                    .filter(pd::latest.eq(true)),
+            )
+            .set(pd::latest.eq(false))
+            .execute(c)
+            .await?;
+            let row = match existing {
+                Some(old) => {
+                    diesel::update(pd::table.find(old.id))
+                        .set((
+                            pd::content.eq(&new.content),
+                            pd::latest.eq(true),
+                            pd::updated_at.eq(new.updated_at),
+                        ))
+                        .execute(c)
+                        .await?;
+                    PipelineDefinition {
+                        id: old.id,
+                        created_at: old.created_at,
+                        latest: true,
+                        ..new.clone()
                     }
-                    None => {
-                        let row = PipelineDefinition {
-                            latest: true,
-                            ..new.clone()
-                        };
-                        diesel::insert_into(pd::table)
-                            .values(&row)
-                            .execute(c)
-                            .await?;
-                        row
-                    }
-                };
-                Ok(row)
-            })
+                }
+                None => {
+                    let row = PipelineDefinition {
+                        latest: true,
+                        ..new.clone()
+                    };
+                    diesel::insert_into(pd::table)
+                        .values(&row)
+                        .execute(c)
+                        .await?;
+                    row
+                }
+            };
+            Ok(row)
+        })
         .await
     })
 }
@@ -106,38 +106,38 @@ pub async fn delete(db: &Db, creator: &str, name: &str, version: &str) -> Result
     let latest = version.is_empty() || version == "latest";
     db_run!(db, |c| {
         c.transaction::<_, StoreError, _>(async |c| {
-                let q = pd::table
+            let q = pd::table
+                .filter(pd::creator.eq(creator))
+                .filter(pd::name.eq(name))
+                .select(PipelineDefinition::as_select())
+                .into_boxed();
+            let q = if latest {
+                q.filter(pd::latest.eq(true))
+            } else {
+                q.filter(pd::version.eq(version))
+            };
+            let Some(row) = q.first(c).await.optional()? else {
+                return Ok(None);
+            };
+            diesel::delete(pd::table.find(row.id)).execute(c).await?;
+            if row.latest {
+                let next: Option<i64> = pd::table
                     .filter(pd::creator.eq(creator))
                     .filter(pd::name.eq(name))
-                    .select(PipelineDefinition::as_select())
-                    .into_boxed();
-                let q = if latest {
-                    q.filter(pd::latest.eq(true))
-                } else {
-                    q.filter(pd::version.eq(version))
-                };
-                let Some(row) = q.first(c).await.optional()? else {
-                    return Ok(None);
-                };
-                diesel::delete(pd::table.find(row.id)).execute(c).await?;
-                if row.latest {
-                    let next: Option<i64> = pd::table
-                        .filter(pd::creator.eq(creator))
-                        .filter(pd::name.eq(name))
-                        .order((pd::updated_at.desc(), pd::id.desc()))
-                        .select(pd::id)
-                        .first(c)
-                        .await
-                        .optional()?;
-                    if let Some(next) = next {
-                        diesel::update(pd::table.find(next))
-                            .set(pd::latest.eq(true))
-                            .execute(c)
-                            .await?;
-                    }
+                    .order((pd::updated_at.desc(), pd::id.desc()))
+                    .select(pd::id)
+                    .first(c)
+                    .await
+                    .optional()?;
+                if let Some(next) = next {
+                    diesel::update(pd::table.find(next))
+                        .set(pd::latest.eq(true))
+                        .execute(c)
+                        .await?;
                 }
-                Ok(Some(row.version))
-            })
+            }
+            Ok(Some(row.version))
+        })
         .await
     })
 }

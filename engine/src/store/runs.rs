@@ -84,7 +84,10 @@ pub async fn commit_event(
                     .execute(c)
                     .await?;
                 for t in run_tasks {
-                    diesel::insert_into(tasks::table).values(t).execute(c).await?;
+                    diesel::insert_into(tasks::table)
+                        .values(t)
+                        .execute(c)
+                        .await?;
                 }
             }
             Ok(())
@@ -179,7 +182,10 @@ pub async fn insert_tasks(db: &Db, rows: &[Task]) -> Result<()> {
     db_run!(db, |c| {
         c.transaction::<_, StoreError, _>(async |c| {
             for t in rows {
-                diesel::insert_into(tasks::table).values(t).execute(c).await?;
+                diesel::insert_into(tasks::table)
+                    .values(t)
+                    .execute(c)
+                    .await?;
             }
             Ok(())
         })

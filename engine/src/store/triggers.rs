@@ -10,40 +10,40 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 pub async fn upsert(db: &Db, new: &TriggerDefinition) -> Result<TriggerDefinition> {
     db_run!(db, |c| {
         c.transaction::<_, StoreError, _>(async |c| {
-                let existing: Option<TriggerDefinition> = td::table
-                    .filter(td::creator.eq(&new.creator))
-                    .filter(td::name.eq(&new.name))
-                    .select(TriggerDefinition::as_select())
-                    .first(c)
-                    .await
-                    .optional()?;
-                match existing {
-                    Some(old) => {
-                        diesel::update(td::table.find(old.id))
-                            .set((
-                                td::event_name.eq(&new.event_name),
-                                td::event_version.eq(&new.event_version),
-                                td::event_creator.eq(&new.event_creator),
-                                td::content.eq(&new.content),
-                                td::updated_at.eq(new.updated_at),
-                            ))
-                            .execute(c)
-                            .await?;
-                        Ok(TriggerDefinition {
-                            id: old.id,
-                            created_at: old.created_at,
-                            ..new.clone()
-                        })
-                    }
-                    None => {
-                        diesel::insert_into(td::table)
-                            .values(new)
-                            .execute(c)
-                            .await?;
-                        Ok(new.clone())
-                    }
+            let existing: Option<TriggerDefinition> = td::table
+                .filter(td::creator.eq(&new.creator))
+                .filter(td::name.eq(&new.name))
+                .select(TriggerDefinition::as_select())
+                .first(c)
+                .await
+                .optional()?;
+            match existing {
+                Some(old) => {
+                    diesel::update(td::table.find(old.id))
+                        .set((
+                            td::event_name.eq(&new.event_name),
+                            td::event_version.eq(&new.event_version),
+                            td::event_creator.eq(&new.event_creator),
+                            td::content.eq(&new.content),
+                            td::updated_at.eq(new.updated_at),
+                        ))
+                        .execute(c)
+                        .await?;
+                    Ok(TriggerDefinition {
+                        id: old.id,
+                        created_at: old.created_at,
+                        ..new.clone()
+                    })
                 }
-            })
+                None => {
+                    diesel::insert_into(td::table)
+                        .values(new)
+                        .execute(c)
+                        .await?;
+                    Ok(new.clone())
+                }
+            }
+        })
         .await
     })
 }

@@ -23,14 +23,22 @@ impl Resp {
     }
     #[track_caller]
     pub fn ok(self) -> Value {
-        assert_eq!(self.status, 200, "expected 200, got {}: {}", self.status, self.body);
+        assert_eq!(
+            self.status, 200,
+            "expected 200, got {}: {}",
+            self.status, self.body
+        );
         assert_eq!(self.body["status"], 200, "envelope status: {}", self.body);
         self.body["data"].clone()
     }
     /// Asserts the status and that the envelope carries it and a message mentioning `needle`.
     #[track_caller]
     pub fn fails(&self, status: u16, needle: &str) {
-        assert_eq!(self.status, status, "expected {status}, got {}: {}", self.status, self.body);
+        assert_eq!(
+            self.status, status,
+            "expected {status}, got {}: {}",
+            self.status, self.body
+        );
         assert_eq!(self.body["status"], status, "envelope: {}", self.body);
         assert!(
             self.msg().contains(needle),
@@ -156,4 +164,5 @@ pipelines:
     inputs: [{name: who, value: values.name}]
 "#;
 
-pub const EVENT: &str = "name: hello\nversion: 1.0\nvalues: {name: world, email: a@b.c}\nlabels: {user: kakj}\n";
+pub const EVENT: &str =
+    "name: hello\nversion: 1.0\nvalues: {name: world, email: a@b.c}\nlabels: {user: kakj}\n";
