@@ -49,7 +49,7 @@ pub enum Command {
     /// Events.
     #[command(subcommand, visible_alias = "events")]
     Event(EventCmd),
-    /// Pipeline runs (not implemented yet).
+    /// Pipeline runs: list, show, cancel, task logs.
     #[command(subcommand)]
     Runtime(RuntimeCmd),
     /// Run a command on many connected machines (not implemented yet).
@@ -199,55 +199,71 @@ pub enum TriggerCmd {
 pub enum EventCmd {
     /// Send an event (YAML or JSON file) and print its id.
     Send(FileArg),
+    /// Show an event: its processing status and what each trigger did with it.
+    Get {
+        /// Event id (as printed by `eoctl event send`).
+        #[arg(value_name = "ID")]
+        id: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum RuntimeCmd {
-    /// List pipeline runs.
+    /// List pipeline runs, newest first.
     #[command(visible_alias = "ls")]
     List(RuntimeListArgs),
     /// Show one run with its tasks.
     Get {
         /// Run id.
-        #[arg(long)]
+        #[arg(long, value_name = "ID")]
         id: i64,
     },
-    /// Cancel a run.
+    /// Cancel a running run.
     Cancel {
         /// Run id.
-        #[arg(long)]
+        #[arg(long, value_name = "ID")]
         id: i64,
     },
     /// Print (or follow) the log of one task of a run.
     Logs {
         /// Run id.
-        #[arg(long)]
+        #[arg(long, value_name = "ID")]
         id: i64,
-        /// Task alias.
-        #[arg(long)]
+        /// Task alias or task id.
+        #[arg(long, value_name = "ALIAS_OR_ID")]
         task: String,
-        /// Keep printing new lines until the task ends.
+        /// Keep printing the log as it grows, until the task ends.
         #[arg(short = 'f', long)]
         follow: bool,
     },
 }
 
+/// Filters of `eoctl runtime list` (the seed's query parameter names).
 #[derive(Debug, Args)]
 pub struct RuntimeListArgs {
-    #[arg(long = "eventName")]
+    /// Only runs started by events of this name.
+    #[arg(long = "eventName", value_name = "NAME")]
     pub event_name: Option<String>,
-    #[arg(long = "eventVersion")]
+    /// Only runs started by events of this version.
+    #[arg(long = "eventVersion", value_name = "VERSION")]
     pub event_version: Option<String>,
-    #[arg(long = "eventCreater")]
+    /// Only runs started by events sent by this user.
+    #[arg(long = "eventCreater", value_name = "USER")]
     pub event_creater: Option<String>,
-    #[arg(long = "triggerDefinitionName")]
+    /// Only runs started by this trigger definition.
+    #[arg(long = "triggerDefinitionName", value_name = "TRIGGER")]
     pub trigger_definition_name: Option<String>,
-    #[arg(long = "pipelineDefinitionName")]
+    /// Only runs of this pipeline definition.
+    #[arg(long = "pipelineDefinitionName", value_name = "PIPELINE")]
     pub pipeline_definition_name: Option<String>,
-    #[arg(long = "pipelineDefinitionVersion")]
+    /// Only runs of this pipeline definition version.
+    #[arg(long = "pipelineDefinitionVersion", value_name = "VERSION")]
     pub pipeline_definition_version: Option<String>,
-    /// Show at most N runs.
-    #[arg(long)]
+    /// Only runs in this status (running, success, failed, cancel).
+    #[arg(long, value_name = "STATUS")]
+    pub status: Option<String>,
+    /// Show at most N runs (the server's default is 20).
+    #[arg(long, value_name = "N")]
     pub top: Option<u32>,
 }
 
@@ -332,5 +348,76 @@ mod tests {
         assert_eq!(cli.server.as_deref(), Some("h:1"));
         let cli = Cli::try_parse_from(["eoctl", "-o=yaml", "trigger", "ls"]).unwrap();
         assert_eq!(cli.output, Format::Yaml);
+    }
+
+    #[test]
+    fn runtime_ids_take_both_spellings() {
+        for args in [
+            ["eoctl", "runtime", "get", "--id=12"],
+            ["eoctl", "runtime", "get", "--id", "12"],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert!(matches!(
+                cli.command,
+                Command::Runtime(RuntimeCmd::Get { id: 12 })
+            ));
+        }
+        let cli = Cli::try_parse_from([
+            "eoctl",
+            "runtime",
+            "logs",
+            "--id",
+            "3",
+            "--task=build",
+            "-f",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Runtime(RuntimeCmd::Logs { id, task, follow }) => {
+                assert_eq!((id, task.as_str(), follow), (3, "build", true));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["eoctl", "runtime", "get", "--id=abc"]).is_err());
+        assert!(Cli::try_parse_from(["eoctl", "runtime", "cancel"]).is_err());
+        assert!(Cli::try_parse_from(["eoctl", "runtime", "logs", "--id=1"]).is_err());
+    }
+
+    #[test]
+    fn runtime_list_filters_keep_the_seed_names() {
+        let cli = Cli::try_parse_from([
+            "eoctl",
+            "runtime",
+            "list",
+            "--eventName=push",
+            "--eventVersion",
+            "1.0",
+            "--eventCreater=kakj",
+            "--triggerDefinitionName=t",
+            "--pipelineDefinitionName=p",
+            "--pipelineDefinitionVersion=2",
+            "--status=running",
+            "--top",
+            "5",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Runtime(RuntimeCmd::List(a)) => {
+                assert_eq!(a.event_name.as_deref(), Some("push"));
+                assert_eq!(a.event_version.as_deref(), Some("1.0"));
+                assert_eq!(a.event_creater.as_deref(), Some("kakj"));
+                assert_eq!(a.trigger_definition_name.as_deref(), Some("t"));
+                assert_eq!(a.pipeline_definition_name.as_deref(), Some("p"));
+                assert_eq!(a.pipeline_definition_version.as_deref(), Some("2"));
+                assert_eq!(a.status.as_deref(), Some("running"));
+                assert_eq!(a.top, Some(5));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["eoctl", "event", "get", "7", "-o", "json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Event(EventCmd::Get { id: 7 })
+        ));
     }
 }

@@ -5,6 +5,7 @@
 //! `eoctl` prints `error: <what the server said>`. Transport failures name the server URL.
 
 use std::fmt;
+use std::io::Read;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
@@ -131,6 +132,46 @@ impl Client {
             req = req.header("Authorization", a);
         }
         self.finish(req.send_json(body))
+    }
+
+    /// `POST path` without a body → the envelope's `data`.
+    pub fn post_empty(&self, path: &str) -> Result<Value> {
+        let mut req = self.agent.post(self.url(path));
+        if let Some(a) = self.auth() {
+            req = req.header("Authorization", a);
+        }
+        self.finish(req.send_empty())
+    }
+
+    /// `GET path` of a plain-text answer (not the envelope), as a reader that yields the bytes
+    /// as they arrive. `endless` lifts the overall time limit, for answers the server streams
+    /// for as long as something happens (a followed log). A non-2xx answer is read whole and
+    /// becomes the usual [`ApiError`] with the envelope's `msg`.
+    pub fn get_stream(&self, path: &str, endless: bool) -> Result<impl Read + 'static> {
+        let mut req = self.agent.get(self.url(path));
+        if let Some(a) = self.auth() {
+            req = req.header("Authorization", a);
+        }
+        if endless {
+            req = req.config().timeout_global(None).build();
+        }
+        let mut resp = req.call().map_err(|e| self.transport_error(e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp
+                .body_mut()
+                .read_to_string()
+                .map_err(|e| self.transport_error(e))?;
+            interpret(
+                status.as_u16(),
+                status.canonical_reason(),
+                &body,
+                &self.base,
+            )?;
+            // interpret() only returns Ok for 2xx
+            return Err(anyhow!("server {} answered HTTP {status}", self.base));
+        }
+        Ok(resp.into_body().into_reader())
     }
 
     /// `POST path` with a raw body of the given content type → the envelope's `data`.

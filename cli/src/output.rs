@@ -117,6 +117,21 @@ pub fn or_dash(s: &str) -> String {
     }
 }
 
+/// The first line of `s`, cut to at most `max` characters (an ellipsis marks the cut), for
+/// long free text such as error messages in a table cell.
+pub fn truncate(s: &str, max: usize) -> String {
+    let first = s.trim().lines().next().unwrap_or("");
+    let more_lines = s.trim().lines().nth(1).is_some();
+    if first.chars().count() > max {
+        let cut: String = first.chars().take(max.saturating_sub(1)).collect();
+        format!("{}…", cut.trim_end())
+    } else if more_lines {
+        format!("{first} …")
+    } else {
+        first.to_string()
+    }
+}
+
 /// Control characters (newlines, tabs, escapes) would break the layout or the terminal.
 fn clean(s: &str) -> String {
     s.chars()
@@ -172,6 +187,16 @@ mod tests {
         assert_eq!(lines[1], "hello-world   1.0");
         assert_eq!(lines[2], "流水线        10.2");
         assert_eq!(lines[3], "a b");
+    }
+
+    #[test]
+    fn long_text_is_truncated() {
+        assert_eq!(truncate("short", 10), "short");
+        assert_eq!(truncate("exactly 10", 10), "exactly 10");
+        assert_eq!(truncate("a much longer message", 10), "a much lo…");
+        assert_eq!(truncate("abcd efgh", 6), "abcd…");
+        assert_eq!(truncate("line one\nline two", 20), "line one …");
+        assert_eq!(truncate("", 5), "");
     }
 
     #[test]

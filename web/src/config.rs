@@ -325,10 +325,9 @@ impl Config {
         let url = self.database_url();
         engine::store::Backend::from_url(&url)
             .map_err(|_| ConfigError("key database.url: unsupported scheme (expected sqlite://, mysql:// or postgres://)".into()))?;
-        if !self.callback_address.is_empty()
-            && !(self.callback_address.starts_with("http://")
-                || self.callback_address.starts_with("https://"))
-        {
+        let scheme_ok = self.callback_address.starts_with("http://")
+            || self.callback_address.starts_with("https://");
+        if !self.callback_address.is_empty() && !scheme_ok {
             return Err(ConfigError(
                 "key callbackAddress: must start with http:// or https://".into(),
             ));

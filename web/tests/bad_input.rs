@@ -1,5 +1,6 @@
 //! Hostile and broken input: each gets a precise 4xx with the envelope, nothing is stored,
 //! and the server keeps serving.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 use common::*;

@@ -1,5 +1,6 @@
 //! The engine end to end on a real sshd (started by scripts/services.sh as a throwaway local
 //! user): events → triggers → runs → tasks on the actuator → callbacks.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 use common::*;
@@ -435,7 +436,11 @@ fn unreachable_or_refused_hosts_fail_the_task_clearly() {
     let Some((s, _server, api)) = setup() else {
         return;
     };
-    api.post("/api/actuator/apply", format!("name: nowhere\nos: {{user: x, ip: 127.0.0.1, port: 1, password: p}}\ntags: [nowhere]\n")).ok();
+    api.post(
+        "/api/actuator/apply",
+        "name: nowhere\nos: {user: x, ip: 127.0.0.1, port: 1, password: p}\ntags: [nowhere]\n",
+    )
+    .ok();
     api.post(
         "/api/actuator/apply",
         actuator(&s, "badpw", "badpw").replace(&s.password, "wrong-password"),

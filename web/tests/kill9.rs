@@ -1,5 +1,6 @@
 //! `kill -9` of the real `eventops` binary while it is taking writes, then a restart: every
 //! acknowledged definition and event is still there.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 use common::*;
@@ -16,6 +17,8 @@ fn free_port() -> u16 {
 }
 
 /// Starts the binary with no config file in `dir` (embedded defaults: SQLite under ./data).
+// if it never becomes ready the test fails and the process dies with the test harness
+#[allow(clippy::zombie_processes)]
 fn start(dir: &std::path::Path, port: u16) -> Child {
     let child = Command::new(env!("CARGO_BIN_EXE_eventops"))
         .current_dir(dir)

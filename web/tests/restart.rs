@@ -1,12 +1,15 @@
 //! Restart safety (SPEC §6) with the real binary: `kill -9` while a task runs and while
 //! events arrive; after a restart every acknowledged event is processed exactly once and the
 //! interrupted run completes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 use common::*;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+// if it never becomes ready the test fails and the process dies with the test harness
+#[allow(clippy::zombie_processes)]
 fn start(dir: &std::path::Path, port: u16) -> Child {
     let child = Command::new(env!("CARGO_BIN_EXE_eventops"))
         .current_dir(dir)

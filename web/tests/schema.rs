@@ -1,5 +1,6 @@
 //! The migrations of every backend agree with `engine/src/store/schema.rs`: a row of every
 //! table is written and read back through the diesel models on each real database server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;

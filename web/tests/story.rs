@@ -1,6 +1,7 @@
 //! The backend-agnostic story: register → login → apply every kind → list → get → delete →
 //! restart → still there. Runs on SQLite always, and on MariaDB and PostgreSQL when their
 //! servers are configured (scripts/test configures them and makes their absence a failure).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 use common::*;

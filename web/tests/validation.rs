@@ -1,5 +1,6 @@
 //! Every validation rule of SPEC §5: apply a bad definition through the API, get a 400 whose
 //! message names the culprit, and nothing is stored.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 use common::*;

@@ -39,6 +39,9 @@ pub struct ActuatorError(pub String);
 
 pub type Result<T> = std::result::Result<T, ActuatorError>;
 
+/// Chunks of a followed log; an `Err` ends the stream with its message.
+pub type LogStream = mpsc::Receiver<std::result::Result<Vec<u8>, String>>;
+
 /// One place tasks can run. Job ids are opaque strings the actuator gives out at start and
 /// understands again after a server restart.
 pub trait Actuator: Send + Sync {
@@ -50,8 +53,5 @@ pub trait Actuator: Send + Sync {
     /// The job's output so far.
     fn logs<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<Vec<u8>>>;
     /// The job's output as it comes, ending when the job ends.
-    fn follow<'a>(
-        &'a self,
-        job_id: &'a str,
-    ) -> BoxFuture<'a, Result<mpsc::Receiver<std::result::Result<Vec<u8>, String>>>>;
+    fn follow<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<LogStream>>;
 }

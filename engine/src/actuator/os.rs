@@ -3,7 +3,7 @@
 //! that directory.
 
 use super::ssh::{SshAuth, SshPool, SshSession, SshTarget};
-use super::{Actuator, ActuatorError, Job, JobStatus, Result};
+use super::{Actuator, ActuatorError, Job, JobStatus, LogStream, Result};
 use crate::definition::actuator::SshSpec;
 use crate::script;
 use futures_util::future::BoxFuture;
@@ -130,10 +130,7 @@ impl Actuator for Os {
         })
     }
 
-    fn follow<'a>(
-        &'a self,
-        job_id: &'a str,
-    ) -> BoxFuture<'a, Result<mpsc::Receiver<std::result::Result<Vec<u8>, String>>>> {
+    fn follow<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<LogStream>> {
         Box::pin(async move {
             let dir = check_job(job_id)?;
             let mut stream = self

@@ -30,7 +30,7 @@ pub fn check_filters(event_json: &str, filters: &[Filter], at: &str) -> Result<(
                     f.expr
                 ))
             }
-            Some(v) if f.matches.iter().any(|m| *m == v) => {}
+            Some(v) if f.matches.contains(&v) => {}
             Some(v) => {
                 return Err(format!(
                     "{at}[{i}] ({}): {v:?} is not one of {:?}",

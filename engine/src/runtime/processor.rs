@@ -64,7 +64,7 @@ pub async fn process(engine: &Arc<Engine>, id: i64) -> crate::Result<Vec<i64>> {
     let mut records = Vec::new();
     let mut runs: Vec<(Pipeline, Vec<Task>)> = Vec::new();
     for t in triggers.iter() {
-        let shared = doc.users.is_empty() || doc.users.iter().any(|u| *u == t.row.creator);
+        let shared = doc.users.is_empty() || doc.users.contains(&t.row.creator);
         let verdicts = if shared {
             matching::evaluate(&t.def, &event.content)
         } else {

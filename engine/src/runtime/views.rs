@@ -9,7 +9,6 @@ use crate::{Error, Result};
 use proto::{CallbackRequest, EventTriggerView, EventView, RunSummary, RunView, TaskView};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use tokio::sync::mpsc;
 
 fn parse(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or(Value::Null)
@@ -246,7 +245,7 @@ impl Engine {
         creator: &str,
         run: i64,
         task: &str,
-    ) -> Result<mpsc::Receiver<std::result::Result<Vec<u8>, String>>> {
+    ) -> Result<crate::actuator::LogStream> {
         let t = self.task_of_run(creator, run, task).await?;
         let def = self.task_actuator(creator, &t).await?;
         let act = self.actuator_for(&def)?;

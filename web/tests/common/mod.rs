@@ -1,4 +1,5 @@
 //! Shared test helpers: an HTTP client speaking to a real server, as eoctl does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use serde_json::{json, Value};
