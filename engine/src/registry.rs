@@ -345,6 +345,13 @@ pub async fn delete_trigger(db: &Db, creator: &str, name: &str) -> Result<()> {
 
 /// Validates and stores an event as `created`; returns its id. Processing is the engine's.
 pub async fn send_event(db: &Db, settings: Settings, creator: &str, text: &str) -> Result<i64> {
+    let row = prepare_event(settings, creator, text)?;
+    store::events::insert(db, &row).await?;
+    Ok(row.id)
+}
+
+/// Validates an event and builds its row (`created`), without storing it.
+pub fn prepare_event(settings: Settings, creator: &str, text: &str) -> Result<models::Event> {
     let def: EventDoc = document::parse(text)?;
     def.validate(settings.files_enabled)
         .map_err(Error::Validation)?;
@@ -361,8 +368,7 @@ pub async fn send_event(db: &Db, settings: Settings, creator: &str, text: &str) 
         created_at: now,
         updated_at: now,
     };
-    store::events::insert(db, &row).await?;
-    Ok(row.id)
+    Ok(row)
 }
 
 /// Two applies of the same new name raced: the loser's insert hit the unique constraint.

@@ -313,8 +313,8 @@ async fn send_event(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let text = read_body(&req, body, state.max_event).await?;
-    let id = registry::send_event(&state.db, state.settings, &user.0, &text).await?;
-    state.engine.event_sent(id);
+    let row = registry::prepare_event(state.settings, &user.0, &text)?;
+    let id = state.engine.intake(row).await?;
     log::debug!("event {id} received from {:?}", user.0);
     Ok(ok(EventSent { id }))
 }

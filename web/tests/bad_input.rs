@@ -135,7 +135,7 @@ fn tokens_missing_forged_or_expired_get_401() {
         &format!("sqlite://{}/e.db", tmp.path().display()),
         tmp.path().to_path_buf(),
     );
-    config.uc.login_token_expires_time = 2;
+    config.uc.login_token_expires_time = 3;
     let server = TestServer::with_config(config);
     let mut api = Api::new(&server.url);
 
@@ -160,8 +160,10 @@ fn tokens_missing_forged_or_expired_get_401() {
         json!({"name": "nobody", "password": "nope-nope"}).to_string(),
     )
     .fails(401, "wrong user name or password");
-    // the real token works, then expires (2 s lifetime: at least 1 s after the whole-second rounding)
-    api.token = Some(real);
+    // a fresh token works, then expires (3 s lifetime: at least 2 s after the whole-second
+    // rounding; taken just now so slow password hashing above cannot eat into it)
+    drop(real);
+    api.login_as("kakj");
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut seen_ok = false;
     loop {

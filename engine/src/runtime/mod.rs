@@ -64,8 +64,14 @@ pub enum RunMsg {
     Cancel,
 }
 
+type IntakeItem = (
+    crate::store::models::Event,
+    tokio::sync::oneshot::Sender<std::result::Result<(), String>>,
+);
+
 pub struct Engine {
     pub db: Db,
+    intake: mpsc::Sender<IntakeItem>,
     pub settings: Settings,
     workers: Vec<mpsc::Sender<i64>>,
     next_worker: AtomicUsize,
@@ -88,8 +94,10 @@ impl Engine {
             receivers.push(rx);
         }
         let known_hosts = actuator::ssh::KnownHostsFile::new(settings.known_hosts.clone());
+        let (intake, intake_rx) = mpsc::channel(4096);
         let engine = Arc::new(Engine {
             db,
+            intake,
             triggers: moka::future::Cache::builder()
                 .max_capacity(settings.trigger_cache_size.max(1))
                 .build(),
@@ -108,6 +116,7 @@ impl Engine {
         for rx in receivers {
             tokio::spawn(processor::work(engine.clone(), rx));
         }
+        tokio::spawn(write_events(engine.clone(), intake_rx));
         tokio::spawn(loader::run(engine.clone()));
         tokio::spawn(keep_leases(engine.clone()));
         let resumed = store::runs::claim_running(
@@ -121,6 +130,22 @@ impl Engine {
             run::spawn(engine.clone(), r.id);
         }
         Ok(engine)
+    }
+
+    /// Stores a validated event (`created`) and hands it to a worker; returns when it is
+    /// committed. Concurrent sends are written in one transaction (group commit).
+    pub async fn intake(&self, row: crate::store::models::Event) -> Result<i64> {
+        let id = row.id;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.intake
+            .send((row, tx))
+            .await
+            .map_err(|_| Error::Internal("the event writer stopped".into()))?;
+        match rx.await {
+            Ok(Ok(())) => Ok(id),
+            Ok(Err(e)) => Err(Error::Internal(format!("storing the event: {e}"))),
+            Err(_) => Err(Error::Internal("the event writer stopped".into())),
+        }
     }
 
     /// Hands a freshly stored event to a worker. When every mailbox is full it stays
@@ -228,6 +253,37 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 pub fn secret_hash(secret: &str) -> String {
     use sha2::{Digest, Sha256};
     hex(&Sha256::digest(secret.as_bytes()))
+}
+
+/// The intake's writer: takes every send waiting, inserts them in one transaction, answers
+/// each, then dispatches them. One commit per batch instead of one per event.
+async fn write_events(engine: Arc<Engine>, mut rx: mpsc::Receiver<IntakeItem>) {
+    const MAX_BATCH: usize = 512;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let rows: Vec<crate::store::models::Event> = batch.iter().map(|(r, _)| r.clone()).collect();
+        let res = store::events::insert_many(&engine.db, &rows)
+            .await
+            .map_err(|e| e.to_string());
+        if let Err(e) = &res {
+            log::error!("storing {} event(s): {e}", rows.len());
+        }
+        let ok = res.is_ok();
+        for (_, tx) in batch {
+            let _ = tx.send(res.clone());
+        }
+        if ok {
+            for r in &rows {
+                engine.event_sent(r.id);
+            }
+        }
+    }
 }
 
 async fn keep_leases(engine: Arc<Engine>) {

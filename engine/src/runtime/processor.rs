@@ -21,12 +21,58 @@ pub const UNPASS: &str = "unpass";
 pub const PROCESS_FAILED: &str = "processFailed";
 
 pub async fn work(engine: Arc<Engine>, mut rx: mpsc::Receiver<i64>) {
-    while let Some(id) = rx.recv().await {
-        if let Err(e) = process(&engine, id).await {
-            // left `processing`: the loader retries it after processingOverTime
-            log::error!("event {id}: processing failed: {e}");
+    const MAX_BATCH: usize = 128;
+    while let Some(first) = rx.recv().await {
+        let mut ids = vec![first];
+        while ids.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(id) => ids.push(id),
+                Err(_) => break,
+            }
+        }
+        let rest = match finish_unmatched(&engine, &ids).await {
+            Ok(rest) => rest,
+            Err(e) => {
+                log::warn!("batch of {} event(s): {e}", ids.len());
+                ids
+            }
+        };
+        for id in rest {
+            if let Err(e) = process(&engine, id).await {
+                // left `processing`: the loader retries it after processingOverTime
+                log::error!("event {id}: processing failed: {e}");
+            }
         }
     }
+}
+
+/// The fast path: events no trigger listens for go `created → processed` in one statement for
+/// the whole batch (no claim: nothing else is written for them). Returns the others.
+async fn finish_unmatched(engine: &Arc<Engine>, ids: &[i64]) -> crate::Result<Vec<i64>> {
+    let rows = events::get_many(&engine.db, ids).await?;
+    let mut unmatched = Vec::new();
+    let mut rest = Vec::new();
+    for e in &rows {
+        if e.status == events::CREATED
+            && engine
+                .triggers_for(&e.name, &e.version, &e.creator)
+                .await?
+                .is_empty()
+        {
+            unmatched.push(e.id);
+        } else {
+            rest.push(e.id);
+        }
+    }
+    if !unmatched.is_empty() {
+        events::finish_unmatched(
+            &engine.db,
+            &unmatched,
+            "no trigger listens for this event's name, version and sender",
+        )
+        .await?;
+    }
+    Ok(rest)
 }
 
 /// Processes one event if this worker can claim it. Returns the runs started.

@@ -99,3 +99,52 @@ pub async fn release_owned(db: &Db, owner: &str) -> Result<usize> {
         .await?)
     })
 }
+
+/// Inserts many events in one transaction (the intake batches concurrent sends).
+pub async fn insert_many(db: &Db, rows: &[Event]) -> Result<()> {
+    use diesel_async::AsyncConnection;
+    db_run!(db, |c| {
+        c.transaction::<_, super::StoreError, _>(async |c| {
+            // row by row: multi-row VALUES is not available on every backend through
+            // diesel-async; the single commit is what saves the time
+            for row in rows {
+                diesel::insert_into(events::table)
+                    .values(row)
+                    .execute(c)
+                    .await?;
+            }
+            Ok(())
+        })
+        .await
+    })
+}
+
+pub async fn get_many(db: &Db, ids: &[i64]) -> Result<Vec<Event>> {
+    db_run!(db, |c| {
+        Ok(events::table
+            .filter(events::id.eq_any(ids))
+            .select(Event::as_select())
+            .load(c)
+            .await?)
+    })
+}
+
+/// `created → processed` with `message` for events no trigger listens for: one statement for
+/// many events, and no claim (nothing else is written for them). Returns how many moved.
+pub async fn finish_unmatched(db: &Db, ids: &[i64], message: &str) -> Result<usize> {
+    let now = now_ms();
+    db_run!(db, |c| {
+        Ok(diesel::update(
+            events::table
+                .filter(events::id.eq_any(ids))
+                .filter(events::status.eq(CREATED)),
+        )
+        .set((
+            events::status.eq(PROCESSED),
+            events::message.eq(message),
+            events::updated_at.eq(now),
+        ))
+        .execute(c)
+        .await?)
+    })
+}

@@ -1,0 +1,496 @@
+//! `cargo run --release -p bench -- [intake|latency|sequential|matching|all] [--secs N]`
+//!
+//! Every figure is printed next to a raw baseline measured in the same run, on this machine.
+//! The SSH benchmarks need the test sshd (`source <(scripts/services.sh --env)`).
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use web::testing::TestServer;
+
+struct Api {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl Api {
+    fn new(base: &str) -> Api {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut api = Api {
+            base: base.to_string(),
+            token: String::new(),
+            agent,
+        };
+        api.post(
+            "/api/user/register",
+            &json!({"name": "bench", "password": "bench-pw"}).to_string(),
+        );
+        let v = api.post(
+            "/api/user/login",
+            &json!({"name": "bench", "password": "bench-pw"}).to_string(),
+        );
+        api.token = v["data"]["token"].as_str().unwrap_or_default().to_string();
+        api
+    }
+    fn clone_agent(&self) -> Api {
+        Api {
+            base: self.base.clone(),
+            token: self.token.clone(),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into(),
+        }
+    }
+    fn post(&self, path: &str, body: &str) -> Value {
+        let r = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .send(body);
+        match r {
+            Ok(mut r) => r.body_mut().read_json().unwrap_or(Value::Null),
+            Err(e) => json!({"status": 0, "msg": e.to_string()}),
+        }
+    }
+    fn get(&self, path: &str) -> Value {
+        let r = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call();
+        match r {
+            Ok(mut r) => r.body_mut().read_json().unwrap_or(Value::Null),
+            Err(e) => json!({"status": 0, "msg": e.to_string()}),
+        }
+    }
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+const EVENT: &str =
+    "name: bench\nversion: 1\nvalues: {user: kakj, email: a@b.c}\nlabels: {user: kakj}\n";
+
+/// Raw baseline: single-row inserts into the same `events` table, each its own transaction,
+/// same pragmas, no HTTP.
+fn raw_sqlite_inserts(secs: u64) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}/raw.db", dir.path().display());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(engine::store::migrate(&url)).expect("migrate");
+    let mut c =
+        SqliteConnection::establish(&format!("{}/raw.db", dir.path().display())).expect("open");
+    c.batch_execute(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;",
+    )
+    .expect("pragmas");
+    use engine::store::schema::events;
+    let content = serde_json::to_string(
+        &json!({"name": "bench", "version": "1", "values": {"user": "kakj"}}),
+    )
+    .unwrap_or_default();
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(secs) {
+        let row = engine::store::models::Event {
+            id: engine::store::new_id(),
+            creator: "bench".into(),
+            name: "bench".into(),
+            version: "1".into(),
+            content: content.clone(),
+            status: "created".into(),
+            message: String::new(),
+            owner: String::new(),
+            created_at: 0,
+            updated_at: 0,
+        };
+        diesel::insert_into(events::table)
+            .values(&row)
+            .execute(&mut c)
+            .expect("insert");
+        n += 1;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn intake(secs: u64) {
+    println!(
+        "== intake: events/s accepted over HTTP on SQLite, {secs} s, vs raw single-row inserts"
+    );
+    let server = TestServer::start();
+    let api = Api::new(&server.url);
+    let count = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = 8;
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let (a, count, errors, stop) = (
+                api.clone_agent(),
+                count.clone(),
+                errors.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let v = a.post("/api/event/send", EVENT);
+                    if v["status"] == 200 {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    let rate = count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+    let raw = raw_sqlite_inserts(secs.min(10));
+    println!(
+        "  eventops: {rate:.0} events/s ({clients} keep-alive clients, {} errors); raw insert loop: {raw:.0} rows/s; ratio {:.2}",
+        errors.load(Ordering::Relaxed),
+        rate / raw
+    );
+}
+
+struct Ssh {
+    host: String,
+    port: String,
+    user: String,
+    password: String,
+    key: String,
+}
+
+fn ssh_env() -> Option<Ssh> {
+    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    Some(Ssh {
+        host: get("EVENTOPS_TEST_SSH_HOST")?,
+        port: get("EVENTOPS_TEST_SSH_PORT").unwrap_or_else(|| "22".into()),
+        user: get("EVENTOPS_TEST_SSH_USER")?,
+        password: get("EVENTOPS_TEST_SSH_PASSWORD")?,
+        key: get("EVENTOPS_TEST_SSH_KEY").unwrap_or_default(),
+    })
+}
+
+fn with_actuator(api: &Api, s: &Ssh) {
+    api.post(
+        "/api/actuator/apply",
+        &format!(
+            "name: bench\nos: {{user: {}, ip: {}, port: {}, password: \"{}\"}}\ntags: [bench]\n",
+            s.user, s.host, s.port, s.password
+        ),
+    );
+}
+
+fn wait_run(api: &Api, event_id: i64, deadline: Duration) -> Option<Value> {
+    let start = Instant::now();
+    let mut run = None;
+    while start.elapsed() < deadline {
+        if run.is_none() {
+            let ev = api.get(&format!("/api/event/{event_id}"));
+            run = ev["data"]["triggers"][0]["pipelineId"].as_i64();
+        }
+        if let Some(r) = run {
+            let v = api.get(&format!("/api/pipeline/{r}"));
+            if v["data"]["status"] != "running" && v["data"]["status"].is_string() {
+                return Some(v["data"].clone());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+fn latency(samples: usize) {
+    println!("== latency: POST /api/event/send → first command running on the SSH actuator, under 100 events/s background load");
+    let Some(s) = ssh_env() else {
+        println!("  SKIPPED: no test sshd (source <(scripts/services.sh --env))");
+        return;
+    };
+    let server = TestServer::start();
+    let api = Api::new(&server.url);
+    with_actuator(&api, &s);
+    api.post("/api/pipeline-definition/apply", "version: 1\nname: lat\nactuatorSelector: {tags: [bench]}\ndag: [{name: t, needs: [root]}]\ntasks: [{alias: t, type: os, commands: ['date +%s%N > first.txt']}]\n");
+    api.post(
+        "/api/trigger-definition/apply",
+        "name: lat\neventName: lat\neventVersion: 1\npipelines: [{image: lat}]\n",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let bg = {
+        let (a, stop) = (api.clone_agent(), stop.clone());
+        std::thread::spawn(move || {
+            let mut next = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                a.post("/api/event/send", EVENT);
+                next += Duration::from_millis(10);
+                if let Some(d) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(d);
+                }
+            }
+        })
+    };
+    let home = format!("/home/{}", s.user);
+    let mut lat = Vec::new();
+    for _ in 0..samples {
+        let sent = now_ns();
+        let id = api.post("/api/event/send", "name: lat\nversion: 1\n")["data"]["id"]
+            .as_i64()
+            .unwrap_or(0);
+        let Some(run) = wait_run(&api, id, Duration::from_secs(30)) else {
+            println!("  a run did not finish");
+            continue;
+        };
+        let task = run["tasks"][0]["id"].as_i64().unwrap_or(0);
+        let f = format!("{home}/pipelines/{}/tasks/{task}/first.txt", run["id"]);
+        if let Some(ns) = std::fs::read_to_string(&f)
+            .ok()
+            .and_then(|t| t.trim().parse::<u128>().ok())
+        {
+            lat.push((ns.saturating_sub(sent)) as f64 / 1e6);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = bg.join();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    // baseline: one command over a fresh ssh client process on a live ControlMaster
+    let raw = raw_ssh(&s, 20, "date +%s%N >/dev/null");
+    println!(
+        "  eventops: p50 {:.1} ms, p99 {:.1} ms over {} events; raw `ssh -S ctl` command: p50 {:.1} ms",
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        lat.len(),
+        pct(&raw, 0.5)
+    );
+}
+
+/// Times `n` sequential `ssh -S ctl` runs of `cmd` on a ControlMaster; returns ms each.
+fn raw_ssh(s: &Ssh, n: usize, cmd: &str) -> Vec<f64> {
+    if s.key.is_empty() {
+        return Vec::new();
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctl = dir.path().join("ctl");
+    let base = |extra: &[&str]| {
+        let mut c = std::process::Command::new("ssh");
+        c.args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-i",
+            &s.key,
+            "-p",
+            &s.port,
+        ]);
+        c.arg("-S").arg(&ctl);
+        c.args(extra);
+        c.arg(format!("{}@{}", s.user, s.host));
+        c
+    };
+    let mut master = base(&["-M", "-N", "-f", "-o", "ControlPersist=60"]);
+    if master.status().map(|s| !s.success()).unwrap_or(true) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        let _ = base(&[]).arg(cmd).output();
+        out.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let _ = base(&["-O", "exit"]).output();
+    out.sort_by(|a, b| a.total_cmp(b));
+    out
+}
+
+fn sequential() {
+    println!("== sequential: one pipeline of 40 trivial chained tasks on the SSH actuator vs 40 raw ssh ControlMaster runs");
+    let Some(s) = ssh_env() else {
+        println!("  SKIPPED: no test sshd");
+        return;
+    };
+    let server = TestServer::start();
+    let api = Api::new(&server.url);
+    with_actuator(&api, &s);
+    let mut doc = String::from("version: 1\nname: seq\nactuatorSelector: {tags: [bench]}\ndag:\n");
+    for i in 0..40 {
+        let need = if i == 0 {
+            "root".to_string()
+        } else {
+            format!("t{}", i - 1)
+        };
+        doc.push_str(&format!("  - {{name: t{i}, needs: [{need}]}}\n"));
+    }
+    doc.push_str("tasks:\n");
+    for i in 0..40 {
+        doc.push_str(&format!(
+            "  - {{alias: t{i}, type: os, commands: ['true']}}\n"
+        ));
+    }
+    api.post("/api/pipeline-definition/apply", &doc);
+    api.post(
+        "/api/trigger-definition/apply",
+        "name: seq\neventName: seq\neventVersion: 1\npipelines: [{image: seq}]\n",
+    );
+    let mut totals = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let id = api.post("/api/event/send", "name: seq\nversion: 1\n")["data"]["id"]
+            .as_i64()
+            .unwrap_or(0);
+        match wait_run(&api, id, Duration::from_secs(120)) {
+            Some(run) if run["status"] == "success" => totals.push(t.elapsed().as_secs_f64()),
+            other => println!("  run did not succeed: {other:?}"),
+        }
+    }
+    totals.sort_by(|a, b| a.total_cmp(b));
+    let raw: f64 = raw_ssh(&s, 40, "bash -c true").iter().sum::<f64>() / 1e3;
+    let best = totals.first().copied().unwrap_or(f64::NAN);
+    println!(
+        "  eventops: {best:.3} s (best of {}, all {:?}); raw 40 × ssh -S ctl 'bash -c true': {raw:.3} s; ratio {:.2}",
+        totals.len(),
+        totals.iter().map(|t| format!("{t:.3}")).collect::<Vec<_>>(),
+        best / raw
+    );
+}
+
+fn matching() {
+    use engine::definition::TriggerDef;
+    use engine::runtime::matching;
+    println!("== matching: cache lookup + filter evaluation per event, one core");
+    let event = r#"{"name":"e","version":"1","values":{"user":"kakj","email":"a@b.c"},"labels":{"user":"kakj"}}"#;
+    let mut baseline = 0.0;
+    for n in [1_000usize, 10_000] {
+        // n triggers spread over n/2 event names (two triggers per name)
+        // the engine's cache type (moka's async cache), driven from a current-thread runtime
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt");
+        let cache: moka::future::Cache<String, Arc<Vec<TriggerDef>>> =
+            moka::future::Cache::builder()
+                .max_capacity(n as u64 * 2)
+                .build();
+        for k in 0..n / 2 {
+            let mk = |i: usize| -> TriggerDef {
+                engine::document::parse(&format!(
+                    "name: t{i}\neventName: e{k}\neventVersion: 1\nfilters: [{{expr: labels.user, matches: [kakj]}}]\npipelines: [{{image: p, filters: [{{expr: values.email, matches: [a@b.c]}}]}}]\n"
+                ))
+                .expect("trigger")
+            };
+            rt.block_on(cache.insert(
+                format!("e{k}\u{0}1\u{0}kakj"),
+                Arc::new(vec![mk(2 * k), mk(2 * k + 1)]),
+            ));
+        }
+        let iters = 200_000usize;
+        let (rate, mut lat, passed) = rt.block_on(async {
+            let mut lat = Vec::with_capacity(iters);
+            let start = Instant::now();
+            let mut passed = 0usize;
+            for i in 0..iters {
+                let t = Instant::now();
+                let key = format!("e{}\u{0}1\u{0}kakj", (i * 7919) % (n / 2));
+                if let Some(list) = cache.get(&key).await {
+                    for tr in list.iter() {
+                        passed += matching::evaluate(tr, event).len();
+                    }
+                }
+                lat.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            (iters as f64 / start.elapsed().as_secs_f64(), lat, passed)
+        });
+        lat.sort_by(|a, b| a.total_cmp(b));
+        if n == 1_000 {
+            baseline = rate;
+        }
+        println!(
+            "  {n} triggers: {rate:.0} events/s, p50 {:.2} µs, p99 {:.2} µs (cost vs 1,000: {:.2}×) [{passed} verdicts]",
+            pct(&lat, 0.5),
+            pct(&lat, 0.99),
+            baseline / rate
+        );
+    }
+}
+
+fn idle() {
+    println!("== server at rest: start-up time and RSS on SQLite (in-process, debug or release as built)");
+    let t = Instant::now();
+    let server = TestServer::start();
+    let up = t.elapsed();
+    let api = Api::new(&server.url);
+    let _ = api.get("/readyz");
+    println!(
+        "  start to listening: {:.0} ms; process RSS now {} KiB (includes this benchmark's own client)",
+        up.as_secs_f64() * 1e3,
+        rss_kib(std::process::id())
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let which = args.first().map(String::as_str).unwrap_or("all");
+    let secs = args
+        .iter()
+        .position(|a| a == "--secs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    match which {
+        "intake" => intake(secs),
+        "latency" => latency(200),
+        "sequential" => sequential(),
+        "matching" => matching(),
+        "idle" => idle(),
+        "all" => {
+            idle();
+            matching();
+            intake(secs);
+            latency(200);
+            sequential();
+        }
+        other => {
+            eprintln!("unknown benchmark {other:?}: intake | latency | sequential | matching | idle | all");
+            std::process::exit(2);
+        }
+    }
+}
