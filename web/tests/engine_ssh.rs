@@ -7,7 +7,7 @@ use common::*;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use web::testing::TestServer;
+use web::testing::{TestDb, TestServer};
 
 /// The test sshd's account, or None (skip) when scripts/services.sh was not run.
 struct Ssh {
@@ -93,8 +93,12 @@ fn task_dir(s: &Ssh, run: &Value, alias: &str) -> PathBuf {
 }
 
 fn setup() -> Option<(Ssh, TestServer, Api)> {
+    setup_on(TestDb::Sqlite)
+}
+
+fn setup_on(db: TestDb) -> Option<(Ssh, TestServer, Api)> {
     let s = ssh()?;
-    let server = TestServer::start();
+    let server = TestServer::start_on(db)?;
     let mut api = Api::new(&server.url);
     api.login_as("kakj");
     api.post(
@@ -107,7 +111,21 @@ fn setup() -> Option<(Ssh, TestServer, Api)> {
 
 #[test]
 fn quick_start_runs_end_to_end() {
-    let Some((s, _server, api)) = setup() else {
+    quick_start(TestDb::Sqlite);
+}
+
+#[test]
+fn quick_start_runs_end_to_end_on_mariadb() {
+    quick_start(TestDb::Mysql);
+}
+
+#[test]
+fn quick_start_runs_end_to_end_on_postgres() {
+    quick_start(TestDb::Postgres);
+}
+
+fn quick_start(db: TestDb) {
+    let Some((s, _server, api)) = setup_on(db) else {
         return;
     };
     let ex = |f: &str| std::fs::read_to_string(format!("../examples/hello-world/{f}")).unwrap();
