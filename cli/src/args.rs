@@ -353,8 +353,8 @@ mod tests {
     #[test]
     fn runtime_ids_take_both_spellings() {
         for args in [
-            ["eoctl", "runtime", "get", "--id=12"],
-            ["eoctl", "runtime", "get", "--id", "12"],
+            vec!["eoctl", "runtime", "get", "--id=12"],
+            vec!["eoctl", "runtime", "get", "--id", "12"],
         ] {
             let cli = Cli::try_parse_from(args).unwrap();
             assert!(matches!(

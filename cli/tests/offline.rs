@@ -1,5 +1,5 @@
 //! `eoctl` behaviour that needs no running server: missing login, unreachable server, a corrupt
-//! config file, commands not implemented yet.
+//! config file, commands not implemented yet, the runtime commands without a login.
 
 #![allow(clippy::unwrap_used)]
 
@@ -89,14 +89,38 @@ fn commands_to_come_fail_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("eoctl.yaml");
     for args in [
-        vec!["runtime", "list", "--eventName", "push", "--top", "5"],
-        vec!["runtime", "logs", "--id=3", "--task=a", "-f"],
         vec!["machine", "list"],
         vec!["exec", "--machines=web-.*", "--", "uptime"],
     ] {
         let out = eoctl(&cfg, &args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert!(stderr(&out).contains("not implemented yet"), "{args:?}");
+    }
+}
+
+#[test]
+fn runtime_and_event_commands_need_a_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("eoctl.yaml");
+    for args in [
+        vec!["runtime", "list", "--eventName", "push", "--top", "5"],
+        vec!["runtime", "get", "--id", "3"],
+        vec!["runtime", "cancel", "--id=3"],
+        vec!["runtime", "logs", "--id=3", "--task=a", "-f"],
+        vec!["event", "get", "3"],
+    ] {
+        let out = eoctl(&cfg, &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(stderr(&out).starts_with("error: not logged in"), "{args:?}");
+    }
+    for args in [
+        vec!["runtime", "get", "--id=abc"],
+        vec!["runtime", "logs", "--id=3"],
+        vec!["event", "get"],
+    ] {
+        let out = eoctl(&cfg, &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
 }
 
@@ -108,7 +132,7 @@ fn usage_errors_and_help() {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for cmd in [
-        "register", "login", "actuator", "pipeline", "trigger", "event", "user",
+        "register", "login", "actuator", "pipeline", "trigger", "event", "user", "runtime",
     ] {
         assert!(help.contains(cmd), "{help}");
     }

@@ -6,95 +6,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
+use common::Eoctl;
 use serde_json::Value;
-use tempfile::TempDir;
 use web::testing::TestServer;
-
-/// One isolated `eoctl` user environment.
-struct Eoctl {
-    dir: TempDir,
-}
-
-impl Eoctl {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("eoctl.yaml")
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_eoctl"))
-            .args(args)
-            .env("EOCTL_CONFIG", self.config_path())
-            .env("HOME", self.dir.path())
-            .env_remove("EOCTL_SERVER")
-            .env_remove("EOCTL_PASSWORD")
-            .output()
-            .unwrap()
-    }
-
-    /// Runs and asserts success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(
-            out.status.success(),
-            "eoctl {args:?} failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
-            out.status
-        );
-        stdout
-    }
-
-    /// Runs and asserts failure; returns stderr.
-    fn fail(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(
-            !out.status.success(),
-            "eoctl {args:?} should have failed:\nstdout: {stdout}\nstderr: {stderr}"
-        );
-        assert!(
-            stdout.is_empty(),
-            "eoctl {args:?} printed on stdout: {stdout}"
-        );
-        stderr
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(["-o", "json"]);
-        let out = self.ok(&all);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("eoctl {args:?}: {e}: {out}"))
-    }
-
-    fn register_and_login(&self, url: &str, name: &str, password: &str) {
-        let s = format!("-s={url}");
-        let u = format!("-u={name}");
-        let p = format!("-p={password}");
-        let e = format!("-e={name}@example.com");
-        self.ok(&["register", &s, &u, &p, &e]);
-        self.ok(&["login", &s, &u, &p]);
-    }
-
-    /// The stored token of the current user, read back from the config file.
-    fn token(&self) -> String {
-        let text = std::fs::read_to_string(self.config_path()).unwrap();
-        let cfg: Value = serde_norway::from_str(&text).unwrap();
-        let current = cfg["current"].as_str().unwrap();
-        let users = cfg["users"].as_array().unwrap();
-        let user = users.iter().find(|u| u["name"] == current).unwrap();
-        user["token"].as_str().unwrap().to_string()
-    }
-}
 
 /// The hello-world example files: `examples/hello-world` when the four files are there, the
 /// test fixtures otherwise.
@@ -260,6 +178,15 @@ fn quickstart_as_written() {
     assert!(id > 0);
     let sent = eo.json(&["event", "send", "-f", &event_yaml]);
     assert!(sent["id"].as_i64().unwrap() > id);
+    // …and `event get` shows it back (whatever its processing status is by now).
+    let got = eo.json(&["event", "get", &id.to_string()]);
+    assert_eq!(got["id"], id);
+    assert_eq!(
+        got["name"],
+        yaml_field(Path::new(&event_yaml), "name").as_str()
+    );
+    let table = eo.ok(&["event", "get", &id.to_string()]);
+    assert!(table.contains("Status:"), "{table}");
 
     // Errors: non-zero exit, and the server's own message on stderr.
     let token = eo.token();

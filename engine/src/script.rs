@@ -149,6 +149,10 @@ pub struct RunScript<'a> {
     pub values: &'a Values,
     /// How long the callback is retried while the server is unreachable, in seconds.
     pub callback_budget_secs: u64,
+    /// Post the callback in the background so `exit.code` is written at once (the `os`
+    /// actuator also watches for the end itself). Off where the process must outlive nothing
+    /// (a container ends with its main process).
+    pub callback_in_background: bool,
 }
 
 const JSON_FN: &str = r#"__eo_json() {
@@ -235,7 +239,11 @@ pub fn render_run_sh(s: &RunScript<'_>) -> Result<String, String> {
         "    printf '{{\"pipelineId\":{},\"taskId\":{},\"auth\":\"%s\",\"exitCode\":%s,\"outputs\":{{%s}}}}\\n' \"$__eo_auth\" \"$code\" \"$__eo_outs\" > callback.json\n",
         s.pipeline_id, s.task_id
     ));
-    sh.push_str("    __eo_post\n    exit \"$code\"\n}\n");
+    if s.callback_in_background {
+        sh.push_str("    __eo_post > /dev/null 2>&1 &\n    exit \"$code\"\n}\n");
+    } else {
+        sh.push_str("    __eo_post\n    exit \"$code\"\n}\n");
+    }
     sh.push_str("trap '__eo_finish $?' EXIT\n");
     for (var, value) in &vars {
         sh.push_str(&format!("{var}={}\n", shell_quote(value)));
@@ -261,13 +269,31 @@ echo "$code" > exit.code.tmp && mv exit.code.tmp exit.code
 
 /// The command that installs both scripts (run.sh arrives on stdin) and starts the task,
 /// unless it was started already (so a retried start after a restart is harmless).
+/// `nohup.sh` runs in a session of its own, so it lives on when this command returns or the
+/// connection drops.
 pub fn start_command(dir: &str) -> String {
     format!(
-        "d=\"$HOME\"/{dir}; mkdir -p \"$d\" && cd \"$d\" && if [ -e nohup.pid ]; then cat > /dev/null; echo already-started; else \
-         cat > run.sh.tmp && mv run.sh.tmp run.sh && printf %s {nohup} > nohup.sh && chmod 700 run.sh nohup.sh && \
-         (setsid nohup bash ./nohup.sh > /dev/null 2>&1 < /dev/null &) && echo started; fi",
+        "d=\"$HOME\"/{dir}; mkdir -p \"$d\" && cd \"$d\" || exit 1; \
+         if [ -e nohup.pid ]; then cat > /dev/null; echo already-started; exit 0; fi; \
+         cat > run.sh.tmp && mv run.sh.tmp run.sh && printf %s {nohup} > nohup.sh && chmod 700 run.sh nohup.sh || exit 1; \
+         setsid bash ./nohup.sh > /dev/null 2>&1 < /dev/null & echo started",
         dir = shell_quote(dir),
         nohup = shell_quote(NOHUP_SH),
+    )
+}
+
+/// Watches a started task for up to `secs` (GNU `tail --pid`: no polling forks) and, if it
+/// ended by then, prints `exit CODE` and the callback body. Short tasks are so known to have
+/// ended without waiting for their callback.
+pub fn watch_command(dir: &str, secs: u32) -> String {
+    format!(
+        "cd \"$HOME\"/{dir} 2>/dev/null || exit 0; \
+         i=0; while [ ! -s nohup.pid ] && [ $i -lt 200 ]; do sleep 0.01; i=$((i+1)); done; \
+         pid=$(cat nohup.pid 2>/dev/null); [ -n \"$pid\" ] || exit 0; \
+         timeout {secs} tail --pid=\"$pid\" -s 0.005 -f /dev/null > /dev/null 2>&1; \
+         i=0; while [ ! -e exit.code ] && ! kill -0 \"$pid\" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.01; i=$((i+1)); done; \
+         if [ -e exit.code ]; then echo \"exit $(cat exit.code)\"; cat callback.json 2>/dev/null; fi; exit 0",
+        dir = shell_quote(dir),
     )
 }
 
@@ -331,6 +357,7 @@ mod tests {
             env_outputs: &[("out".into(), "OUT".into())],
             values: &vals,
             callback_budget_secs: 0,
+            callback_in_background: false,
         })
         .unwrap();
         std::fs::write(dir.path().join("run.sh"), sh).unwrap();

@@ -330,6 +330,16 @@ outputs: [{name: final, value: "${{ outputs.last.l }}"}]
         .filter(|t| t["parentTaskId"] == nest_id)
         .collect();
     assert_eq!(children.len(), 2, "{run}");
+
+    // a pipeline-type task as the only ready task (nothing else will send the run a message)
+    api.post(
+        "/api/pipeline-definition/apply",
+        "version: 1\nname: first-nest\nactuatorSelector: {tags: [os-runner]}\ndag: [{name: nest, needs: [root]}]\ntasks:\n  - {alias: nest, type: pipeline, image: child, inputs: [{name: greeting, value: hi}], outputs: [{name: got, value: result}]}\noutputs: [{name: r, value: '${{ outputs.nest.got }}'}]\n",
+    )
+    .ok();
+    let run = finished(&api, start_run(&api, "first-nest:1", "nest2"), 60);
+    assert_eq!(run["status"], "success", "{run}");
+    assert_eq!(run["outputs"]["r"], "HI!");
 }
 
 #[test]

@@ -5,6 +5,7 @@ mod actuator;
 mod event;
 mod not_yet;
 mod pipeline;
+mod runtime;
 mod trigger;
 mod user;
 
@@ -93,7 +94,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Pipeline(c) => pipeline::run(&ctx, c),
         Command::Trigger(c) => trigger::run(&ctx, c),
         Command::Event(c) => event::run(&ctx, c),
-        Command::Runtime(c) => not_yet::runtime(&ctx, c),
+        Command::Runtime(c) => runtime::run(&ctx, c),
         Command::Exec(a) => not_yet::exec(&ctx, a),
         Command::Machine(c) => not_yet::machine(&ctx, c),
     }

@@ -32,7 +32,10 @@ fn list_path(a: &RuntimeListArgs) -> String {
         ("eventName", a.event_name.as_deref()),
         ("eventVersion", a.event_version.as_deref()),
         ("eventCreater", a.event_creater.as_deref()),
-        ("triggerDefinitionName", a.trigger_definition_name.as_deref()),
+        (
+            "triggerDefinitionName",
+            a.trigger_definition_name.as_deref(),
+        ),
         (
             "pipelineDefinitionName",
             a.pipeline_definition_name.as_deref(),
@@ -187,7 +190,8 @@ fn task_table(tasks: &[proto::TaskView]) -> Table {
         "ERROR",
     ]);
     let mut seen = HashSet::new();
-    let mut stack: Vec<(&proto::TaskView, usize)> = roots.into_iter().rev().map(|t| (t, 0)).collect();
+    let mut stack: Vec<(&proto::TaskView, usize)> =
+        roots.into_iter().rev().map(|t| (t, 0)).collect();
     while let Some((t, depth)) = stack.pop() {
         if !seen.insert(t.id) {
             continue;
@@ -219,7 +223,8 @@ fn task_row(t: &proto::TaskView, depth: usize) -> Vec<String> {
         t.kind.clone(),
         t.status.clone(),
         placement,
-        t.exit_code.map_or_else(|| "-".to_string(), |c| c.to_string()),
+        t.exit_code
+            .map_or_else(|| "-".to_string(), |c| c.to_string()),
         or_dash(t.started_at.as_deref().unwrap_or("")),
         or_dash(t.ended_at.as_deref().unwrap_or("")),
         or_dash(&truncate(&t.error, ERROR_WIDTH)),
@@ -285,8 +290,16 @@ mod tests {
             alias: alias.into(),
             kind: kind.into(),
             status: "success".into(),
-            actuator: if kind == "os" { "runner".into() } else { String::new() },
-            actuator_tag: if kind == "os" { "os".into() } else { String::new() },
+            actuator: if kind == "os" {
+                "runner".into()
+            } else {
+                String::new()
+            },
+            actuator_tag: if kind == "os" {
+                "os".into()
+            } else {
+                String::new()
+            },
             inputs: Value::Null,
             outputs: Value::Null,
             error: String::new(),
@@ -332,23 +345,28 @@ mod tests {
             task(7, Some(99), "orphan", "os"),
         ];
         let text = task_table(&tasks).render();
+        let col = text.lines().next().unwrap().find("ALIAS").unwrap();
         let aliases: Vec<String> = text
             .lines()
             .skip(1)
             .map(|l| {
-                let rest = l.split_once("   ").unwrap().1;
-                let end = rest.trim_start().find(' ').unwrap();
-                let indent = rest.len() - rest.trim_start().len();
-                format!(
-                    "{}{}",
-                    &rest[..indent],
-                    &rest.trim_start()[..end]
-                )
+                let cell = &l[col..];
+                let indent = cell.len() - cell.trim_start().len();
+                let name = cell.trim_start().split(' ').next().unwrap();
+                format!("{}{name}", " ".repeat(indent))
             })
             .collect();
         assert_eq!(
             aliases,
-            vec!["make", "nest", "  upper", "    deep", "  exclaim", "last", "orphan"],
+            vec![
+                "make",
+                "nest",
+                "  upper",
+                "    deep",
+                "  exclaim",
+                "last",
+                "orphan"
+            ],
             "{text}"
         );
         assert!(text.contains("runner/os"), "{text}");
@@ -379,7 +397,10 @@ mod tests {
             tasks: vec![task(1, None, "a", "os")],
         };
         let text = render_run(&run).unwrap();
-        assert!(text.contains("Event:     push:1 (event 3, sent by kakj)"), "{text}");
+        assert!(
+            text.contains("Event:     push:1 (event 3, sent by kakj)"),
+            "{text}"
+        );
         assert!(text.contains("Contexts:  -"), "{text}");
         assert!(text.contains("Outputs:   -"), "{text}");
         assert!(text.contains("Inputs:\n  who: world\n"), "{text}");

@@ -47,6 +47,16 @@ pub type LogStream = mpsc::Receiver<std::result::Result<Vec<u8>, String>>;
 pub trait Actuator: Send + Sync {
     /// Installs and starts the job (idempotent: starting a started job is harmless).
     fn start(&self, job: Job) -> BoxFuture<'_, Result<String>>;
+    /// Waits up to `secs` for a started job to end; its exit code and callback body if it
+    /// did. Actuators that cannot watch answer `None` at once (the callback and polling remain).
+    fn watch<'a>(
+        &'a self,
+        job_id: &'a str,
+        secs: u32,
+    ) -> BoxFuture<'a, Result<Option<(i32, Option<String>)>>> {
+        let _ = (job_id, secs);
+        Box::pin(async { Ok(None) })
+    }
     fn status<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<JobStatus>>;
     /// Stops the job and everything it started.
     fn cancel<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<()>>;

@@ -67,6 +67,28 @@ impl Actuator for Os {
         })
     }
 
+    fn watch<'a>(
+        &'a self,
+        job_id: &'a str,
+        secs: u32,
+    ) -> BoxFuture<'a, Result<Option<(i32, Option<String>)>>> {
+        Box::pin(async move {
+            let dir = check_job(job_id)?;
+            let out = self
+                .session
+                .exec(&script::watch_command(dir, secs), None)
+                .await
+                .map_err(err)?;
+            let text = out.stdout_lossy();
+            Ok(text.strip_prefix("exit ").and_then(|rest| {
+                let (code, callback) = rest.split_once('\n').unwrap_or((rest, ""));
+                let code = code.trim().parse::<i32>().ok()?;
+                let callback = Some(callback.trim().to_string()).filter(|c| !c.is_empty());
+                Some((code, callback))
+            }))
+        })
+    }
+
     fn status<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<JobStatus>> {
         Box::pin(async move {
             let dir = check_job(job_id)?;

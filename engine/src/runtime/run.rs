@@ -33,6 +33,9 @@ pub const ERROR: &str = "error";
 pub const TIMEOUT: &str = "timeout";
 pub const UNKNOW: &str = "unknow";
 
+/// How long a start keeps watching its task on the actuator.
+const START_WATCH_SECS: u32 = 5;
+
 const BAD: &[&str] = &[FAILED, ERROR, TIMEOUT, CANCEL, UNKNOW];
 const LIVE: &[&str] = &[CREATED, RUNNING];
 
@@ -73,6 +76,9 @@ struct RunActor {
     internal_tx: mpsc::UnboundedSender<Internal>,
     internal_rx: mpsc::UnboundedReceiver<Internal>,
     finished: bool,
+    /// Set when a pass changed tasks itself (a child DAG created, a task failed to start):
+    /// `step` walks again, since no message will come for that change.
+    dirty: bool,
 }
 
 impl RunActor {
@@ -118,6 +124,7 @@ impl RunActor {
             internal_tx,
             internal_rx,
             finished: false,
+            dirty: false,
         }))
     }
 
@@ -218,8 +225,19 @@ impl RunActor {
         v
     }
 
-    /// Walks the root scope; finishes the run when it is decided.
+    /// Walks the root scope until nothing changes; finishes the run when it is decided.
     async fn step(&mut self) {
+        for _ in 0..1000 {
+            self.dirty = false;
+            self.step_once().await;
+            if !self.dirty || self.finished {
+                return;
+            }
+        }
+        log::error!("run {}: the DAG walk did not settle", self.run.id);
+    }
+
+    async fn step_once(&mut self) {
         if self.finished {
             return;
         }
@@ -430,6 +448,7 @@ impl RunActor {
             log::error!("run {}: starting pipeline task {id}: {e}", self.run.id);
         }
         self.reload_all().await;
+        self.dirty = true;
     }
 
     async fn finish_pipeline_task(
@@ -460,6 +479,7 @@ impl RunActor {
         {
             self.refresh(id).await;
             self.on_task_ended(id).await;
+            self.dirty = true;
         }
     }
 
@@ -537,6 +557,7 @@ impl RunActor {
         log::info!("run {}: task {id} {status}: {msg}", self.run.id);
         self.polls.remove(&id);
         self.refresh(id).await;
+        self.dirty = true;
     }
 
     /// Stops every task of a scope that has not ended (recursively), marking it `cancel`.
@@ -583,6 +604,8 @@ impl RunActor {
     }
 
     async fn cancel_run(&mut self) {
+        // tasks first, so whoever sees the run ended sees every task final too
+        self.cancel_scope(0, "the run was cancelled").await;
         let change = RunChange {
             status: Some(CANCEL.into()),
             error: Some("cancelled by the user".into()),
@@ -590,12 +613,10 @@ impl RunActor {
             ..Default::default()
         };
         match store::runs::transition_run(&self.engine.db, self.run.id, &[RUNNING], &change).await {
-            Ok(true) => {
-                self.cancel_scope(0, "the run was cancelled").await;
+            Ok(_) => {
                 log::info!("run {} cancelled", self.run.id);
                 self.finished = true;
             }
-            Ok(false) => self.finished = true,
             Err(e) => log::error!("run {}: cancel: {e}", self.run.id),
         }
     }
@@ -760,6 +781,7 @@ async fn start_os_task(
         env_outputs: &env_outputs,
         values,
         callback_budget_secs: engine.settings.callback_budget.as_secs(),
+        callback_in_background: true,
     })?;
     // the values this task saw, for the run view
     let mut seen = BTreeMap::new();
@@ -792,13 +814,14 @@ async fn start_os_task(
         return Ok(()); // cancelled meanwhile
     }
     let act = engine.actuator_for(&adef).map_err(|e| e.to_string())?;
-    act.start(Job {
-        pipeline_id: run_id,
-        task_id,
-        run_sh,
-    })
-    .await
-    .map_err(|e| format!("actuator {}: {e}", adef.name))?;
+    let job_id = act
+        .start(Job {
+            pipeline_id: run_id,
+            task_id,
+            run_sh,
+        })
+        .await
+        .map_err(|e| format!("actuator {}: {e}", adef.name))?;
     let running = TaskChange {
         status: Some(RUNNING.into()),
         ..Default::default()
@@ -806,6 +829,19 @@ async fn start_os_task(
     store::runs::transition_task(&engine.db, task_id, &[CREATED], &running)
         .await
         .map_err(|e| e.to_string())?;
+    // short tasks: learn the end from the actuator at once rather than from the callback
+    // (whichever comes first is recorded; the other is ignored)
+    let ended = act.watch(&job_id, START_WATCH_SECS).await.unwrap_or(None);
+    if let Some((code, callback)) = ended {
+        let outputs = callback
+            .and_then(|c| serde_json::from_str::<proto::CallbackRequest>(&c).ok())
+            .map(|c| c.outputs)
+            .unwrap_or_default();
+        engine
+            .complete_task(task_id, code, outputs)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     Ok(())
 }
 
