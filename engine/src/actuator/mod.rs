@@ -39,6 +39,9 @@ pub struct ActuatorError(pub String);
 
 pub type Result<T> = std::result::Result<T, ActuatorError>;
 
+/// How a watched job ended: its exit code and the callback body it wrote, if any.
+pub type Ended = Option<(i32, Option<String>)>;
+
 /// Chunks of a followed log; an `Err` ends the stream with its message.
 pub type LogStream = mpsc::Receiver<std::result::Result<Vec<u8>, String>>;
 
@@ -49,11 +52,7 @@ pub trait Actuator: Send + Sync {
     fn start(&self, job: Job) -> BoxFuture<'_, Result<String>>;
     /// Waits up to `secs` for a started job to end; its exit code and callback body if it
     /// did. Actuators that cannot watch answer `None` at once (the callback and polling remain).
-    fn watch<'a>(
-        &'a self,
-        job_id: &'a str,
-        secs: u32,
-    ) -> BoxFuture<'a, Result<Option<(i32, Option<String>)>>> {
+    fn watch<'a>(&'a self, job_id: &'a str, secs: u32) -> BoxFuture<'a, Result<Ended>> {
         let _ = (job_id, secs);
         Box::pin(async { Ok(None) })
     }

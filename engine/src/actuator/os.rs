@@ -3,7 +3,7 @@
 //! that directory.
 
 use super::ssh::{SshAuth, SshPool, SshSession, SshTarget};
-use super::{Actuator, ActuatorError, Job, JobStatus, LogStream, Result};
+use super::{Actuator, ActuatorError, Ended, Job, JobStatus, LogStream, Result};
 use crate::definition::actuator::SshSpec;
 use crate::script;
 use futures_util::future::BoxFuture;
@@ -67,11 +67,7 @@ impl Actuator for Os {
         })
     }
 
-    fn watch<'a>(
-        &'a self,
-        job_id: &'a str,
-        secs: u32,
-    ) -> BoxFuture<'a, Result<Option<(i32, Option<String>)>>> {
+    fn watch<'a>(&'a self, job_id: &'a str, secs: u32) -> BoxFuture<'a, Result<Ended>> {
         Box::pin(async move {
             let dir = check_job(job_id)?;
             let out = self
