@@ -267,15 +267,18 @@ code=$?
 echo "$code" > exit.code.tmp && mv exit.code.tmp exit.code
 "#;
 
-/// The command that installs both scripts (run.sh arrives on stdin) and starts the task,
-/// unless it was started already (so a retried start after a restart is harmless).
+/// The command that installs both scripts (run.sh, `run_sh_len` bytes, arrives on stdin) and
+/// starts the task, unless it was started already (so a retried start after a restart is
+/// harmless). A run.sh cut short (the connection dropped mid-transfer) is never started.
 /// `nohup.sh` runs in a session of its own, so it lives on when this command returns or the
 /// connection drops.
-pub fn start_command(dir: &str) -> String {
+pub fn start_command(dir: &str, run_sh_len: usize) -> String {
     format!(
         "d=\"$HOME\"/{dir}; mkdir -p \"$d\" && cd \"$d\" || exit 1; \
          if [ -e nohup.pid ]; then cat > /dev/null; echo already-started; exit 0; fi; \
-         cat > run.sh.tmp && mv run.sh.tmp run.sh && printf %s {nohup} > nohup.sh && chmod 700 run.sh nohup.sh || exit 1; \
+         cat > run.sh.tmp || exit 1; \
+         if [ \"$(wc -c < run.sh.tmp)\" -ne {run_sh_len} ]; then echo 'run.sh arrived incomplete' >&2; exit 1; fi; \
+         mv run.sh.tmp run.sh && printf %s {nohup} > nohup.sh && chmod 700 run.sh nohup.sh || exit 1; \
          setsid bash ./nohup.sh > /dev/null 2>&1 < /dev/null & echo started",
         dir = shell_quote(dir),
         nohup = shell_quote(NOHUP_SH),
@@ -401,6 +404,49 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(out.split_once('|').unwrap().1).unwrap();
         assert_eq!(v["exitCode"], 1);
         assert_eq!(v["outputs"], serde_json::json!({}));
+    }
+
+    #[test]
+    fn a_run_sh_cut_short_is_never_started() {
+        let home = tempfile::tempdir().unwrap();
+        let start = |stdin: &str, len: usize| {
+            let mut child = std::process::Command::new("bash")
+                .arg("-c")
+                .arg(start_command("pipelines/1/tasks/2", len))
+                .env("HOME", home.path())
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(stdin.as_bytes())
+                .unwrap();
+            child.wait_with_output().unwrap()
+        };
+        let full = "#!/usr/bin/env bash\necho hi\n";
+        let out = start(&full[..10], full.len());
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("incomplete"));
+        let dir = home.path().join("pipelines/1/tasks/2");
+        assert!(!dir.join("run.sh").exists() && !dir.join("nohup.pid").exists());
+        // the whole script starts, once
+        let out = start(full, full.len());
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "started");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !dir.join("exit.code").exists() {
+            assert!(std::time::Instant::now() < deadline, "task never ended");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = start(full, full.len());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "already-started"
+        );
     }
 
     #[test]

@@ -151,6 +151,8 @@ fn quick_start(db: TestDb) {
     assert_eq!(hello["actuatorTag"], "os-runner");
     assert_eq!(hello["exitCode"], 0);
     let dir = task_dir(&s, &run, "hello");
+    // response.txt is written by the callback, which is posted in the background once the
+    // commands ended (the server may learn of the end first, by watching)
     for f in [
         "run.sh",
         "nohup.sh",
@@ -159,7 +161,9 @@ fn quick_start(db: TestDb) {
         "exit.code",
         "response.txt",
     ] {
-        assert!(dir.join(f).exists(), "{f} missing in {}", dir.display());
+        wait_for(&format!("{f} in {}", dir.display()), 20, || {
+            dir.join(f).exists().then_some(())
+        });
     }
     assert_eq!(
         std::fs::read_to_string(dir.join("exit.code"))

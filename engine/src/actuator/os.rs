@@ -53,7 +53,10 @@ impl Actuator for Os {
             let dir = script::task_dir(job.pipeline_id, job.task_id);
             let out = self
                 .session
-                .exec(&script::start_command(&dir), Some(job.run_sh.into_bytes()))
+                .exec(
+                    &script::start_command(&dir, job.run_sh.len()),
+                    Some(job.run_sh.into_bytes()),
+                )
                 .await
                 .map_err(err)?;
             if !out.success() {

@@ -91,11 +91,18 @@ impl RunActor {
         }
         let def: PipelineDef = serde_json::from_str(&run.definition_snapshot)
             .map_err(|e| crate::Error::Internal(format!("run {id} definition: {e}")))?;
-        let tasks = store::runs::tasks_of(&engine.db, id)
+        let mut tasks = store::runs::tasks_of(&engine.db, id)
             .await?
             .into_iter()
             .map(|t| (t.id, t))
             .collect::<BTreeMap<_, _>>();
+        // a task left `created` may or may not have reached its actuator: start it again (the
+        // start is idempotent, and its secret is derived, so an old run.sh still matches)
+        for t in tasks.values_mut() {
+            if t.status == CREATED && t.task_type != "pipeline" {
+                t.status = INITIALIZING.into();
+            }
+        }
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let now = Instant::now();
         // re-attach: every live task is polled at once (its callback may have come while we
