@@ -1,4 +1,4 @@
-//! `cargo run --release -p bench -- [intake|latency|sequential|matching|all] [--secs N]`
+//! `cargo run --release -p bench -- [intake|latency|sequential|matching|idle|all] [--secs N] [--clients N]`
 //!
 //! Every figure is printed next to a raw baseline measured in the same run, on this machine.
 //! The SSH benchmarks need the test sshd (`source <(scripts/services.sh --env)`).
@@ -140,7 +140,7 @@ fn raw_sqlite_inserts(secs: u64) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-fn intake(secs: u64) {
+fn intake(secs: u64, clients: usize) {
     println!(
         "== intake: events/s accepted over HTTP on SQLite, {secs} s, vs raw single-row inserts"
     );
@@ -149,7 +149,6 @@ fn intake(secs: u64) {
     let count = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let clients = 8;
     let threads: Vec<_> = (0..clients)
         .map(|_| {
             let (a, count, errors, stop) = (
@@ -475,8 +474,14 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
+    let clients = args
+        .iter()
+        .position(|a| a == "--clients")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
     match which {
-        "intake" => intake(secs),
+        "intake" => intake(secs, clients),
         "latency" => latency(200),
         "sequential" => sequential(),
         "matching" => matching(),
@@ -484,7 +489,7 @@ fn main() {
         "all" => {
             idle();
             matching();
-            intake(secs);
+            intake(secs, clients);
             latency(200);
             sequential();
         }

@@ -103,10 +103,27 @@ pub async fn release_owned(db: &Db, owner: &str) -> Result<usize> {
 /// Inserts many events in one transaction (the intake batches concurrent sends).
 pub async fn insert_many(db: &Db, rows: &[Event]) -> Result<()> {
     use diesel_async::AsyncConnection;
+    if let super::Conn::Sqlite(mut c) = db.get().await? {
+        // the same statements, but the whole batch in one trip to the blocking pool instead of
+        // one per row: this is the intake's hot path on SQLite
+        let rows = rows.to_vec();
+        return Ok(c
+            .spawn_blocking(move |c| {
+                use diesel::Connection;
+                c.transaction(|c| {
+                    for row in &rows {
+                        diesel::RunQueryDsl::execute(
+                            diesel::insert_into(events::table).values(row),
+                            c,
+                        )?;
+                    }
+                    Ok(())
+                })
+            })
+            .await?);
+    }
     db_run!(db, |c| {
         c.transaction::<_, super::StoreError, _>(async |c| {
-            // row by row: multi-row VALUES is not available on every backend through
-            // diesel-async; the single commit is what saves the time
             for row in rows {
                 diesel::insert_into(events::table)
                     .values(row)
