@@ -73,6 +73,12 @@ fn broken_documents_get_precise_400s() {
     );
     api.post("/api/event/send", deep)
         .fails(400, "recursion limit");
+    // a NUL cannot reach a shell intact: refused with the key named
+    api.post(
+        "/api/event/send",
+        "{\"name\": \"e\", \"version\": 1, \"values\": {\"v\": \"a\\u0000b\"}}",
+    )
+    .fails(400, "v: values must not contain NUL");
     // invalid UTF-8
     api.post("/api/event/send", [0xffu8, 0xfe, 0x00])
         .fails(400, "UTF-8");

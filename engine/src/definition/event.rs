@@ -63,6 +63,12 @@ impl EventDoc {
         for u in &self.users {
             check_name("users entry", u).map_err(p)?;
         }
+        // a NUL cannot travel through a shell: refuse it rather than cut the value short
+        for (k, v) in self.values.iter().chain(self.labels.iter()) {
+            if v.to_string().contains("\\u0000") {
+                return Err(p(format!("{k}: values must not contain NUL characters")));
+            }
+        }
         Ok(())
     }
 }
