@@ -1,4 +1,5 @@
-//! `cargo run --release -p bench -- [intake|latency|sequential|matching|idle|all] [--secs N] [--clients N]`
+//! `cargo run --release -p bench -- [intake|latency|sequential|matching|parked|idle|all] [--secs N] [--clients N]`
+//! (`parked` runs the release `eventops` binary: `cargo build --release --bin eventops` first)
 //!
 //! Every figure is printed next to a raw baseline measured in the same run, on this machine.
 //! The SSH benchmarks need the test sshd (`source <(scripts/services.sh --env)`).
@@ -465,6 +466,223 @@ fn idle() {
     );
 }
 
+/// Starts the release `eventops` binary in `dir` (embedded defaults, SQLite under ./data) and
+/// returns it with its port once `/readyz` answers.
+fn spawn_server(dir: &std::path::Path) -> Option<(std::process::Child, u16)> {
+    let exe = std::env::current_exe().ok()?.with_file_name("eventops");
+    if !exe.exists() {
+        println!(
+            "  SKIPPED: {} not built (cargo build --release --bin eventops)",
+            exe.display()
+        );
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .ok()?;
+    let child = std::process::Command::new(exe)
+        .current_dir(dir)
+        .env("EVENTOPS_PORT", port.to_string())
+        .env("EVENTOPS_BIND_ADDRESS", "127.0.0.1")
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(120) {
+        if agent
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .call()
+            .is_ok()
+        {
+            return Some((child, port));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Waits until the process's RSS stops growing (no change above 1% over 3 s).
+fn settled_rss(pid: u32) -> u64 {
+    let mut last = rss_kib(pid);
+    let start = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_secs(3));
+        let now = rss_kib(pid);
+        if now.abs_diff(last) * 100 <= last || start.elapsed() > Duration::from_secs(120) {
+            return now;
+        }
+        last = now;
+    }
+}
+
+async fn insert_parked(db: &engine::store::Db, n: usize) -> Result<(), engine::store::StoreError> {
+    use engine::store::models::{Actuator, Pipeline, Task};
+    use engine::store::schema::{actuators, pipelines, tasks};
+    let def = r#"{"version":"1","name":"park","dag":[{"name":"t","needs":["root"]}],"tasks":[{"alias":"t","type":"os","commands":["sleep 1000"],"actuatorSelector":{"tags":["nowhere"]}}]}"#;
+    let spec = r#"{"name":"nowhere","os":{"user":"x","ip":"127.0.0.1","port":1,"password":"p"},"tags":["nowhere"]}"#;
+    let now = engine::store::now_ms();
+    let act = Actuator {
+        id: 1,
+        creator: "bench".into(),
+        name: "nowhere".into(),
+        kind: "os".into(),
+        spec: spec.into(),
+        tunnel_client_id: None,
+        tunnel_token_hash: None,
+        created_at: now,
+        updated_at: now,
+    };
+    engine::db_run!(db, |c| {
+        diesel_async::RunQueryDsl::execute(diesel::insert_into(actuators::table).values(&act), c)
+            .await?;
+        for _ in 0..n / 500 {
+            use diesel_async::AsyncConnection;
+            c.transaction::<_, engine::store::StoreError, _>(async |c| {
+                for _ in 0..500 {
+                    let id = engine::store::new_id();
+                    let run = Pipeline {
+                        id,
+                        creator: "bench".into(),
+                        event_id: None,
+                        event_trigger_id: None,
+                        definition_creator: "bench".into(),
+                        definition_name: "park".into(),
+                        definition_version: "1".into(),
+                        trigger_name: "t".into(),
+                        event_name: "e".into(),
+                        event_version: "1".into(),
+                        event_creator: "bench".into(),
+                        status: "running".into(),
+                        definition_snapshot: def.into(),
+                        event_snapshot: "{}".into(),
+                        trigger_snapshot: "{}".into(),
+                        inputs: "{}".into(),
+                        contexts: "{}".into(),
+                        outputs: "{}".into(),
+                        error: String::new(),
+                        owner: "gone".into(),
+                        lease_until: 0,
+                        created_at: now,
+                        started_at: Some(now),
+                        ended_at: None,
+                        updated_at: now,
+                    };
+                    let tid = engine::store::new_id();
+                    let task = Task {
+                        id: tid,
+                        pipeline_id: id,
+                        parent_task_id: 0,
+                        alias: "t".into(),
+                        task_type: "os".into(),
+                        status: "running".into(),
+                        actuator_name: "nowhere".into(),
+                        actuator_tag: "nowhere".into(),
+                        inputs: "{}".into(),
+                        outputs: "{}".into(),
+                        error: String::new(),
+                        contexts: "{}".into(),
+                        definition_snapshot: String::new(),
+                        exit_code: None,
+                        job_id: format!("pipelines/{id}/tasks/{tid}"),
+                        secret_hash: String::new(),
+                        timeout_secs: 86_400,
+                        created_at: now,
+                        started_at: Some(now),
+                        ended_at: None,
+                        updated_at: now,
+                    };
+                    diesel_async::RunQueryDsl::execute(
+                        diesel::insert_into(pipelines::table).values(&run),
+                        c,
+                    )
+                    .await?;
+                    diesel_async::RunQueryDsl::execute(
+                        diesel::insert_into(tasks::table).values(&task),
+                        c,
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
+    })
+}
+
+/// Memory per parked run: the server resumes `n` runs whose one task is `running` on an
+/// actuator it cannot reach (each run then waits, polling with backoff), against the same
+/// server with no runs.
+fn parked(n: usize) {
+    println!("== parked runs: RSS per idle waiting run ({n} runs resumed at start-up, each waiting on a running task)");
+    let empty = tempfile::tempdir().expect("tempdir");
+    let Some((mut a, _)) = spawn_server(empty.path()) else {
+        return;
+    };
+    let base = settled_rss(a.id());
+    let _ = a.kill();
+    let _ = a.wait();
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    // create the database and its schema by starting once, then fill it while it is down
+    let Some((mut b, _)) = spawn_server(dir.path()) else {
+        return;
+    };
+    let _ = b.kill();
+    let _ = b.wait();
+    let url = format!("sqlite://{}/data/eventops.db", dir.path().display());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let db = engine::store::Db::connect(&url, 1).await.expect("db");
+        insert_parked(&db, n).await.expect("insert parked runs");
+    });
+    let Some((mut c, port)) = spawn_server(dir.path()) else {
+        return;
+    };
+    let parked = settled_rss(c.id());
+    // check they are parked, not ended
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let _ = agent
+        .post(format!("http://127.0.0.1:{port}/api/user/register"))
+        .send(r#"{"name":"bench","password":"bench-pw"}"#);
+    let token = agent
+        .post(format!("http://127.0.0.1:{port}/api/user/login"))
+        .send(r#"{"name":"bench","password":"bench-pw"}"#)
+        .ok()
+        .and_then(|mut r| r.body_mut().read_json::<Value>().ok())
+        .and_then(|v| v["data"]["token"].as_str().map(String::from))
+        .unwrap_or_default();
+    let running = agent
+        .get(format!(
+            "http://127.0.0.1:{port}/api/pipeline/?status=running&top=1000"
+        ))
+        .header("Authorization", format!("Bearer {token}"))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_json::<Value>().ok())
+        .and_then(|v| v["data"].as_array().map(Vec::len))
+        .unwrap_or(0);
+    let _ = c.kill();
+    let _ = c.wait();
+    println!(
+        "  server with no runs: {base} KiB; with {n} parked runs: {parked} KiB → {:.2} KiB per run (first 1000 listed as running: {running})",
+        (parked.saturating_sub(base)) as f64 / n as f64
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let which = args.first().map(String::as_str).unwrap_or("all");
@@ -486,15 +704,17 @@ fn main() {
         "sequential" => sequential(),
         "matching" => matching(),
         "idle" => idle(),
+        "parked" => parked(10_000),
         "all" => {
             idle();
             matching();
             intake(secs, clients);
             latency(200);
             sequential();
+            parked(10_000);
         }
         other => {
-            eprintln!("unknown benchmark {other:?}: intake | latency | sequential | matching | idle | all");
+            eprintln!("unknown benchmark {other:?}: intake | latency | sequential | matching | parked | idle | all");
             std::process::exit(2);
         }
     }
