@@ -50,7 +50,7 @@ pub fn spawn(engine: Arc<Engine>, run_id: i64) {
     let (tx, rx) = mpsc::unbounded_channel();
     engine.register_run(run_id, tx);
     tokio::spawn(async move {
-        match RunActor::load(engine.clone(), run_id).await {
+        match Box::pin(RunActor::load(engine.clone(), run_id)).await {
             Ok(Some(mut actor)) => actor.main(rx).await,
             Ok(None) => {}
             Err(e) => log::error!("run {run_id}: cannot load: {e}"),
@@ -114,7 +114,9 @@ impl RunActor {
                 (
                     t.id,
                     Poll {
-                        next: now,
+                        // spread over the first seconds: a restart resuming many runs must not
+                        // hit every actuator at once
+                        next: now + Duration::from_millis(t.id.rem_euclid(3000) as u64),
                         every: Duration::from_secs(1),
                         lost_once: false,
                     },
@@ -136,41 +138,74 @@ impl RunActor {
     }
 
     async fn main(&mut self, mut rx: mpsc::UnboundedReceiver<RunMsg>) {
-        self.step().await;
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // the handlers are boxed so a parked run's task holds only this small loop
+        Box::pin(self.step()).await;
         while !self.finished {
-            tokio::select! {
+            let wake = self.next_wakeup();
+            let event = tokio::select! {
                 m = rx.recv() => match m {
-                    Some(RunMsg::TaskEnded(id)) => {
-                        self.refresh(id).await;
-                        self.on_task_ended(id).await;
-                        self.step().await;
-                    }
-                    Some(RunMsg::Cancel) => self.cancel_run().await,
+                    Some(m) => Wake::Msg(m),
                     None => break,
                 },
-                Some(m) = self.internal_rx.recv() => {
-                    match m {
-                        Internal::Started(id, res) => {
-                            self.starting.remove(&id);
-                            if let Err(e) = res {
-                                self.fail_task(id, ERROR, &e).await;
-                            } else {
-                                self.polls.insert(id, Poll { next: Instant::now() + Duration::from_secs(2), every: Duration::from_secs(2), lost_once: false });
-                            }
-                            self.refresh(id).await;
-                            self.on_task_ended(id).await;
-                        }
-                        Internal::Polled(id, res) => self.on_polled(id, res).await,
-                    }
-                    self.step().await;
+                Some(m) = self.internal_rx.recv() => Wake::Internal(m),
+                _ = tokio::time::sleep_until(wake.into()) => Wake::Timer,
+            };
+            Box::pin(self.handle(event)).await;
+        }
+    }
+
+    async fn handle(&mut self, event: Wake) {
+        match event {
+            Wake::Msg(RunMsg::TaskEnded(id)) => {
+                self.refresh(id).await;
+                self.on_task_ended(id).await;
+                self.step().await;
+            }
+            Wake::Msg(RunMsg::Cancel) => self.cancel_run().await,
+            Wake::Internal(Internal::Started(id, res)) => {
+                self.starting.remove(&id);
+                if let Err(e) = res {
+                    self.fail_task(id, ERROR, &e).await;
+                } else {
+                    self.polls.insert(
+                        id,
+                        Poll {
+                            next: Instant::now() + Duration::from_secs(2),
+                            every: Duration::from_secs(2),
+                            lost_once: false,
+                        },
+                    );
                 }
-                _ = tick.tick() => {
-                    self.on_tick().await;
-                }
+                self.refresh(id).await;
+                self.on_task_ended(id).await;
+                self.step().await;
+            }
+            Wake::Internal(Internal::Polled(id, res)) => {
+                self.on_polled(id, res).await;
+                self.step().await;
+            }
+            Wake::Timer => self.on_tick().await,
+        }
+    }
+
+    /// When the run next has something to do on its own: a status poll or a timeout. A parked
+    /// run sleeps until then instead of ticking.
+    fn next_wakeup(&self) -> Instant {
+        let now = Instant::now();
+        let now_wall = now_ms();
+        let mut wake = now + Duration::from_secs(30);
+        for t in self.tasks.values() {
+            if !LIVE.contains(&t.status.as_str()) || t.task_type == "pipeline" {
+                continue;
+            }
+            let started = t.started_at.unwrap_or(t.created_at);
+            let left_ms = started + t.timeout_secs.saturating_mul(1000) - now_wall;
+            wake = wake.min(now + Duration::from_millis(left_ms.max(0) as u64 + 1));
+            if !self.starting.contains(&t.id) {
+                wake = wake.min(self.polls.get(&t.id).map(|p| p.next).unwrap_or(now));
             }
         }
+        wake.max(now + Duration::from_millis(20))
     }
 
     async fn refresh(&mut self, id: i64) {
@@ -721,6 +756,13 @@ impl RunActor {
             p.lost_once = lost_once;
         }
     }
+}
+
+/// What woke a run up.
+enum Wake {
+    Msg(RunMsg),
+    Internal(Internal),
+    Timer,
 }
 
 enum ScopeResult {
