@@ -176,7 +176,12 @@ impl Db {
                     })
                 });
                 let mgr = AsyncDieselConnectionManager::new_with_config(url, cfg);
-                Pools::Sqlite(build_pool(mgr, pool_size)?)
+                // One connection: SQLite has a single writer, and in WAL mode a deferred
+                // transaction that read first and then writes gets SQLITE_BUSY at once (no busy
+                // wait) when another connection committed in between. Queueing for the one
+                // connection in the pool avoids both the lock errors and the busy sleeps.
+                let _ = pool_size;
+                Pools::Sqlite(build_pool(mgr, 1)?)
             }
             Backend::Mysql => {
                 let mgr = AsyncDieselConnectionManager::new(mysql_url(url));
