@@ -33,6 +33,12 @@ fn story(db: TestDb) {
     let t = api.post("/api/trigger-definition/apply", TRIGGER).ok();
     assert_eq!(t["eventVersion"], "1.0");
     let ev = api.post("/api/event/send", EVENT).ok();
+    // a large event (close to the 1 MiB limit) fits every backend's column
+    let big = format!(
+        "name: big\nversion: 1\nvalues: {{blob: \"{}\"}}\n",
+        "x".repeat(900 << 10)
+    );
+    api.post("/api/event/send", &big).ok();
     assert!(ev["id"].as_i64().unwrap_or(0) > 0, "{ev}");
 
     assert_eq!(
