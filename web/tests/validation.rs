@@ -48,6 +48,8 @@ fn cases() -> Vec<(&'static str, &'static str, String, &'static str)> {
         ("pipeline: empty name", "pipeline", pl("name: pl", "name: ''"), "pipeline name is empty"),
         ("pipeline: empty version", "pipeline", pl("version: 1.0", "version: ''"), "version is empty"),
         ("pipeline: version latest", "pipeline", pl("version: 1.0", "version: latest"), "\"latest\" is reserved"),
+        ("pipeline: version too long", "pipeline", pl("version: 1.0", &format!("version: v{}", "9".repeat(70))), "longer than 64 characters"),
+        ("event: version too long", "event", format!("name: e\nversion: v{}\n", "9".repeat(70)), "longer than 64 characters"),
         ("pipeline: no tasks", "pipeline", "version: 1\nname: pl\ndag: []\ntasks: []\n".into(), "no tasks"),
         ("pipeline: duplicate alias", "pipeline", pl("alias: second", "alias: first"), "duplicate task alias \"first\""),
         ("pipeline: unknown type", "pipeline", pl("alias: second\n    type: os", "alias: second\n    type: lambda"), "unknown type \"lambda\""),

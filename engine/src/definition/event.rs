@@ -46,6 +46,7 @@ impl EventDoc {
         if self.version.trim().is_empty() {
             return Err(p("version is empty".into()));
         }
+        super::check_version("version", &self.version).map_err(p)?;
         if !self.files.is_empty() && !files_enabled {
             return Err(p(format!("files: {FILES_DISABLED}")));
         }

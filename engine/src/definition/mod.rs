@@ -39,6 +39,20 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Longest accepted version.
+pub const MAX_VERSION: usize = 64;
+
+/// Checks a version: a name (see [`check_name`]) of at most [`MAX_VERSION`] characters.
+pub fn check_version(what: &str, version: &str) -> Result<(), String> {
+    check_name(what, version)?;
+    if version.chars().count() > MAX_VERSION {
+        return Err(format!(
+            "{what} {version:?} is longer than {MAX_VERSION} characters"
+        ));
+    }
+    Ok(())
+}
+
 /// The type of an input, context or output value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

@@ -233,7 +233,8 @@ impl PipelineDef {
         if self.version.trim().is_empty() {
             return Err(format!("pipeline {}: version is empty", self.name));
         }
-        check_name("version", &self.version).map_err(|e| format!("pipeline {}: {e}", self.name))?;
+        super::check_version("version", &self.version)
+            .map_err(|e| format!("pipeline {}: {e}", self.name))?;
         if self.version == "latest" {
             return Err(format!(
                 "pipeline {}: version \"latest\" is reserved (it always points at the most recently applied version)",

@@ -77,6 +77,7 @@ impl TriggerDef {
         if self.event_version.trim().is_empty() {
             return Err(p("eventVersion is empty".into()));
         }
+        super::check_version("eventVersion", &self.event_version).map_err(p)?;
         check_name("eventCreater", &self.event_creater).map_err(p)?;
         check_filters(&self.filters, "filters").map_err(p)?;
         if self.pipelines.is_empty() {

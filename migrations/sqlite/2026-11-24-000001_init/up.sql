@@ -79,7 +79,7 @@ CREATE TABLE event_triggers (
     trigger_id BIGINT NOT NULL,
     trigger_name VARCHAR(191) NOT NULL,
     pipeline_index INTEGER NOT NULL,
-    pipeline_image VARCHAR(255) NOT NULL,
+    pipeline_image VARCHAR(400) NOT NULL,
     status VARCHAR(16) NOT NULL,
     reason TEXT NOT NULL,
     pipeline_id BIGINT,
