@@ -119,8 +119,9 @@ fn mysql_url(url: &str) -> String {
 
 /// SQLite settings applied to every connection: WAL, a busy timeout so concurrent writers
 /// wait instead of failing, foreign keys on.
-const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
+/// `busy_timeout` comes first: the other pragmas may need a lock another connection holds.
+const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
 
 /// A pooled connection of whichever backend is configured.
 #[allow(clippy::large_enum_variant)]
