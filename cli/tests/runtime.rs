@@ -17,45 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::Eoctl;
 use serde_json::Value;
-use web::testing::TestServer;
-
-/// The test sshd's account.
-struct Ssh {
-    host: String,
-    port: String,
-    user: String,
-    password: String,
-}
-
-fn ssh() -> Option<Ssh> {
-    let host = match std::env::var("EVENTOPS_TEST_SSH_HOST") {
-        Ok(h) if !h.is_empty() => h,
-        _ => {
-            if std::env::var("EVENTOPS_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
-                panic!("EVENTOPS_TEST_SSH_HOST is not set but EVENTOPS_TEST_REQUIRE_ALL=1");
-            }
-            eprintln!("SKIPPED: EVENTOPS_TEST_SSH_HOST is not set (run scripts/services.sh)");
-            return None;
-        }
-    };
-    Some(Ssh {
-        host,
-        port: std::env::var("EVENTOPS_TEST_SSH_PORT").unwrap_or_else(|_| "22".into()),
-        user: std::env::var("EVENTOPS_TEST_SSH_USER").unwrap_or_default(),
-        password: std::env::var("EVENTOPS_TEST_SSH_PASSWORD").unwrap_or_default(),
-    })
-}
-
-fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use web::testing::{wait_for, TestServer, TestSsh as Ssh};
 
 /// Writes a document into the test's directory and applies it with `eoctl KIND apply -f`.
 fn apply(eo: &Eoctl, kind: &str, file: &str, text: &str) {
@@ -172,7 +134,7 @@ fn read_until(rx: &mpsc::Receiver<Vec<u8>>, seen: &mut Vec<u8>, needle: &str, se
 
 #[test]
 fn runs_are_listed_shown_logged_and_cancelled() {
-    let Some(s) = ssh() else {
+    let Some(s) = Ssh::from_env() else {
         return;
     };
     let server = TestServer::start();

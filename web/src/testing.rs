@@ -185,3 +185,64 @@ impl Drop for TestServer {
         self.stop();
     }
 }
+
+/// The test sshd's account (started by `scripts/services.sh`, described by its
+/// `EVENTOPS_TEST_SSH_*` variables).
+#[derive(Debug, Clone)]
+pub struct TestSsh {
+    pub host: String,
+    pub port: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl TestSsh {
+    /// The account, or `None` (the test skips) when scripts/services.sh was not run; with
+    /// `EVENTOPS_TEST_REQUIRE_ALL=1` a missing sshd is a failure instead.
+    pub fn from_env() -> Option<TestSsh> {
+        let host = match std::env::var("EVENTOPS_TEST_SSH_HOST") {
+            Ok(h) if !h.is_empty() => h,
+            _ => {
+                if std::env::var("EVENTOPS_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
+                    panic!("EVENTOPS_TEST_SSH_HOST is not set but EVENTOPS_TEST_REQUIRE_ALL=1");
+                }
+                eprintln!("SKIPPED: EVENTOPS_TEST_SSH_HOST is not set (run scripts/services.sh)");
+                return None;
+            }
+        };
+        Some(TestSsh {
+            host,
+            port: std::env::var("EVENTOPS_TEST_SSH_PORT").unwrap_or_else(|_| "22".into()),
+            user: std::env::var("EVENTOPS_TEST_SSH_USER").unwrap_or_default(),
+            password: std::env::var("EVENTOPS_TEST_SSH_PASSWORD").unwrap_or_default(),
+        })
+    }
+
+    /// The account's home directory on this machine (the sshd is local).
+    pub fn home(&self) -> PathBuf {
+        PathBuf::from(format!("/home/{}", self.user))
+    }
+
+    /// An `os` actuator definition for this account.
+    pub fn actuator(&self, name: &str, tag: &str) -> String {
+        format!(
+            "name: {name}\nos: {{user: {}, ip: {}, port: {}, password: \"{}\"}}\ntags: [{tag}]\n",
+            self.user, self.host, self.port, self.password
+        )
+    }
+}
+
+/// Polls `f` until it gives a value, failing the test after `secs` seconds.
+pub fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -6,57 +6,7 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
-use web::testing::{TestDb, TestServer};
-
-/// The test sshd's account, or None (skip) when scripts/services.sh was not run.
-struct Ssh {
-    host: String,
-    port: String,
-    user: String,
-    password: String,
-    home: PathBuf,
-}
-
-fn ssh() -> Option<Ssh> {
-    let host = match std::env::var("EVENTOPS_TEST_SSH_HOST") {
-        Ok(h) if !h.is_empty() => h,
-        _ => {
-            if std::env::var("EVENTOPS_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
-                panic!("EVENTOPS_TEST_SSH_HOST is not set but EVENTOPS_TEST_REQUIRE_ALL=1");
-            }
-            eprintln!("SKIPPED: EVENTOPS_TEST_SSH_HOST is not set (run scripts/services.sh)");
-            return None;
-        }
-    };
-    let user = std::env::var("EVENTOPS_TEST_SSH_USER").unwrap_or_default();
-    let home = PathBuf::from(format!("/home/{user}"));
-    Some(Ssh {
-        host,
-        port: std::env::var("EVENTOPS_TEST_SSH_PORT").unwrap_or_else(|_| "22".into()),
-        password: std::env::var("EVENTOPS_TEST_SSH_PASSWORD").unwrap_or_default(),
-        user,
-        home,
-    })
-}
-
-fn actuator(s: &Ssh, name: &str, tag: &str) -> String {
-    format!(
-        "name: {name}\nos: {{user: {}, ip: {}, port: {}, password: \"{}\"}}\ntags: [{tag}]\n",
-        s.user, s.host, s.port, s.password
-    )
-}
-
-fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use web::testing::{wait_for, TestDb, TestServer, TestSsh as Ssh};
 
 /// Sends an event and waits until it is processed; returns the event view.
 fn send(api: &Api, event: &str) -> Value {
@@ -85,7 +35,7 @@ fn task<'a>(run: &'a Value, alias: &str) -> &'a Value {
 }
 
 fn task_dir(s: &Ssh, run: &Value, alias: &str) -> PathBuf {
-    s.home.join(format!(
+    s.home().join(format!(
         "pipelines/{}/tasks/{}",
         run["id"],
         task(run, alias)["id"]
@@ -97,15 +47,12 @@ fn setup() -> Option<(Ssh, TestServer, Api)> {
 }
 
 fn setup_on(db: TestDb) -> Option<(Ssh, TestServer, Api)> {
-    let s = ssh()?;
+    let s = Ssh::from_env()?;
     let server = TestServer::start_on(db)?;
     let mut api = Api::new(&server.url);
     api.login_as("kakj");
-    api.post(
-        "/api/actuator/apply",
-        actuator(&s, "os-runner", "os-runner"),
-    )
-    .ok();
+    api.post("/api/actuator/apply", s.actuator("os-runner", "os-runner"))
+        .ok();
     Some((s, server, api))
 }
 
@@ -475,7 +422,8 @@ fn unreachable_or_refused_hosts_fail_the_task_clearly() {
     .ok();
     api.post(
         "/api/actuator/apply",
-        actuator(&s, "badpw", "badpw").replace(&s.password, "wrong-password"),
+        s.actuator("badpw", "badpw")
+            .replace(&s.password, "wrong-password"),
     )
     .ok();
     for (tag, needle) in [

@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use web::testing::{wait_for, TestSsh};
 
 // if it never becomes ready the test fails and the process dies with the test harness
 #[allow(clippy::zombie_processes)]
@@ -32,30 +33,11 @@ fn start(dir: &std::path::Path, port: u16) -> Child {
     child
 }
 
-fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn kill_9_mid_run_then_restart_completes_without_duplicates() {
-    let Ok(host) = std::env::var("EVENTOPS_TEST_SSH_HOST") else {
-        assert!(
-            std::env::var("EVENTOPS_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
-            "EVENTOPS_TEST_SSH_HOST not set"
-        );
-        eprintln!("SKIPPED: EVENTOPS_TEST_SSH_HOST is not set");
+    let Some(ssh) = TestSsh::from_env() else {
         return;
     };
-    let port_ssh = std::env::var("EVENTOPS_TEST_SSH_PORT").unwrap_or_else(|_| "22".into());
-    let user = std::env::var("EVENTOPS_TEST_SSH_USER").unwrap_or_default();
-    let pw = std::env::var("EVENTOPS_TEST_SSH_PASSWORD").unwrap_or_default();
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -65,7 +47,7 @@ fn kill_9_mid_run_then_restart_completes_without_duplicates() {
     let mut child = start(dir.path(), port);
     let mut api = Api::new(&format!("http://127.0.0.1:{port}"));
     api.login_as("kakj");
-    api.post("/api/actuator/apply", format!("name: r\nos: {{user: {user}, ip: {host}, port: {port_ssh}, password: \"{pw}\"}}\ntags: [r]\n")).ok();
+    api.post("/api/actuator/apply", ssh.actuator("r", "r")).ok();
     api.post("/api/pipeline-definition/apply", "version: 1\nname: two\nactuatorSelector: {tags: [r]}\ndag: [{name: a, needs: [root]}, {name: b, needs: [a]}]\ntasks:\n  - {alias: a, type: os, commands: ['sleep 3', 'export X=from-a'], outputs: [{name: x, value: X}]}\n  - {alias: b, type: os, commands: ['echo got ${{ outputs.a.x }}']}\n").ok();
     api.post(
         "/api/trigger-definition/apply",
