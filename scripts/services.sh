@@ -43,6 +43,10 @@ eo_svc_vars() {
     EO_PG_DIR=$EO_STATE/postgres
     EO_SSH_DIR=$EO_STATE/sshd
     EO_SSH_USER=${EVENTOPS_SERVICES_SSH_USER:-eotest}
+    EO_BEHIND_NS=eo-behind
+    EO_BEHIND_SSH_PORT=2223
+    EO_BEHIND_HOST_ADDR=10.231.0.1
+    EO_BEHIND_NS_ADDR=10.231.0.2
 }
 
 eo_log() { printf '[services %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -423,6 +427,7 @@ eo_stop_all() {
     eo_my_stop_quiet
     eo_pg_stop_quiet
     eo_sshd_stop
+    eo_behind_stop
 }
 
 # ---------------------------------------------------------------------------------------
@@ -550,6 +555,47 @@ eo_sshd_stop() {
     eo_stop_pid sshd "$(eo_pidfile_pid "$EO_SSH_DIR/sshd.main.pid")" sshd TERM
 }
 
+# A host the server cannot reach, for the tunnel tests (SPEC §9): the network namespace
+# $EO_BEHIND_NS with a second sshd (same user and keys) on ITS loopback, 127.0.0.1:2223. From
+# the namespace, the host side of a veth pair is $EO_BEHIND_HOST_ADDR: an eventops-client
+# started inside (`ip netns exec eo-behind eventops-client --connect ws://10.231.0.1:PORT/...`)
+# reaches a server listening there, and the server reaches the sshd only through that client.
+eo_behind_alive() { eo_pid_is "$(eo_pidfile_pid "$EO_SSH_DIR/behind.main.pid")" sshd; }
+eo_behind_banner() {
+    local banner
+    # shellcheck disable=SC2016 # $1 is expanded by the inner bash
+    banner=$(timeout 2 ip netns exec "$EO_BEHIND_NS" bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"; head -c 7 <&3' _ "$EO_BEHIND_SSH_PORT" 2>/dev/null) || return 1
+    [[ $banner == SSH-2.0 ]]
+}
+eo_behind_start() {
+    local ns=$EO_BEHIND_NS dir=$EO_SSH_DIR
+    if ! ip netns list 2>/dev/null | grep -qw "$ns"; then
+        ip netns add "$ns" >&2 || eo_die "behind: cannot create the network namespace $ns (needs root / CAP_SYS_ADMIN)"
+    fi
+    ip netns exec "$ns" ip link set lo up
+    if ! ip link show eo-veth0 >/dev/null 2>&1; then
+        ip link add eo-veth0 type veth peer name eo-veth1 netns "$ns" >&2 || eo_die "behind: cannot create the veth pair"
+    fi
+    ip addr replace "$EO_BEHIND_HOST_ADDR/30" dev eo-veth0
+    ip link set eo-veth0 up
+    ip netns exec "$ns" ip addr replace "$EO_BEHIND_NS_ADDR/30" dev eo-veth1
+    ip netns exec "$ns" ip link set eo-veth1 up
+    sed -e "s/^Port .*/Port $EO_BEHIND_SSH_PORT/" -e "s|^PidFile .*|PidFile $dir/behind.pid|" \
+        "$dir/sshd_config" >"$dir/behind_config"
+    if ! eo_behind_alive; then
+        eo_log "behind: starting sshd in network namespace $ns on its 127.0.0.1:$EO_BEHIND_SSH_PORT"
+        setsid ip netns exec "$ns" /usr/sbin/sshd -D -e -f "$dir/behind_config" </dev/null >>"$dir/behind.log" 2>&1 9>&- &
+        echo "$!" >"$dir/behind.main.pid"
+    fi
+    eo_wait_ready behind-sshd eo_behind_alive eo_behind_banner || {
+        eo_show_log "$dir/behind.log"
+        eo_die "behind: sshd did not start"
+    }
+}
+eo_behind_stop() {
+    eo_stop_pid behind-sshd "$(eo_pidfile_pid "$EO_SSH_DIR/behind.main.pid")" sshd TERM
+}
+
 # A local S3-compatible server for the MinIO (file storage) tests.
 # TODO(later work): start one here on a loopback port with a throwaway bucket dir and
 # export EVENTOPS_TEST_S3_URL / _ACCESS_KEY / _SECRET_KEY. MinIO itself is not a Debian
@@ -560,6 +606,7 @@ eo_s3_start() { :; }
 # The hook later work fills in; called after the databases are up.
 eo_extra_services() {
     eo_sshd_start
+    eo_behind_start
     eo_s3_start
 }
 
@@ -574,6 +621,9 @@ eo_svc_print_env() {
     printf 'export EVENTOPS_TEST_SSH_PASSWORD=%q\n' "$(cat "$EO_SSH_DIR/password" 2>/dev/null)"
     printf 'export EVENTOPS_TEST_SSH_KEY=%q\n' "$EO_SSH_DIR/client_ed25519"
     printf 'export EVENTOPS_TEST_SSH_HOST_KEY=%q\n' "$EO_SSH_DIR/host_ed25519.pub"
+    printf 'export EVENTOPS_TEST_BEHIND_NETNS=%q\n' "$EO_BEHIND_NS"
+    printf 'export EVENTOPS_TEST_BEHIND_SERVER_ADDR=%q\n' "$EO_BEHIND_HOST_ADDR"
+    printf 'export EVENTOPS_TEST_BEHIND_SSH_PORT=%q\n' "$EO_BEHIND_SSH_PORT"
 }
 
 eo_svc_status() {

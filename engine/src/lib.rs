@@ -18,6 +18,7 @@ pub mod registry;
 pub mod runtime;
 pub mod script;
 pub mod store;
+pub mod tunnel;
 pub mod users;
 
 pub use error::{Error, Result};

@@ -22,6 +22,7 @@ type State = web::Data<AppState>;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
+        .route("/api/dialer/connect", web::get().to(crate::dialer::connect))
         .route("/readyz", web::get().to(readyz))
         .service(
             web::scope("/api/user")

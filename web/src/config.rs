@@ -53,6 +53,22 @@ pub struct Config {
     pub event: EventConfig,
     pub uc: UcConfig,
     pub http: HttpConfig,
+    pub tunnel: TunnelConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct TunnelConfig {
+    /// How long a task waits for its offline tunnel client before it errors, in seconds.
+    pub offline_wait_secs: u64,
+}
+
+impl Default for TunnelConfig {
+    fn default() -> Self {
+        TunnelConfig {
+            offline_wait_secs: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -199,6 +215,7 @@ impl Default for Config {
             event: EventConfig::default(),
             uc: UcConfig::default(),
             http: HttpConfig::default(),
+            tunnel: TunnelConfig::default(),
         }
     }
 }
@@ -242,6 +259,7 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("http.maxBodyBytes", Kind::Scalar),
     ("http.maxEventBytes", Kind::Scalar),
     ("http.workers", Kind::Scalar),
+    ("tunnel.offlineWaitSecs", Kind::Scalar),
 ];
 
 /// `event.process.bufferSize` → `EVENTOPS_EVENT_PROCESS_BUFFER_SIZE`.

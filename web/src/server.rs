@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 pub struct Running {
     pub server: actix_web::dev::Server,
     pub addr: SocketAddr,
+    /// The engine, for in-process users (benchmarks reach the tunnel registry through it).
+    pub engine: std::sync::Arc<engine::runtime::Engine>,
 }
 
 /// Opens the database (applying migrations) and binds the HTTP server. Must run inside an
@@ -25,6 +27,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let secret = config.token_signature()?;
     let tokens = web::Data::new(Tokens::new(&secret, config.uc.login_token_expires_time));
     let white = web::Data::new(WhiteList(config.uc.auth.white_url_list.clone()));
+    let verified = web::Data::new(crate::dialer::Verified::default());
     // bind first: with port 0 the callback address needs the port we actually got
     let listener = std::net::TcpListener::bind((config.bind_address.as_str(), config.port))
         .with_context(|| format!("cannot listen on {}:{}", config.bind_address, config.port))?;
@@ -32,7 +35,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let engine = start_engine(&config, addr.port(), db.clone()).await?;
     let state = web::Data::new(AppState {
         db,
-        engine,
+        engine: engine.clone(),
         settings: Settings {
             files_enabled: config.files_enabled(),
         },
@@ -44,6 +47,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .app_data(state.clone())
             .app_data(tokens.clone())
             .app_data(white.clone())
+            .app_data(verified.clone())
             .wrap(middleware::from_fn(auth::require_login))
             .wrap(middleware::Logger::new("%a \"%r\" %s %b %Dms"))
             .configure(api::routes)
@@ -62,6 +66,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     Ok(Running {
         server: server.run(),
         addr,
+        engine,
     })
 }
 
@@ -85,6 +90,7 @@ async fn start_engine(
         processing_over_time: std::time::Duration::from_secs(p.processing_over_time),
         callback_budget: std::time::Duration::from_secs(600),
         known_hosts: config.data_dir.join("known_hosts"),
+        tunnel_offline_wait: std::time::Duration::from_secs(config.tunnel.offline_wait_secs),
     };
     Ok(engine::runtime::Engine::start(db, settings).await?)
 }

@@ -2,6 +2,7 @@
 //! the engine only talks to that trait. Adding a kind is one module and one line in
 //! [`crate::runtime::Engine::actuator_for`].
 
+pub mod agent;
 pub mod os;
 pub mod ssh;
 
@@ -31,6 +32,9 @@ pub enum JobStatus {
     Lost,
     /// Nothing of it exists on the actuator.
     Missing,
+    /// The actuator cannot be reached and will not be soon (a tunnel client offline past the
+    /// wait): the task ends `error` with this message.
+    Unreachable(String),
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

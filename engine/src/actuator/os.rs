@@ -14,9 +14,10 @@ pub struct Os {
 }
 
 impl Os {
-    pub fn new(pool: &SshPool, spec: &SshSpec) -> Os {
+    /// `via`: the tunnel route when the host is reached through a tunnel client.
+    pub fn new(pool: &SshPool, spec: &SshSpec, via: Option<String>) -> Os {
         Os {
-            session: pool.session(&target(spec)),
+            session: pool.session(&target(spec).via(via)),
         }
     }
 }

@@ -71,6 +71,23 @@ pub struct SshTarget {
     pub port: u16,
     pub user: String,
     pub auth: SshAuth,
+    /// Reach the host through this route of the pool's [`Dialer`] (a tunnel client) instead
+    /// of a direct TCP connection.
+    pub via: Option<String>,
+}
+
+/// A byte stream SSH can run over.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// Opens connections for targets with a `via` route (the tunnel registry implements it).
+pub trait Dialer: Send + Sync {
+    fn dial<'a>(
+        &'a self,
+        via: &'a str,
+        host: &'a str,
+        port: u16,
+    ) -> futures_util::future::BoxFuture<'a, std::io::Result<Box<dyn Io>>>;
 }
 
 impl SshTarget {
@@ -80,16 +97,28 @@ impl SshTarget {
             port,
             user: user.into(),
             auth,
+            via: None,
         }
+    }
+
+    /// The same target reached through `via` (see [`Dialer`]).
+    pub fn via(mut self, via: Option<String>) -> Self {
+        self.via = via;
+        self
     }
 
     /// `host:port` (`[host]:port` for an IPv6 literal): the host key store's key and the
     /// address in connection errors.
     pub fn host_port(&self) -> String {
-        if self.host.contains(':') {
+        let hp = if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {
             format!("{}:{}", self.host, self.port)
+        };
+        match &self.via {
+            // the same address seen by a tunnel client is another host: its own key entry
+            Some(via) => format!("{hp}~via~{}", via.rsplit('\u{1f}').next().unwrap_or(via)),
+            None => hp,
         }
     }
 }
@@ -469,21 +498,41 @@ async fn connect(
     target: &SshTarget,
     config: &SshConfig,
     store: &Arc<dyn HostKeyStore>,
+    dialer: Option<&dyn Dialer>,
 ) -> Result<Handle, SshError> {
     let addr = target.host_port();
     let started = Instant::now();
     let attempt = async {
         let known = store.lookup(&addr)?;
-        let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
-            .await
-            .map_err(|e| SshError::Connect {
-                addr: addr.clone(),
-                reason: io_reason(&e),
-            })?;
-        // Commands are small request/response exchanges: never wait for Nagle.
-        if let Err(e) = tcp.set_nodelay(true) {
-            log::warn!("ssh: cannot set TCP_NODELAY for {addr}: {e}");
-        }
+        let tcp: Box<dyn Io> = match (&target.via, dialer) {
+            (Some(via), Some(d)) => {
+                d.dial(via, &target.host, target.port)
+                    .await
+                    .map_err(|e| SshError::Connect {
+                        addr: addr.clone(),
+                        reason: e.to_string(),
+                    })?
+            }
+            (Some(_), None) => {
+                return Err(SshError::Connect {
+                    addr: addr.clone(),
+                    reason: "no tunnel to route through".into(),
+                })
+            }
+            (None, _) => {
+                let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
+                    .await
+                    .map_err(|e| SshError::Connect {
+                        addr: addr.clone(),
+                        reason: io_reason(&e),
+                    })?;
+                // Commands are small request/response exchanges: never wait for Nagle.
+                if let Err(e) = tcp.set_nodelay(true) {
+                    log::warn!("ssh: cannot set TCP_NODELAY for {addr}: {e}");
+                }
+                Box::new(tcp)
+            }
+        };
         let ssh_config = Arc::new(client::Config {
             nodelay: true,
             keepalive_interval: config.keepalive_interval,
@@ -594,6 +643,7 @@ pub struct SshPool {
 struct PoolInner {
     config: SshConfig,
     host_keys: Arc<dyn HostKeyStore>,
+    dialer: Option<Arc<dyn Dialer>>,
     slots: Mutex<HashMap<SshTarget, Arc<Slot>>>,
 }
 
@@ -638,6 +688,23 @@ impl SshPool {
             inner: Arc::new(PoolInner {
                 config,
                 host_keys,
+                dialer: None,
+                slots: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// A pool whose targets with a `via` route connect through `dialer`.
+    pub fn with_dialer(
+        config: SshConfig,
+        host_keys: Arc<dyn HostKeyStore>,
+        dialer: Arc<dyn Dialer>,
+    ) -> Self {
+        SshPool {
+            inner: Arc::new(PoolInner {
+                config,
+                host_keys,
+                dialer: Some(dialer),
                 slots: Mutex::new(HashMap::new()),
             }),
         }
@@ -785,7 +852,14 @@ impl SshSession {
                 return Err(err.clone());
             }
         }
-        match connect(&self.slot.target, &self.pool.config, &self.pool.host_keys).await {
+        match connect(
+            &self.slot.target,
+            &self.pool.config,
+            &self.pool.host_keys,
+            self.pool.dialer.as_deref(),
+        )
+        .await
+        {
             Ok(handle) => {
                 let id = self.slot.connects.fetch_add(1, Ordering::Relaxed) + 1;
                 let conn = Arc::new(Conn { id, handle });

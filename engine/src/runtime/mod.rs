@@ -45,6 +45,8 @@ pub struct Settings {
     pub callback_budget: Duration,
     /// Where SSH host keys are remembered.
     pub known_hosts: std::path::PathBuf,
+    /// How long a task waits for an offline tunnel client before it errors.
+    pub tunnel_offline_wait: Duration,
 }
 
 /// A trigger as the matcher uses it.
@@ -78,6 +80,8 @@ pub struct Engine {
     triggers: moka::future::Cache<String, TriggerList>,
     runs: Mutex<HashMap<i64, mpsc::UnboundedSender<RunMsg>>>,
     ssh: actuator::ssh::SshPool,
+    /// The tunnel clients connected now.
+    pub tunnels: Arc<crate::tunnel::Tunnels>,
     /// Lease of a run in the database; renewed at a third of it.
     pub lease: Duration,
 }
@@ -95,6 +99,7 @@ impl Engine {
         }
         let known_hosts = actuator::ssh::KnownHostsFile::new(settings.known_hosts.clone());
         let (intake, intake_rx) = mpsc::channel(4096);
+        let tunnels = Arc::new(crate::tunnel::Tunnels::new(settings.tunnel_offline_wait));
         let engine = Arc::new(Engine {
             db,
             intake,
@@ -105,7 +110,12 @@ impl Engine {
             workers,
             next_worker: AtomicUsize::new(0),
             runs: Mutex::new(HashMap::new()),
-            ssh: actuator::ssh::SshPool::new(Arc::new(known_hosts)),
+            ssh: actuator::ssh::SshPool::with_dialer(
+                Default::default(),
+                Arc::new(known_hosts),
+                tunnels.clone(),
+            ),
+            tunnels,
             lease: Duration::from_secs(30),
         });
         let released =
@@ -221,9 +231,24 @@ impl Engine {
     }
 
     /// The actuator a task runs on, from its stored definition.
-    pub fn actuator_for(&self, def: &ActuatorDef) -> Result<Box<dyn Actuator + '_>> {
+    /// `owner` is the user the actuator belongs to (tunnel clients authenticate as them).
+    pub fn actuator_for(&self, owner: &str, def: &ActuatorDef) -> Result<Box<dyn Actuator + '_>> {
+        let via = def
+            .tunnel
+            .as_ref()
+            .map(|t| crate::tunnel::route(owner, &t.client_id));
         if let Some(os) = &def.os {
-            return Ok(Box::new(actuator::os::Os::new(&self.ssh, os)));
+            return Ok(Box::new(actuator::os::Os::new(&self.ssh, os, via)));
+        }
+        if let (Some(t), true) = (
+            &def.tunnel,
+            def.docker.is_none() && def.kubernetes.is_none(),
+        ) {
+            return Ok(Box::new(actuator::agent::Agent::new(
+                &self.tunnels,
+                owner,
+                &t.client_id,
+            )));
         }
         Err(Error::Validation(format!(
             "actuator {}: {} actuators are not supported yet",

@@ -743,6 +743,10 @@ impl RunActor {
                 return;
             }
             Ok(JobStatus::Lost) => lost_once = true,
+            Ok(JobStatus::Unreachable(why)) => {
+                self.fail_task(id, ERROR, &why).await;
+                return;
+            }
             Ok(JobStatus::Missing) => {
                 self.fail_task(id, ERROR, "the task's directory is missing on the actuator")
                     .await;
@@ -775,8 +779,8 @@ fn selector_matches(sel: &Selector, tags: &[String]) -> bool {
     sel.tags.iter().all(|t| tags.contains(t))
 }
 
-/// Picks the actuator of an os task: one of the run owner's `os` actuators carrying every
-/// selector tag.
+/// Picks the actuator of an os task: one of the run owner's `os` (or tunnel agent) actuators
+/// carrying every selector tag.
 async fn pick_actuator(
     engine: &Engine,
     creator: &str,
@@ -792,13 +796,13 @@ async fn pick_actuator(
         .await
         .map_err(|e| e.to_string())?;
     for (row, tags) in all {
-        if row.kind == "os" && selector_matches(sel, &tags) {
+        if (row.kind == "os" || row.kind == "agent") && selector_matches(sel, &tags) {
             let def = crate::registry::actuator_def(&row).map_err(|e| e.to_string())?;
             return Ok((def, sel.tags[0].clone()));
         }
     }
     Err(format!(
-        "no os actuator of {creator} has the tags {:?}",
+        "no os or agent actuator of {creator} has the tags {:?}",
         sel.tags
     ))
 }
@@ -862,7 +866,9 @@ async fn start_os_task(
     if !moved {
         return Ok(()); // cancelled meanwhile
     }
-    let act = engine.actuator_for(&adef).map_err(|e| e.to_string())?;
+    let act = engine
+        .actuator_for(&creator, &adef)
+        .map_err(|e| e.to_string())?;
     let job_id = act
         .start(Job {
             pipeline_id: run_id,
@@ -873,6 +879,8 @@ async fn start_os_task(
         .map_err(|e| format!("actuator {}: {e}", adef.name))?;
     let running = TaskChange {
         status: Some(RUNNING.into()),
+        // an agent's job id names the machine it went to
+        job_id: (job_id != job_dir).then(|| job_id.clone()),
         ..Default::default()
     };
     store::runs::transition_task(&engine.db, task_id, &[CREATED], &running)
@@ -907,14 +915,18 @@ async fn poll(engine: &Engine, creator: &str, t: &Task) -> Result<JobStatus, Str
         return Ok(JobStatus::Starting);
     }
     let def = actuator_of(engine, creator, t).await?;
-    let act = engine.actuator_for(&def).map_err(|e| e.to_string())?;
+    let act = engine
+        .actuator_for(creator, &def)
+        .map_err(|e| e.to_string())?;
     act.status(&t.job_id).await.map_err(|e| e.to_string())
 }
 
 async fn kill(engine: &Engine, creator: &str, t: &Task) {
     let res = async {
         let def = actuator_of(engine, creator, t).await?;
-        let act = engine.actuator_for(&def).map_err(|e| e.to_string())?;
+        let act = engine
+            .actuator_for(creator, &def)
+            .map_err(|e| e.to_string())?;
         act.cancel(&t.job_id).await.map_err(|e| e.to_string())
     }
     .await;

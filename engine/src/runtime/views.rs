@@ -233,7 +233,7 @@ impl Engine {
     pub async fn task_log(&self, creator: &str, run: i64, task: &str) -> Result<Vec<u8>> {
         let t = self.task_of_run(creator, run, task).await?;
         let def = self.task_actuator(creator, &t).await?;
-        let act = self.actuator_for(&def)?;
+        let act = self.actuator_for(creator, &def)?;
         act.logs(&t.job_id)
             .await
             .map_err(|e| Error::Internal(format!("reading the log: {e}")))
@@ -248,7 +248,7 @@ impl Engine {
     ) -> Result<crate::actuator::LogStream> {
         let t = self.task_of_run(creator, run, task).await?;
         let def = self.task_actuator(creator, &t).await?;
-        let act = self.actuator_for(&def)?;
+        let act = self.actuator_for(creator, &def)?;
         act.follow(&t.job_id)
             .await
             .map_err(|e| Error::Internal(format!("following the log: {e}")))

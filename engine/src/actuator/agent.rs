@@ -1,0 +1,253 @@
+//! The agent actuator: an actuator with only `tunnel` (SPEC §9). The `eventops-client` runs the
+//! task itself, under `~/pipelines/<pipelineId>/tasks/<taskId>/` of its user, with the same
+//! files as the `os` contract (SPEC §7): the server sends `run.sh` and `nohup.sh`, the client
+//! installs and starts them, and answers watch/status/cancel/log requests over the tunnel.
+//!
+//! The job id is `LABEL:DIR`: the machine of the fleet the task went to, and its directory.
+//! Tasks keep running on the machine when the client or the server goes away; a client that
+//! comes back is asked again. One that stays offline longer than the offline wait makes the
+//! task an `error` ("tunnel client X offline").
+
+use super::{Actuator, ActuatorError, Ended, Job, JobStatus, LogStream, Result};
+use crate::script;
+use crate::tunnel::{Client, Tunnels};
+use futures_util::future::BoxFuture;
+use std::sync::Arc;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tunnel::wire::{Reply, Request};
+
+pub struct Agent<'a> {
+    tunnels: &'a Tunnels,
+    owner: String,
+    client_id: String,
+}
+
+impl<'a> Agent<'a> {
+    pub fn new(tunnels: &'a Tunnels, owner: &str, client_id: &str) -> Self {
+        Agent {
+            tunnels,
+            owner: owner.to_string(),
+            client_id: client_id.to_string(),
+        }
+    }
+
+    /// The client that holds `job_id`, waiting (bounded) for it if it is offline.
+    async fn client_of<'j>(&self, job_id: &'j str) -> Result<(Arc<Client>, &'j str)> {
+        let (label, dir) = split(job_id)?;
+        let c = self
+            .tunnels
+            .pick(&self.owner, &self.client_id, label)
+            .await
+            .map_err(ActuatorError)?;
+        Ok((c, dir))
+    }
+}
+
+/// `LABEL:DIR` → (label, dir); a bare directory (recorded before a start returned) has no
+/// label and goes to whichever client of the id answers.
+fn split(job_id: &str) -> Result<(Option<&str>, &str)> {
+    let (label, dir) = match job_id.rsplit_once(':') {
+        Some((l, d)) => (Some(l), d),
+        None => (None, job_id),
+    };
+    let ok = dir.starts_with("pipelines/")
+        && dir
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '/' || c == '-' || c == '_');
+    if ok {
+        Ok((label, dir))
+    } else {
+        Err(ActuatorError(format!("not an agent job id: {job_id:?}")))
+    }
+}
+
+fn exited(reply: &Reply) -> Option<(i32, Option<String>)> {
+    if reply.status.as_deref() == Some("exited") {
+        Some((
+            reply.code.unwrap_or(-1),
+            reply.callback.clone().filter(|c| !c.trim().is_empty()),
+        ))
+    } else {
+        None
+    }
+}
+
+impl Actuator for Agent<'_> {
+    fn start(&self, job: Job) -> BoxFuture<'_, Result<String>> {
+        Box::pin(async move {
+            let dir = script::task_dir(job.pipeline_id, job.task_id);
+            let client = self
+                .tunnels
+                .pick(&self.owner, &self.client_id, None)
+                .await
+                .map_err(ActuatorError)?;
+            client
+                .call(&Request::Start {
+                    dir: dir.clone(),
+                    run_sh: job.run_sh,
+                    nohup_sh: script::NOHUP_SH.to_string(),
+                })
+                .await
+                .map_err(ActuatorError)?;
+            client.task_started(&dir);
+            Ok(format!("{}:{dir}", client.info.label))
+        })
+    }
+
+    fn watch<'b>(&'b self, job_id: &'b str, secs: u32) -> BoxFuture<'b, Result<Ended>> {
+        Box::pin(async move {
+            let (label, dir) = split(job_id)?;
+            // never wait for an offline client here: polling covers it
+            let Some(client) = self.tunnels.online(&self.owner).into_iter().find(|c| {
+                c.info.client_id == self.client_id && label.is_none_or(|l| c.info.label == l)
+            }) else {
+                return Ok(None);
+            };
+            let reply = client
+                .call(&Request::Watch {
+                    dir: dir.to_string(),
+                    secs,
+                })
+                .await
+                .map_err(ActuatorError)?;
+            let ended = exited(&reply);
+            if ended.is_some() {
+                client.task_ended(dir);
+            }
+            Ok(ended)
+        })
+    }
+
+    fn status<'b>(&'b self, job_id: &'b str) -> BoxFuture<'b, Result<JobStatus>> {
+        Box::pin(async move {
+            let (client, dir) = match self.client_of(job_id).await {
+                Ok(c) => c,
+                Err(e) => return Ok(JobStatus::Unreachable(e.0)),
+            };
+            let reply = client
+                .call(&Request::Status {
+                    dir: dir.to_string(),
+                })
+                .await
+                .map_err(ActuatorError)?;
+            let status = match reply.status.as_deref() {
+                Some("exited") => {
+                    let (code, callback) = exited(&reply).unwrap_or((-1, None));
+                    JobStatus::Exited { code, callback }
+                }
+                Some("running") => JobStatus::Running,
+                Some("starting") => JobStatus::Starting,
+                Some("lost") => JobStatus::Lost,
+                Some("missing") => JobStatus::Missing,
+                other => {
+                    return Err(ActuatorError(format!(
+                        "tunnel client {}: unexpected status {other:?}",
+                        client.name()
+                    )))
+                }
+            };
+            if !matches!(status, JobStatus::Running | JobStatus::Starting) {
+                client.task_ended(dir);
+            }
+            Ok(status)
+        })
+    }
+
+    fn cancel<'b>(&'b self, job_id: &'b str) -> BoxFuture<'b, Result<()>> {
+        Box::pin(async move {
+            let (client, dir) = self.client_of(job_id).await?;
+            client
+                .call(&Request::Cancel {
+                    dir: dir.to_string(),
+                })
+                .await
+                .map_err(ActuatorError)?;
+            client.task_ended(dir);
+            Ok(())
+        })
+    }
+
+    fn logs<'b>(&'b self, job_id: &'b str) -> BoxFuture<'b, Result<Vec<u8>>> {
+        Box::pin(async move {
+            let (client, dir) = self.client_of(job_id).await?;
+            let (reply, mut s) = client
+                .request(&Request::Logs {
+                    dir: dir.to_string(),
+                    follow: false,
+                })
+                .await
+                .map_err(|e| ActuatorError(format!("tunnel client {}: {e}", client.name())))?;
+            if !reply.ok {
+                return Err(ActuatorError(
+                    reply.error.unwrap_or_else(|| "no log yet".into()),
+                ));
+            }
+            let mut out = Vec::new();
+            s.read_to_end(&mut out)
+                .await
+                .map_err(|e| ActuatorError(format!("reading the log: {e}")))?;
+            Ok(out)
+        })
+    }
+
+    fn follow<'b>(&'b self, job_id: &'b str) -> BoxFuture<'b, Result<LogStream>> {
+        Box::pin(async move {
+            let (client, dir) = self.client_of(job_id).await?;
+            let (reply, mut s) = client
+                .request(&Request::Logs {
+                    dir: dir.to_string(),
+                    follow: true,
+                })
+                .await
+                .map_err(|e| ActuatorError(format!("tunnel client {}: {e}", client.name())))?;
+            if !reply.ok {
+                return Err(ActuatorError(
+                    reply.error.unwrap_or_else(|| "no log yet".into()),
+                ));
+            }
+            let (tx, rx) = mpsc::channel(64);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let n = tokio::select! {
+                        n = s.read(&mut buf) => n,
+                        _ = tx.closed() => break,
+                    };
+                    let item = match n {
+                        Ok(0) => break,
+                        Ok(n) => Ok(buf[..n].to_vec()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let stop = item.is_err();
+                    if tx.send(item).await.is_err() || stop {
+                        break;
+                    }
+                }
+            });
+            Ok(rx)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn job_ids_name_label_and_directory() {
+        assert_eq!(
+            split("web-1:pipelines/1/tasks/2").unwrap(),
+            (Some("web-1"), "pipelines/1/tasks/2")
+        );
+        assert_eq!(
+            split("a:b:pipelines/1/tasks/2").unwrap(),
+            (Some("a:b"), "pipelines/1/tasks/2")
+        );
+        assert_eq!(
+            split("pipelines/1/tasks/2").unwrap(),
+            (None, "pipelines/1/tasks/2")
+        );
+        assert!(split("web:../../etc").is_err());
+    }
+}

