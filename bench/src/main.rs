@@ -1,6 +1,11 @@
 //! `cargo run --release -p bench -- [intake|latency|sequential|matching|parked|idle|all] [--secs N] [--clients N]`
 //! (`parked` runs the release `eventops` binary: `cargo build --release --bin eventops` first)
 //!
+//! The tunnel benchmarks (`tunnel-bulk`, `tunnel-streams`, `agent-sequential`, `fanout`; all four:
+//! `tunnel`) run the release `eventops-client` next to this binary
+//! (`cargo build --release --bin eventops --bin eventops-client`); options `--mib N` (bulk size),
+//! `--streams N`, `--stream-secs N`, `--agents N`.
+//!
 //! Every figure is printed next to a raw baseline measured in the same run, on this machine.
 //! The SSH benchmarks need the test sshd (`source <(scripts/services.sh --env)`).
 
@@ -11,6 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use web::testing::TestServer;
+
+mod tunnel_bench;
 
 struct Api {
     base: String,
@@ -692,12 +699,24 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
-    let clients = args
-        .iter()
-        .position(|a| a == "--clients")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(32);
+    let opt = |name: &str, default: usize| -> usize {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let clients = opt("--clients", 32);
+    let mib = opt("--mib", 1024) as u64;
+    let streams = opt("--streams", 100);
+    let stream_secs = opt("--stream-secs", 5) as f64;
+    let agents = opt("--agents", 50);
+    let tunnel = || {
+        tunnel_bench::bulk(mib);
+        tunnel_bench::streams(streams, stream_secs);
+        tunnel_bench::agent_sequential();
+        tunnel_bench::fanout(agents);
+    };
     match which {
         "intake" => intake(secs, clients),
         "latency" => latency(200),
@@ -705,6 +724,11 @@ fn main() {
         "matching" => matching(),
         "idle" => idle(),
         "parked" => parked(10_000),
+        "tunnel-bulk" => tunnel_bench::bulk(mib),
+        "tunnel-streams" => tunnel_bench::streams(streams, stream_secs),
+        "agent-sequential" => tunnel_bench::agent_sequential(),
+        "fanout" => tunnel_bench::fanout(agents),
+        "tunnel" => tunnel(),
         "all" => {
             idle();
             matching();
@@ -712,9 +736,10 @@ fn main() {
             latency(200);
             sequential();
             parked(10_000);
+            tunnel();
         }
         other => {
-            eprintln!("unknown benchmark {other:?}: intake | latency | sequential | matching | parked | idle | all");
+            eprintln!("unknown benchmark {other:?}: intake | latency | sequential | matching | parked | idle | tunnel-bulk | tunnel-streams | agent-sequential | fanout | tunnel | all");
             std::process::exit(2);
         }
     }

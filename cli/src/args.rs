@@ -52,9 +52,10 @@ pub enum Command {
     /// Pipeline runs: list, show, cancel, task logs.
     #[command(subcommand)]
     Runtime(RuntimeCmd),
-    /// Run a command on many connected machines (not implemented yet).
+    /// Run a shell command on every connected machine whose label matches; print each
+    /// machine's result as it arrives.
     Exec(ExecArgs),
-    /// Machines connected through eventops-client (not implemented yet).
+    /// Machines: my eventops-client connections, online or seen before.
     #[command(subcommand, visible_alias = "machines")]
     Machine(MachineCmd),
 }
@@ -267,17 +268,27 @@ pub struct RuntimeListArgs {
     pub top: Option<u32>,
 }
 
+/// `eoctl exec --machines REGEX [--workspace DIR] [--timeout S] [--name NAME] -- COMMAND...`
 #[derive(Debug, Args)]
+#[command(
+    after_help = "The words after `--` are joined with spaces and run by `bash -c` on \
+each machine (quote as for ssh). The regex is searched in each label, not anchored: \
+`web` matches `web-1` and `old-web`; use `^web-[0-9]+$` to pin it. Exit status 0 only \
+if every machine succeeded."
+)]
 pub struct ExecArgs {
-    /// Regular expression matched against machine labels.
+    /// Regular expression searched for in machine labels (not anchored).
     #[arg(long, value_name = "REGEX")]
     pub machines: String,
-    /// Working directory on each machine.
+    /// Working directory on each machine, relative to the client user's home (default: home).
     #[arg(long, value_name = "DIR")]
     pub workspace: Option<String>,
-    /// Seconds before the command is killed.
+    /// Seconds before the command is killed (the server's default is 60).
     #[arg(long, value_name = "S")]
     pub timeout: Option<u64>,
+    /// Task name (default `exec-<unix time>-<random>`); names are unique per user.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
     /// The command, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -285,7 +296,7 @@ pub struct ExecArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum MachineCmd {
-    /// List connected machines.
+    /// List my machines: online now, or seen before.
     #[command(visible_alias = "ls")]
     List,
 }
@@ -419,5 +430,37 @@ mod tests {
             cli.command,
             Command::Event(EventCmd::Get { id: 7 })
         ));
+    }
+
+    #[test]
+    fn exec_takes_the_command_after_the_separator() {
+        let cli = Cli::try_parse_from([
+            "eoctl",
+            "exec",
+            "--machines=^web-",
+            "--timeout",
+            "5",
+            "--name=n1",
+            "--",
+            "ls",
+            "-l",
+            "/tmp",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Exec(a) => {
+                assert_eq!(a.machines, "^web-");
+                assert_eq!((a.timeout, a.name.as_deref()), (Some(5), Some("n1")));
+                assert_eq!(a.command, ["ls", "-l", "/tmp"]);
+                assert_eq!(a.workspace, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["eoctl", "exec", "--machines=x"]).is_err());
+        assert!(Cli::try_parse_from(["eoctl", "exec", "--", "ls"]).is_err());
+        assert!(
+            Cli::try_parse_from(["eoctl", "exec", "--machines=x", "--timeout=-1", "--", "ls"])
+                .is_err()
+        );
     }
 }

@@ -6,9 +6,11 @@
 //! - [`dag`]: the task graph of a pipeline definition.
 //! - [`store`]: the database layer (SQLite, MySQL/MariaDB, PostgreSQL).
 //! - [`users`]: accounts and password hashing.
+//! - [`commands`]: the machine list and fan-out commands on tunnel clients (SPEC §10).
 //! - [`registry`]: apply/list/get/delete of definitions and event intake, as the API uses them.
 
 pub mod actuator;
+pub mod commands;
 pub mod dag;
 pub mod definition;
 pub mod document;

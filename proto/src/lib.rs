@@ -210,3 +210,90 @@ pub struct EventTriggerView {
     pub reason: String,
     pub pipeline_id: Option<i64>,
 }
+
+// ------------------------------------------------------------------ machines and fan-out (§10)
+
+/// One machine in `GET /api/v1/machine`: a tunnel client (id and label) of the user, connected
+/// now or seen before.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineView {
+    pub machine_label: String,
+    pub client_id: String,
+    /// `online` or `offline`.
+    pub status: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    /// The peer address of its (last) connection.
+    pub address: String,
+    /// The eventops-client version it reported.
+    pub version: String,
+    /// The user the client runs as.
+    pub run_as: String,
+    /// Pipeline tasks and fan-out commands running on it now (0 when offline).
+    pub running_tasks: u64,
+}
+
+/// `POST /api/v1/task`: sidebike's body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FanoutRequest {
+    pub name: String,
+    /// A regular expression searched for in machine labels (unanchored: `web` matches
+    /// `web-1` and `old-web`; write `^web-\d+$` to pin it).
+    pub machine_pattern: String,
+    pub detail: FanoutRequestDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FanoutRequestDetail {
+    /// Run as `bash -c COMMAND` on each machine.
+    pub command: String,
+    /// Working directory, relative to the client user's home (default: the home).
+    #[serde(default)]
+    pub workspace: Option<String>,
+    /// Seconds before the command is killed (default 60).
+    #[serde(default)]
+    pub timeout: Option<u64>,
+}
+
+/// A fan-out task in `GET /api/v1/task` and the answer of `POST /api/v1/task` (sidebike's
+/// field names, one result per machine).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FanoutView {
+    pub name: String,
+    pub machine_pattern: String,
+    /// `running` while a machine has not answered, then `done`.
+    pub status: String,
+    pub detail: FanoutDetail,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FanoutDetail {
+    pub command: String,
+    /// Empty: the client user's home.
+    pub workspace: String,
+    pub timeout: u64,
+    pub result: Vec<MachineResult>,
+}
+
+/// What one machine did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineResult {
+    pub machine_label: String,
+    pub client_id: String,
+    /// `running`, then `success`, `failed` (non-zero exit), `timeout` or `error` (it could not
+    /// run, or the machine went offline).
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub msg: String,
+    /// The last lines of stdout and stderr.
+    pub output: Vec<String>,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+}

@@ -1,16 +1,23 @@
-//! `eventops-client` — the reverse tunnel and agent (SPEC §9). This build only parses and
-//! prints its flags; connecting, dialing and agent mode come with the tunnel issue.
+//! `eventops-client` — the reverse tunnel and agent (SPEC §9–§10). It connects out to the
+//! server over one WebSocket and, over the yamux session on it, dials addresses for the
+//! server (within `--allow`), runs pipeline tasks under `~/pipelines/...` and runs ad-hoc
+//! commands. It reconnects with backoff forever; SIGINT or SIGTERM end it.
 
 use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
+use tunnel::allow::Allow;
+use tunnel_client::connect::{self, Settings};
+use tunnel_client::Ctx;
 
-#[derive(Parser, Debug)]
+#[derive(Parser)]
 #[command(
     name = "eventops-client",
     version,
     about = "eventops reverse tunnel and agent: connects out to the server over WebSocket"
 )]
 struct Args {
-    /// The server's tunnel endpoint, e.g. ws://HOST:PORT/api/dialer/connect
+    /// The server's tunnel endpoint, e.g. ws://HOST:PORT/api/dialer/connect (or wss://)
     #[arg(long)]
     connect: String,
     /// The actuator's tunnel.clientId
@@ -25,37 +32,130 @@ struct Args {
     /// This machine's label (default: the hostname)
     #[arg(long, env = "EVENTOPS_MACHINE_LABEL")]
     label: Option<String>,
-    /// Addresses the server may dial through this client, as CIDR:port, comma separated
-    /// (default: the loopback host only)
+    /// Addresses the server may dial through this client, as CIDR:PORT (PORT a number, a
+    /// range A-B or *), comma separated [default: 127.0.0.0/8:*,[::1]/128:*]
     #[arg(long, value_delimiter = ',')]
     allow: Vec<String>,
+    /// Longest wait between connection attempts, in seconds
+    #[arg(long, default_value_t = 30)]
+    max_backoff_secs: u64,
 }
 
 fn main() {
     let args = Args::parse();
-    let label = args.label.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "localhost".into())
-    });
-    let allow = if args.allow.is_empty() {
-        "127.0.0.1/32:*, ::1/128:*".to_string()
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+
+    let allow_spec = if args.allow.is_empty() {
+        tunnel::allow::DEFAULT.to_string()
     } else {
-        args.allow.join(", ")
+        args.allow.join(",")
     };
-    println!("connect: {}", args.connect);
-    println!("id:      {}", args.id);
-    println!(
-        "token:   {}",
-        if args.token.is_empty() {
-            "(empty)"
-        } else {
-            "***"
+    let allow = match Allow::parse(&allow_spec) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("eventops-client: {e}");
+            std::process::exit(2);
         }
+    };
+    let Some(home) = home_dir() else {
+        eprintln!("eventops-client: no home directory ($HOME is not set and the user has none)");
+        std::process::exit(2);
+    };
+    let label = args
+        .label
+        .clone()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(hostname);
+    let run_as = run_as();
+    if nix::unistd::geteuid().is_root() {
+        log::warn!(
+            "running as root: tasks and commands from the server run as root; prefer a dedicated user"
+        );
+    }
+    // wss:// uses rustls with ring; the default provider must be chosen once per process
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let settings = Settings {
+        url: args.connect.clone(),
+        id: args.id.clone(),
+        token: args.token.clone(),
+        user: args.user.clone(),
+        label,
+        run_as,
+        heartbeat: Duration::from_secs(tunnel::HEARTBEAT_SECS),
+        max_backoff: Duration::from_secs(args.max_backoff_secs.max(1)),
+    };
+    log::info!(
+        "eventops-client {} starting: home {}, runs as {}, dials allowed to {allow}",
+        env!("CARGO_PKG_VERSION"),
+        home.display(),
+        settings.run_as
     );
-    println!("user:    {}", args.user);
-    println!("label:   {label}");
-    println!("allow:   {allow}");
-    eprintln!("eventops-client: the tunnel is not implemented in this build yet");
-    std::process::exit(1);
+    let ctx = Ctx::new(home, allow);
+
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("eventops-client: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = rt.block_on(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    log::error!("cannot handle SIGTERM: {e}");
+                    return 1;
+                }
+            };
+        tokio::select! {
+            _ = connect::run(settings, ctx) => 0,
+            _ = tokio::signal::ctrl_c() => {
+                log::info!("SIGINT: stopping (started tasks go on)");
+                0
+            }
+            _ = term.recv() => {
+                log::info!("SIGTERM: stopping (started tasks go on)");
+                0
+            }
+        }
+    });
+    // do not wait for relays and watches in flight
+    std::process::exit(code);
+}
+
+fn home_dir() -> Option<PathBuf> {
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return Some(PathBuf::from(h));
+    }
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.dir)
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The user this process runs as: the name of its effective uid, else `$USER`, else the uid.
+fn run_as() -> String {
+    let uid = nix::unistd::geteuid();
+    if let Ok(Some(u)) = nix::unistd::User::from_uid(uid) {
+        return u.name;
+    }
+    match std::env::var("USER") {
+        Ok(u) if !u.trim().is_empty() => u.trim().to_string(),
+        _ => uid.to_string(),
+    }
 }

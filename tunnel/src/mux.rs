@@ -49,21 +49,22 @@ pub fn config(max_streams: usize) -> yamux::Config {
 }
 
 /// Starts a session over `io`. Inbound streams arrive on the receiver (the server, which
-/// opens every stream itself, drops them).
+/// opens every stream itself, drops them). It is unbounded so a burst of opens is never
+/// dropped while the acceptor is busy; yamux's `max_streams` bounds it.
 pub fn start<T>(
     io: T,
     mode: Mode,
     cfg: yamux::Config,
 ) -> (
     Opener,
-    mpsc::Receiver<Stream>,
+    mpsc::UnboundedReceiver<Stream>,
     impl Future<Output = Result<(), String>> + Send,
 )
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (open_tx, mut open_rx) = mpsc::channel::<OpenReply>(64);
-    let (in_tx, in_rx) = mpsc::channel::<Stream>(64);
+    let (in_tx, in_rx) = mpsc::unbounded_channel::<Stream>();
     let mut conn = yamux::Connection::new(io, cfg, mode);
     let driver = async move {
         let mut waiting: Option<OpenReply> = None;
@@ -90,7 +91,7 @@ where
             }
             match conn.poll_next_inbound(cx) {
                 Poll::Ready(Some(Ok(s))) => {
-                    if in_tx.try_send(s.compat()).is_err() {
+                    if in_tx.send(s.compat()).is_err() {
                         log::debug!("tunnel: inbound stream dropped (nobody accepts them)");
                     }
                     continue;

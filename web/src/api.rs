@@ -65,7 +65,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/{id}", web::get().to(get_run))
                 .route("/{id}/cancel", web::post().to(cancel_run))
                 .route("/{id}/task/{task}/log", web::get().to(task_log)),
-        );
+        )
+        .configure(crate::fanout::routes);
 }
 
 /// Reads a whole body as UTF-8 text, refusing more than `limit` bytes (413) before reading

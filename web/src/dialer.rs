@@ -160,7 +160,7 @@ async fn serve(
     mut stream: actix_ws::MessageStream,
 ) {
     let (pipe, ends) = tunnel::pipe::pipe();
-    let (opener, _inbound, driver) =
+    let (opener, _, driver) =
         tunnel::mux::start(pipe, tunnel::mux::Mode::Client, tunnel::mux::config(1024));
     let mut driver = tokio::spawn(driver);
     let tunnels = state.engine.tunnels.clone();
@@ -269,5 +269,9 @@ async fn serve(
 
 /// Keeps the machine list's first/last seen (SPEC §10).
 async fn record_seen(state: &AppState, client: &Arc<Client>) {
-    let _ = (state, client);
+    if let Err(e) =
+        engine::store::machines::seen(&state.db, &client.info, engine::store::now_ms()).await
+    {
+        log::warn!("tunnel: recording machine {}: {e}", client.name());
+    }
 }

@@ -5,5 +5,6 @@ pub mod auth;
 pub mod config;
 pub mod dialer;
 pub mod error;
+pub mod fanout;
 pub mod server;
 pub mod testing;

@@ -3,7 +3,7 @@
 
 mod actuator;
 mod event;
-mod not_yet;
+mod fanout;
 mod pipeline;
 mod runtime;
 mod trigger;
@@ -95,8 +95,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Trigger(c) => trigger::run(&ctx, c),
         Command::Event(c) => event::run(&ctx, c),
         Command::Runtime(c) => runtime::run(&ctx, c),
-        Command::Exec(a) => not_yet::exec(&ctx, a),
-        Command::Machine(c) => not_yet::machine(&ctx, c),
+        Command::Exec(a) => fanout::exec(&ctx, a),
+        Command::Machine(c) => fanout::machine(&ctx, c),
     }
 }
 

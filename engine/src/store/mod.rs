@@ -7,7 +7,9 @@
 //! No system C client library is needed.
 
 pub mod actuators;
+pub mod commands;
 pub mod events;
+pub mod machines;
 pub mod models;
 pub mod pipeline_definitions;
 pub mod runs;

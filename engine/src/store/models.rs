@@ -150,3 +150,52 @@ pub struct Task {
     pub ended_at: Option<i64>,
     pub updated_at: i64,
 }
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = machines)]
+pub struct Machine {
+    pub id: i64,
+    pub owner: String,
+    pub client_id: String,
+    pub label: String,
+    pub address: String,
+    pub version: String,
+    pub run_as: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
+/// A fan-out command (SPEC §10): `command` on every machine whose label matched.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = commands)]
+pub struct Command {
+    pub id: i64,
+    pub owner: String,
+    pub name: String,
+    pub machine_pattern: String,
+    pub command: String,
+    /// Empty: the client's home directory.
+    pub workspace: String,
+    pub timeout_secs: i64,
+    pub created_at: i64,
+}
+
+/// What one machine did with a [`Command`].
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = command_results)]
+pub struct CommandResult {
+    pub id: i64,
+    pub command_id: i64,
+    pub machine_label: String,
+    pub client_id: String,
+    /// `running`, then `success`, `failed`, `timeout` or `error`.
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub msg: String,
+    /// The last lines of output, as a JSON array of strings.
+    pub output: String,
+    pub started_at: i64,
+    /// When a result still `running` is given up (its server stopped before the answer).
+    pub deadline_at: i64,
+    pub ended_at: Option<i64>,
+}

@@ -146,6 +146,49 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    machines (id) {
+        id -> BigInt,
+        owner -> Text,
+        client_id -> Text,
+        label -> Text,
+        address -> Text,
+        version -> Text,
+        run_as -> Text,
+        first_seen -> BigInt,
+        last_seen -> BigInt,
+    }
+}
+
+diesel::table! {
+    commands (id) {
+        id -> BigInt,
+        owner -> Text,
+        name -> Text,
+        machine_pattern -> Text,
+        command -> Text,
+        workspace -> Text,
+        timeout_secs -> BigInt,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    command_results (id) {
+        id -> BigInt,
+        command_id -> BigInt,
+        machine_label -> Text,
+        client_id -> Text,
+        status -> Text,
+        exit_code -> Nullable<Integer>,
+        msg -> Text,
+        output -> Text,
+        started_at -> BigInt,
+        deadline_at -> BigInt,
+        ended_at -> Nullable<BigInt>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     actuators,
@@ -156,4 +199,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     event_triggers,
     pipelines,
     tasks,
+    machines,
+    commands,
+    command_results,
 );

@@ -1,0 +1,3 @@
+DROP TABLE command_results;
+DROP TABLE commands;
+DROP TABLE machines;
