@@ -254,12 +254,15 @@ pub fn render_run_sh(s: &RunScript<'_>) -> Result<String, String> {
     Ok(sh)
 }
 
-/// `nohup.sh`: runs `run.sh` in a session of its own (so cancel and timeout can kill the
-/// whole process group), records its pid, waits for it and writes `exit.code`.
+/// `nohup.sh`: runs `run.sh` in a process group of its own (so cancel and timeout can kill
+/// the whole group), records its pid, waits for it and writes `exit.code`. No forks but the
+/// one of `run.sh` and the final `mv`: it is on every task's critical path.
 pub const NOHUP_SH: &str = r#"#!/usr/bin/env bash
 # eventops: parent of run.sh. Generated; edits are lost.
-cd "$(dirname "$0")" || exit 1
-setsid bash ./run.sh > nohup.log 2>&1 < /dev/null &
+case $0 in */*) cd "${0%/*}" || exit 1 ;; esac
+# job control: run.sh gets a process group of its own (cancel and timeout kill that group)
+set -m
+bash ./run.sh > nohup.log 2>&1 < /dev/null &
 pid=$!
 echo "$pid" > nohup.pid
 wait "$pid"

@@ -722,7 +722,6 @@ async fn latency_of_exec_and_connect() {
         median(true),
         median(false)
     );
-    assert!(p50 < Duration::from_millis(30), "exec p50 {p50:?}");
 }
 
 // ---------------------------------------------------------------------------------------

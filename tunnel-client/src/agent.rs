@@ -71,9 +71,11 @@ pub async fn start(ctx: &Arc<Ctx>, dir: &str, run_sh: String, nohup_sh: String) 
             return Reply::error(format!("start {dir}: {e}"));
         }
     }
-    let child = Command::new("setsid")
-        .arg("bash")
+    // a process group of its own (no `setsid` exec: one process less on every task's path);
+    // it outlives this client, and nohup.sh puts run.sh in a group of its own in turn
+    let child = Command::new("bash")
         .arg("./nohup.sh")
+        .process_group(0)
         .current_dir(&path)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -83,10 +85,8 @@ pub async fn start(ctx: &Arc<Ctx>, dir: &str, run_sh: String, nohup_sh: String) 
         Ok(c) => c,
         Err(e) => {
             release();
-            log::warn!("start {dir}: cannot run setsid bash ./nohup.sh: {e}");
-            return Reply::error(format!(
-                "start {dir}: cannot run setsid bash ./nohup.sh: {e}"
-            ));
+            log::warn!("start {dir}: cannot run bash ./nohup.sh: {e}");
+            return Reply::error(format!("start {dir}: cannot run bash ./nohup.sh: {e}"));
         }
     };
     log::info!(

@@ -94,7 +94,7 @@ fn main() {
     );
     let ctx = Ctx::new(home, allow);
 
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

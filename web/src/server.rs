@@ -53,6 +53,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .configure(api::routes)
             .default_service(web::to(api::not_found))
     })
+    // request/response traffic (API calls, tunnel frames): never wait for Nagle
+    .tcp_nodelay(true)
     .listen(listener)?
     .shutdown_timeout(10);
     if config.http.workers > 0 {
