@@ -255,8 +255,10 @@ pub fn render_run_sh(s: &RunScript<'_>) -> Result<String, String> {
 }
 
 /// `nohup.sh`: runs `run.sh` in a process group of its own (so cancel and timeout can kill
-/// the whole group), records its pid, waits for it and writes `exit.code`. No forks but the
-/// one of `run.sh` and the final `mv`: it is on every task's critical path.
+/// the whole group), records its pid, waits for it and writes `exit.code`. No fork but the
+/// one of `run.sh`: it is on every task's critical path. `exit.code` is written by one
+/// `write` of a few bytes (no `mv`, a fork and an exec); readers take an empty `exit.code` as
+/// not written yet (`[ -s exit.code ]`).
 pub const NOHUP_SH: &str = r#"#!/usr/bin/env bash
 # eventops: parent of run.sh. Generated; edits are lost.
 case $0 in */*) cd "${0%/*}" || exit 1 ;; esac
@@ -267,7 +269,7 @@ pid=$!
 echo "$pid" > nohup.pid
 wait "$pid"
 code=$?
-echo "$code" > exit.code.tmp && mv exit.code.tmp exit.code
+echo "$code" > exit.code
 "#;
 
 /// The command that installs both scripts (run.sh, `run_sh_len` bytes, arrives on stdin) and
@@ -297,8 +299,8 @@ pub fn watch_command(dir: &str, secs: u32) -> String {
          i=0; while [ ! -s nohup.pid ] && [ $i -lt 200 ]; do sleep 0.01; i=$((i+1)); done; \
          pid=$(cat nohup.pid 2>/dev/null); [ -n \"$pid\" ] || exit 0; \
          timeout {secs} tail --pid=\"$pid\" -s 0.005 -f /dev/null > /dev/null 2>&1; \
-         i=0; while [ ! -e exit.code ] && ! kill -0 \"$pid\" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.01; i=$((i+1)); done; \
-         if [ -e exit.code ]; then echo \"exit $(cat exit.code)\"; cat callback.json 2>/dev/null; fi; exit 0",
+         i=0; while [ ! -s exit.code ] && ! kill -0 \"$pid\" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.01; i=$((i+1)); done; \
+         if [ -s exit.code ]; then echo \"exit $(cat exit.code)\"; cat callback.json 2>/dev/null; fi; exit 0",
         dir = shell_quote(dir),
     )
 }
@@ -307,9 +309,9 @@ pub fn watch_command(dir: &str, secs: u32) -> String {
 pub fn status_command(dir: &str) -> String {
     format!(
         "cd \"$HOME\"/{} 2>/dev/null || {{ echo missing; exit 0; }}; \
-         if [ -e exit.code ]; then echo \"exit $(cat exit.code)\"; cat callback.json 2>/dev/null; \
+         if [ -s exit.code ]; then echo \"exit $(cat exit.code)\"; cat callback.json 2>/dev/null; \
          elif [ -e nohup.pid ] && kill -0 \"$(cat nohup.pid)\" 2>/dev/null; then echo running; \
-         elif [ -e exit.code ]; then echo \"exit $(cat exit.code)\"; cat callback.json 2>/dev/null; \
+         elif [ -s exit.code ]; then echo \"exit $(cat exit.code)\"; cat callback.json 2>/dev/null; \
          elif [ -e nohup.pid ]; then echo lost; else echo starting; fi",
         shell_quote(dir)
     )
@@ -441,7 +443,7 @@ mod tests {
         let out = start(full, full.len());
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "started");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !dir.join("exit.code").exists() {
+        while std::fs::metadata(dir.join("exit.code")).map_or(true, |m| m.len() == 0) {
             assert!(std::time::Instant::now() < deadline, "task never ended");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }

@@ -121,9 +121,13 @@ fn install(path: &Path, run_sh: &str, nohup_sh: &str) -> io::Result<bool> {
     Ok(true)
 }
 
-/// `exited` with the code and the callback body, if `exit.code` exists.
+/// `exited` with the code and the callback body, if `exit.code` is written (`nohup.sh` writes
+/// it in one `write`: empty is not yet).
 fn exited(path: &Path) -> Option<Reply> {
     let code = std::fs::read_to_string(path.join("exit.code")).ok()?;
+    if code.trim().is_empty() {
+        return None;
+    }
     let callback = std::fs::read_to_string(path.join("callback.json"))
         .ok()
         .map(|c| c.trim().to_string())
@@ -133,6 +137,11 @@ fn exited(path: &Path) -> Option<Reply> {
         callback,
         ..Reply::status("exited")
     })
+}
+
+/// `exit.code` is there and written.
+fn has_exit_code(path: &Path) -> bool {
+    std::fs::metadata(path.join("exit.code")).is_ok_and(|m| m.len() > 0)
 }
 
 /// The pid in `nohup.pid` (that of `run.sh`, leader of its process group), if it is one we
@@ -290,7 +299,7 @@ pub async fn logs(mut s: Stream, ctx: &Ctx, dir: &str, follow: bool) {
         let mut gone_once = false;
         loop {
             // decided before reading: what was written before exit.code is then all there
-            let ended = !follow || path.join("exit.code").exists();
+            let ended = !follow || has_exit_code(&path);
             loop {
                 let n = f.read(&mut buf).await?;
                 if n == 0 {
