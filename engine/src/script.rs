@@ -295,14 +295,55 @@ pub fn start_command(dir: &str, run_sh_len: usize) -> String {
 /// ended without waiting for their callback.
 pub fn watch_command(dir: &str, secs: u32) -> String {
     format!(
-        "cd \"$HOME\"/{dir} 2>/dev/null || exit 0; \
-         i=0; while [ ! -s nohup.pid ] && [ $i -lt 200 ]; do sleep 0.01; i=$((i+1)); done; \
-         pid=$(cat nohup.pid 2>/dev/null); [ -n \"$pid\" ] || exit 0; \
+        "cd \"$HOME\"/{dir} 2>/dev/null || exit 0; {watch}",
+        dir = shell_quote(dir),
+        watch = watch_started(secs),
+    )
+}
+
+/// The watch of [`watch_command`] in the task's directory: waits for `run.sh` (pid from
+/// `nohup.pid`), then for `exit.code`.
+fn watch_started(secs: u32) -> String {
+    format!(
+        "i=0; while [ ! -s nohup.pid ] && [ $i -lt 200 ]; do sleep 0.01; i=$((i+1)); done; \
+         read -r pid < nohup.pid 2>/dev/null; [ -n \"$pid\" ] || exit 0; \
          timeout {secs} tail --pid=\"$pid\" -s 0.005 -f /dev/null > /dev/null 2>&1; \
          i=0; while [ ! -s exit.code ] && ! kill -0 \"$pid\" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.01; i=$((i+1)); done; \
-         if [ -s exit.code ]; then echo \"exit $(cat exit.code)\"; cat callback.json 2>/dev/null; fi; exit 0",
-        dir = shell_quote(dir),
+         {PRINT_EXIT} exit 0"
     )
+}
+
+/// Prints `exit CODE` and the callback body if `exit.code` is written (no fork for the code).
+const PRINT_EXIT: &str = "if [ -s exit.code ]; then read -r c < exit.code; echo \"exit $c\"; cat callback.json 2>/dev/null; fi;";
+
+/// The largest `run.sh` (quoted) that [`start_watch_command`] carries in the command itself;
+/// a larger one goes on stdin ([`start_command`]).
+pub const INLINE_RUN_SH_MAX: usize = 32 * 1024;
+
+/// [`start_command`] and [`watch_command`] in one command (one SSH exec, which costs more
+/// than the forks of both): installs `run.sh` (carried in the command, written by the shell's
+/// `printf`, so no `cat`, `wc` or `mv`), starts `nohup.sh`, prints `started` (or
+/// `already-started`) at once, then waits up to `secs` for `nohup.sh` itself (its pid is `$!`:
+/// `setsid` execs it; should it have forked, the watch of [`watch_command`] takes over) and
+/// prints what [`watch_command`] prints. `None` when `run.sh` is too
+/// big to carry ([`INLINE_RUN_SH_MAX`]).
+pub fn start_watch_command(dir: &str, run_sh: &str, secs: u32) -> Option<String> {
+    let run = shell_quote(run_sh);
+    if run.len() > INLINE_RUN_SH_MAX {
+        return None;
+    }
+    Some(format!(
+        "d=\"$HOME\"/{dir}; mkdir -p \"$d\" && cd \"$d\" || exit 1; \
+         if [ -e nohup.pid ]; then echo already-started; {watch}; fi; \
+         printf %s {run} > run.sh && printf %s {nohup} > nohup.sh && chmod 700 run.sh nohup.sh || exit 1; \
+         setsid bash ./nohup.sh > /dev/null 2>&1 < /dev/null & p=$!; echo started; \
+         timeout {secs} tail --pid=\"$p\" -s 0.005 -f /dev/null > /dev/null 2>&1; \
+         if [ ! -s exit.code ] && ! kill -0 \"$p\" 2>/dev/null; then {watch}; fi; \
+         {PRINT_EXIT} exit 0",
+        dir = shell_quote(dir),
+        watch = watch_started(secs),
+        nohup = shell_quote(NOHUP_SH),
+    ))
 }
 
 /// Prints `exit CODE` and the callback body, `running`, or `lost` / `missing`.
@@ -452,6 +493,62 @@ mod tests {
             String::from_utf8_lossy(&out.stdout).trim(),
             "already-started"
         );
+    }
+
+    #[test]
+    fn start_watch_installs_starts_and_reports_the_end_in_bash_and_sh() {
+        for shell in ["bash", "sh"] {
+            let home = tempfile::tempdir().unwrap();
+            let run = |dir: &str, run_sh: &str, secs: u32| {
+                let out = std::process::Command::new(shell)
+                    .arg("-c")
+                    .arg(start_watch_command(dir, run_sh, secs).unwrap())
+                    .env("HOME", home.path())
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{shell}: {out:?}");
+                String::from_utf8_lossy(&out.stdout).to_string()
+            };
+            let run_sh = "#!/usr/bin/env bash\necho 'it'\\''s $(x) `y` \"z\"' > out.txt\n\
+                          printf '{\"x\":1}\\n' > callback.json\nexit 3\n";
+            assert_eq!(
+                run("pipelines/1/tasks/2", run_sh, 10),
+                "started\nexit 3\n{\"x\":1}\n",
+                "{shell}"
+            );
+            let dir = home.path().join("pipelines/1/tasks/2");
+            assert_eq!(std::fs::read_to_string(dir.join("run.sh")).unwrap(), run_sh);
+            assert_eq!(
+                std::fs::read_to_string(dir.join("out.txt")).unwrap(),
+                "it's $(x) `y` \"z\"\n"
+            );
+            // started once: a second call only watches
+            assert_eq!(
+                run("pipelines/1/tasks/2", "exit 0\n", 10),
+                "already-started\nexit 3\n{\"x\":1}\n",
+                "{shell}"
+            );
+            // a task longer than the watch: started, and no end yet
+            assert_eq!(
+                run(
+                    "pipelines/1/tasks/3",
+                    "touch go; while [ -e go ]; do sleep 0.05; done\n",
+                    1
+                ),
+                "started\n",
+                "{shell}"
+            );
+            let slow = home.path().join("pipelines/1/tasks/3");
+            std::fs::remove_file(slow.join("go")).unwrap();
+            assert_eq!(
+                run("pipelines/1/tasks/3", "", 10),
+                "already-started\nexit 0\n",
+                "{shell}"
+            );
+        }
+        // too big to carry in the command: the caller sends it on stdin instead
+        assert!(start_watch_command("pipelines/1/tasks/4", &"x".repeat(40_000), 5).is_none());
     }
 
     #[test]

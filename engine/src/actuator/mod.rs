@@ -49,6 +49,14 @@ pub type Ended = Option<(i32, Option<String>)>;
 /// Chunks of a followed log; an `Err` ends the stream with its message.
 pub type LogStream = mpsc::Receiver<std::result::Result<Vec<u8>, String>>;
 
+/// A job just started ([`Actuator::start_watch`]): its id, and its end as watched for a while.
+pub struct Started<'a> {
+    pub job_id: String,
+    /// Resolves to what [`Actuator::watch`] answers, or `None` when watching failed (the
+    /// callback and polling remain).
+    pub ended: BoxFuture<'a, Ended>,
+}
+
 /// One place tasks can run. Job ids are opaque strings the actuator gives out at start and
 /// understands again after a server restart.
 pub trait Actuator: Send + Sync {
@@ -59,6 +67,19 @@ pub trait Actuator: Send + Sync {
     fn watch<'a>(&'a self, job_id: &'a str, secs: u32) -> BoxFuture<'a, Result<Ended>> {
         let _ = (job_id, secs);
         Box::pin(async { Ok(None) })
+    }
+    /// [`start`](Self::start), then [`watch`](Self::watch) for up to `secs`: the job id comes
+    /// back as soon as the job runs, the end later. Actuators that can do both in one round
+    /// trip (SSH: one exec) override it.
+    fn start_watch(&self, job: Job, secs: u32) -> BoxFuture<'_, Result<Started<'_>>> {
+        Box::pin(async move {
+            let job_id = self.start(job).await?;
+            let id = job_id.clone();
+            Ok(Started {
+                job_id,
+                ended: Box::pin(async move { self.watch(&id, secs).await.unwrap_or(None) }),
+            })
+        })
     }
     fn status<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<JobStatus>>;
     /// Stops the job and everything it started.

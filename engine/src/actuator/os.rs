@@ -3,7 +3,7 @@
 //! that directory.
 
 use super::ssh::{SshAuth, SshPool, SshSession, SshTarget};
-use super::{Actuator, ActuatorError, Ended, Job, JobStatus, LogStream, Result};
+use super::{Actuator, ActuatorError, Ended, Job, JobStatus, LogStream, Result, Started};
 use crate::definition::actuator::SshSpec;
 use crate::script;
 use futures_util::future::BoxFuture;
@@ -33,6 +33,15 @@ pub fn target(spec: &SshSpec) -> SshTarget {
 
 fn err(e: impl std::fmt::Display) -> ActuatorError {
     ActuatorError(e.to_string())
+}
+
+/// `exit CODE` and the callback body (what the watch commands print), or `None` (running).
+fn parse_ended(text: &str) -> Ended {
+    let rest = text.strip_prefix("exit ")?;
+    let (code, callback) = rest.split_once('\n').unwrap_or((rest, ""));
+    let code = code.trim().parse::<i32>().ok()?;
+    let callback = Some(callback.trim().to_string()).filter(|c| !c.is_empty());
+    Some((code, callback))
 }
 
 /// Only directories we hand out are accepted back as job ids.
@@ -79,13 +88,63 @@ impl Actuator for Os {
                 .exec(&script::watch_command(dir, secs), None)
                 .await
                 .map_err(err)?;
-            let text = out.stdout_lossy();
-            Ok(text.strip_prefix("exit ").and_then(|rest| {
-                let (code, callback) = rest.split_once('\n').unwrap_or((rest, ""));
-                let code = code.trim().parse::<i32>().ok()?;
-                let callback = Some(callback.trim().to_string()).filter(|c| !c.is_empty());
-                Some((code, callback))
-            }))
+            Ok(parse_ended(&out.stdout_lossy()))
+        })
+    }
+
+    /// One exec for both (`script::start_watch_command`), unless `run.sh` is too big to carry
+    /// in the command: `started` is read as soon as the task runs, the end after it.
+    fn start_watch(&self, job: Job, secs: u32) -> BoxFuture<'_, Result<Started<'_>>> {
+        Box::pin(async move {
+            let dir = script::task_dir(job.pipeline_id, job.task_id);
+            let Some(cmd) = script::start_watch_command(&dir, &job.run_sh, secs) else {
+                let job_id = self.start(job).await?;
+                let id = job_id.clone();
+                return Ok(Started {
+                    job_id,
+                    ended: Box::pin(async move { self.watch(&id, secs).await.unwrap_or(None) }),
+                });
+            };
+            let mut out = self.session.exec_stream(&cmd).await.map_err(err)?;
+            let mut text = Vec::new();
+            let first = loop {
+                if let Some(i) = text.iter().position(|b| *b == b'\n') {
+                    let rest = text.split_off(i + 1);
+                    let first = String::from_utf8_lossy(&text).trim().to_string();
+                    text = rest;
+                    break first;
+                }
+                match out.next_chunk().await {
+                    Some(Ok(chunk)) => text.extend_from_slice(&chunk),
+                    Some(Err(e)) => {
+                        return Err(ActuatorError(format!("starting the task failed: {e}")))
+                    }
+                    None => {
+                        return Err(ActuatorError(format!(
+                            "starting the task failed: unexpected answer {:?}",
+                            String::from_utf8_lossy(&text)
+                        )))
+                    }
+                }
+            };
+            if first != "started" && first != "already-started" {
+                return Err(ActuatorError(format!(
+                    "starting the task failed: unexpected answer {first:?}"
+                )));
+            }
+            Ok(Started {
+                job_id: dir,
+                ended: Box::pin(async move {
+                    while let Some(chunk) = out.next_chunk().await {
+                        match chunk {
+                            Ok(c) => text.extend_from_slice(&c),
+                            // the callback and polling remain
+                            Err(_) => return None,
+                        }
+                    }
+                    parse_ended(&String::from_utf8_lossy(&text))
+                }),
+            })
         })
     }
 

@@ -869,14 +869,20 @@ async fn start_os_task(
     let act = engine
         .actuator_for(&creator, &adef)
         .map_err(|e| e.to_string())?;
-    let job_id = act
-        .start(Job {
-            pipeline_id: run_id,
-            task_id,
-            run_sh,
-        })
+    // short tasks: learn the end from the actuator at once rather than from the callback
+    // (whichever comes first is recorded; the other is ignored)
+    let started = act
+        .start_watch(
+            Job {
+                pipeline_id: run_id,
+                task_id,
+                run_sh,
+            },
+            START_WATCH_SECS,
+        )
         .await
         .map_err(|e| format!("actuator {}: {e}", adef.name))?;
+    let job_id = started.job_id;
     let running = TaskChange {
         status: Some(RUNNING.into()),
         // an agent's job id names the machine it went to
@@ -886,9 +892,7 @@ async fn start_os_task(
     store::runs::transition_task(&engine.db, task_id, &[CREATED], &running)
         .await
         .map_err(|e| e.to_string())?;
-    // short tasks: learn the end from the actuator at once rather than from the callback
-    // (whichever comes first is recorded; the other is ignored)
-    let ended = act.watch(&job_id, START_WATCH_SECS).await.unwrap_or(None);
+    let ended = started.ended.await;
     if let Some((code, callback)) = ended {
         let outputs = callback
             .and_then(|c| serde_json::from_str::<proto::CallbackRequest>(&c).ok())
