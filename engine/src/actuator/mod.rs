@@ -72,14 +72,7 @@ pub trait Actuator: Send + Sync {
     /// back as soon as the job runs, the end later. Actuators that can do both in one round
     /// trip (SSH: one exec) override it.
     fn start_watch(&self, job: Job, secs: u32) -> BoxFuture<'_, Result<Started<'_>>> {
-        Box::pin(async move {
-            let job_id = self.start(job).await?;
-            let id = job_id.clone();
-            Ok(Started {
-                job_id,
-                ended: Box::pin(async move { self.watch(&id, secs).await.unwrap_or(None) }),
-            })
-        })
+        Box::pin(start_then_watch(self, job, secs))
     }
     fn status<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<JobStatus>>;
     /// Stops the job and everything it started.
@@ -88,4 +81,18 @@ pub trait Actuator: Send + Sync {
     fn logs<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<Vec<u8>>>;
     /// The job's output as it comes, ending when the job ends.
     fn follow<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<LogStream>>;
+}
+
+/// [`Actuator::start_watch`] as two calls: `start`, then `watch`.
+pub async fn start_then_watch<A: Actuator + ?Sized>(
+    act: &A,
+    job: Job,
+    secs: u32,
+) -> Result<Started<'_>> {
+    let job_id = act.start(job).await?;
+    let id = job_id.clone();
+    Ok(Started {
+        job_id,
+        ended: Box::pin(async move { act.watch(&id, secs).await.unwrap_or(None) }),
+    })
 }

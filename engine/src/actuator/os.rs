@@ -98,12 +98,7 @@ impl Actuator for Os {
         Box::pin(async move {
             let dir = script::task_dir(job.pipeline_id, job.task_id);
             let Some(cmd) = script::start_watch_command(&dir, &job.run_sh, secs) else {
-                let job_id = self.start(job).await?;
-                let id = job_id.clone();
-                return Ok(Started {
-                    job_id,
-                    ended: Box::pin(async move { self.watch(&id, secs).await.unwrap_or(None) }),
-                });
+                return super::start_then_watch(self, job, secs).await;
             };
             let mut out = self.session.exec_stream(&cmd).await.map_err(err)?;
             let mut text = Vec::new();
