@@ -460,9 +460,7 @@ fn online_view(c: &Client, first_seen: i64) -> MachineView {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::tunnel::ClientInfo;
     use proto::FanoutRequestDetail;
-    use tunnel::{mux, pipe, wire};
 
     fn req(name: &str, pattern: &str, command: &str, timeout: Option<u64>) -> FanoutRequest {
         FanoutRequest {
@@ -531,63 +529,31 @@ mod tests {
         Garbage,
     }
 
-    /// Connects a fake eventops-client (a yamux session over in-memory pipes) to `tunnels`.
+    /// Connects a fake eventops-client of kakj's fleet that does `acts` with an `exec`.
     fn fake_machine(tunnels: &Tunnels, label: &str, acts: Acts) -> Arc<Client> {
-        let (server_pipe, server_ends) = pipe::pipe();
-        let (client_pipe, client_ends) = pipe::pipe();
-        let forward = |mut from: tokio::sync::mpsc::Receiver<bytes::Bytes>,
-                       to: tokio::sync::mpsc::Sender<bytes::Bytes>| async move {
-            while let Some(b) = from.recv().await {
-                if to.send(b).await.is_err() {
-                    break;
+        let answer: crate::tunnel::fake::Answer = Arc::new(move |req| {
+            Box::pin(async move {
+                let Request::Exec { command, .. } = req else {
+                    return Some(Reply::error("not an exec"));
+                };
+                match acts {
+                    Acts::Echo => Some(Reply {
+                        code: Some(0),
+                        msg: Some(String::new()),
+                        output: vec![command, "done".into()],
+                        ..Reply::status("success")
+                    }),
+                    Acts::Fail => Some(Reply {
+                        code: Some(3),
+                        msg: Some("exit code 3".into()),
+                        ..Reply::status("failed")
+                    }),
+                    Acts::Garbage => Some(Reply::status("exploded")),
+                    Acts::Hang => None,
                 }
-            }
-        };
-        tokio::spawn(forward(server_ends.outgoing, client_ends.incoming));
-        tokio::spawn(forward(client_ends.outgoing, server_ends.incoming));
-        let (opener, _, driver) = mux::start(server_pipe, mux::Mode::Client, mux::config(64));
-        tokio::spawn(driver);
-        let (_, mut inbound, driver) = mux::start(client_pipe, mux::Mode::Server, mux::config(64));
-        tokio::spawn(driver);
-        tokio::spawn(async move {
-            while let Some(mut s) = inbound.recv().await {
-                tokio::spawn(async move {
-                    let Ok(Request::Exec { command, .. }) = wire::recv(&mut s).await else {
-                        return;
-                    };
-                    let reply = match acts {
-                        Acts::Echo => Reply {
-                            code: Some(0),
-                            msg: Some(String::new()),
-                            output: vec![command, "done".into()],
-                            ..Reply::status("success")
-                        },
-                        Acts::Fail => Reply {
-                            code: Some(3),
-                            msg: Some("exit code 3".into()),
-                            ..Reply::status("failed")
-                        },
-                        Acts::Garbage => Reply::status("exploded"),
-                        Acts::Hang => {
-                            std::future::pending::<()>().await;
-                            return;
-                        }
-                    };
-                    let _ = wire::send(&mut s, &reply).await;
-                });
-            }
+            })
         });
-        tunnels.connect(
-            ClientInfo {
-                owner: "kakj".into(),
-                client_id: "fleet".into(),
-                label: label.into(),
-                address: "127.0.0.1:1".into(),
-                version: "0.1.0".into(),
-                run_as: "ops".into(),
-            },
-            opener,
-        )
+        crate::tunnel::fake::machine(tunnels, ("kakj", "fleet", label), answer)
     }
 
     async fn wait_until(

@@ -271,3 +271,66 @@ impl crate::actuator::ssh::Dialer for Tunnels {
 pub fn route(owner: &str, client_id: &str) -> String {
     format!("{owner}\u{1f}{client_id}")
 }
+
+/// Fake eventops-clients for tests: yamux sessions over in-memory pipes.
+#[cfg(test)]
+pub(crate) mod fake {
+    use super::*;
+    use futures_util::future::BoxFuture;
+    use tunnel::{mux, pipe};
+
+    /// Answers one request of the server; `None`: never answers.
+    pub type Answer = Arc<dyn Fn(Request) -> BoxFuture<'static, Option<Reply>> + Send + Sync>;
+
+    /// Connects a fake client `client_id` (`label`) of `owner` to `tunnels`; `answer` replies
+    /// to each request the server opens a stream for.
+    pub fn machine(
+        tunnels: &Tunnels,
+        (owner, client_id, label): (&str, &str, &str),
+        answer: Answer,
+    ) -> Arc<Client> {
+        let (server_pipe, server_ends) = pipe::pipe();
+        let (client_pipe, client_ends) = pipe::pipe();
+        let forward = |mut from: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+                       to: tokio::sync::mpsc::Sender<bytes::Bytes>| async move {
+            while let Some(b) = from.recv().await {
+                if to.send(b).await.is_err() {
+                    break;
+                }
+            }
+        };
+        tokio::spawn(forward(server_ends.outgoing, client_ends.incoming));
+        tokio::spawn(forward(client_ends.outgoing, server_ends.incoming));
+        let (opener, _, driver) = mux::start(server_pipe, mux::Mode::Client, mux::config(64));
+        tokio::spawn(driver);
+        let (_, mut inbound, driver) = mux::start(client_pipe, mux::Mode::Server, mux::config(64));
+        tokio::spawn(driver);
+        tokio::spawn(async move {
+            while let Some(mut s) = inbound.recv().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let Ok(req) = wire::recv::<_, Request>(&mut s).await else {
+                        return;
+                    };
+                    match answer(req).await {
+                        Some(reply) => {
+                            let _ = wire::send(&mut s, &reply).await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                });
+            }
+        });
+        tunnels.connect(
+            ClientInfo {
+                owner: owner.into(),
+                client_id: client_id.into(),
+                label: label.into(),
+                address: "127.0.0.1:1".into(),
+                version: "0.1.0".into(),
+                run_as: "ops".into(),
+            },
+            opener,
+        )
+    }
+}

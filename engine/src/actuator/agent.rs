@@ -74,12 +74,37 @@ fn exited(reply: &Reply) -> Option<(i32, Option<String>)> {
 }
 
 impl Actuator for Agent<'_> {
-    fn start(&self, job: Job) -> BoxFuture<'_, Result<String>> {
+    /// The machine: the label of the least busy client of the fleet (waiting, bounded, for
+    /// one to connect), or the one an earlier attempt chose.
+    fn place<'a>(&'a self, dir: &'a str, prior: Option<&'a str>) -> BoxFuture<'a, Result<String>> {
         Box::pin(async move {
-            let dir = script::task_dir(job.pipeline_id, job.task_id);
+            if let Some(p) = prior {
+                if let Ok((Some(_), d)) = split(p) {
+                    if d == dir {
+                        return Ok(p.to_string());
+                    }
+                }
+            }
             let client = self
                 .tunnels
                 .pick(&self.owner, &self.client_id, None)
+                .await
+                .map_err(ActuatorError)?;
+            Ok(format!("{}:{dir}", client.info.label))
+        })
+    }
+
+    /// On the machine [`place`](Self::place) chose (waiting, bounded, for it if it is offline).
+    fn start(&self, job: Job) -> BoxFuture<'_, Result<String>> {
+        Box::pin(async move {
+            let dir = script::task_dir(job.pipeline_id, job.task_id);
+            let label = match split(&job.job_id) {
+                Ok((label, d)) if d == dir => label,
+                _ => None,
+            };
+            let client = self
+                .tunnels
+                .pick(&self.owner, &self.client_id, label)
                 .await
                 .map_err(ActuatorError)?;
             client
@@ -232,7 +257,72 @@ impl Actuator for Agent<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::split;
+    use super::*;
+    use crate::tunnel::fake;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// A fake client of kakj's fleet `f` that answers every start and notes its label.
+    fn machine(tunnels: &Tunnels, label: &str, starts: &Arc<Mutex<Vec<String>>>) -> Arc<Client> {
+        let (starts, me) = (starts.clone(), label.to_string());
+        let answer: fake::Answer = Arc::new(move |req| {
+            let (starts, me) = (starts.clone(), me.clone());
+            Box::pin(async move {
+                match req {
+                    Request::Start { dir, .. } => {
+                        starts.lock().unwrap().push(format!("{me}:{dir}"));
+                        Some(Reply::status("started"))
+                    }
+                    _ => Some(Reply::status("running")),
+                }
+            })
+        });
+        fake::machine(tunnels, ("kakj", "f", label), answer)
+    }
+
+    #[tokio::test]
+    async fn a_restarted_start_goes_to_the_machine_placed_before() {
+        let tunnels = Tunnels::new(Duration::from_millis(200));
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let m1 = machine(&tunnels, "m1", &starts);
+        let _m2 = machine(&tunnels, "m2", &starts);
+        // m1 is the busier one: a new job goes to m2
+        m1.task_started("pipelines/1/tasks/1");
+        let agent = Agent::new(&tunnels, "kakj", "f");
+        let dir = "pipelines/7/tasks/8";
+        let job = |job_id: &str| Job {
+            pipeline_id: 7,
+            task_id: 8,
+            run_sh: "true\n".into(),
+            job_id: job_id.into(),
+        };
+        assert_eq!(
+            agent.place(dir, None).await.unwrap(),
+            "m2:pipelines/7/tasks/8"
+        );
+        // an earlier attempt placed it on m1 (and may have started it there): m1 again
+        let placed = agent
+            .place(dir, Some("m1:pipelines/7/tasks/8"))
+            .await
+            .unwrap();
+        assert_eq!(placed, "m1:pipelines/7/tasks/8");
+        assert_eq!(agent.start(job(&placed)).await.unwrap(), placed);
+        assert_eq!(*starts.lock().unwrap(), ["m1:pipelines/7/tasks/8"]);
+        // a prior id of another directory or without a label is not kept
+        for prior in ["m1:pipelines/7/tasks/9", "pipelines/7/tasks/8"] {
+            assert_eq!(
+                agent.place(dir, Some(prior)).await.unwrap(),
+                "m2:pipelines/7/tasks/8"
+            );
+        }
+        // the placed machine gone: the start waits for it, then says so
+        let err = agent
+            .start(job("m3:pipelines/7/tasks/8"))
+            .await
+            .unwrap_err();
+        assert!(err.0.starts_with("tunnel client f (m3) offline"), "{err}");
+        assert_eq!(starts.lock().unwrap().len(), 1);
+    }
 
     #[test]
     fn job_ids_name_label_and_directory() {

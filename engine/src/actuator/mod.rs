@@ -15,6 +15,8 @@ pub struct Job {
     pub pipeline_id: i64,
     pub task_id: i64,
     pub run_sh: String,
+    /// The id [`Actuator::place`] gave it.
+    pub job_id: String,
 }
 
 /// What an actuator knows about a started job.
@@ -60,6 +62,14 @@ pub struct Started<'a> {
 /// One place tasks can run. Job ids are opaque strings the actuator gives out at start and
 /// understands again after a server restart.
 pub trait Actuator: Send + Sync {
+    /// Where the job in `dir` will run, decided before it starts and recorded with the task:
+    /// its job id. `prior` is the id an earlier attempt recorded (the server stopped between
+    /// recording and starting): keeping it sends the job where it may already run, so a start
+    /// after a restart stays idempotent. Most actuators have one place: the directory.
+    fn place<'a>(&'a self, dir: &'a str, prior: Option<&'a str>) -> BoxFuture<'a, Result<String>> {
+        let _ = prior;
+        Box::pin(async move { Ok(dir.to_string()) })
+    }
     /// Installs and starts the job (idempotent: starting a started job is harmless).
     fn start(&self, job: Job) -> BoxFuture<'_, Result<String>>;
     /// Waits up to `secs` for a started job to end; its exit code and callback body if it

@@ -430,8 +430,15 @@ impl RunActor {
                 let engine = self.engine.clone();
                 let run = (self.run.id, self.run.creator.clone());
                 let tx = self.internal_tx.clone();
+                // an earlier attempt's job id (the server stopped after recording it)
+                let prior = self
+                    .tasks
+                    .get(&id)
+                    .map(|t| t.job_id.clone())
+                    .filter(|j| !j.is_empty());
                 tokio::spawn(async move {
-                    let res = start_os_task(&engine, run, id, &tdef, selector, &values).await;
+                    let res =
+                        start_os_task(&engine, run, id, &tdef, (selector, prior), &values).await;
                     let _ = tx.send(Internal::Started(id, res));
                 });
             }
@@ -812,7 +819,7 @@ async fn start_os_task(
     (run_id, creator): (i64, String),
     task_id: i64,
     tdef: &TaskDef,
-    selector: Option<Selector>,
+    (selector, prior): (Option<Selector>, Option<String>),
     values: &Values,
 ) -> Result<(), String> {
     let (adef, tag) = pick_actuator(engine, &creator, selector.as_ref(), &tdef.alias).await?;
@@ -849,13 +856,20 @@ async fn start_os_task(
         }
     }
     let job_dir = script::task_dir(run_id, task_id);
+    let act = engine
+        .actuator_for(&creator, &adef)
+        .map_err(|e| e.to_string())?;
+    let job_id = act
+        .place(&job_dir, prior.as_deref())
+        .await
+        .map_err(|e| format!("actuator {}: {e}", adef.name))?;
     let change = TaskChange {
         status: Some(CREATED.into()),
         actuator_name: Some(adef.name.clone()),
         actuator_tag: Some(tag),
         inputs: Some(json(&seen)),
         secret_hash: Some(super::secret_hash(&secret)),
-        job_id: Some(job_dir.clone()),
+        job_id: Some(job_id.clone()),
         started_at: Some(Some(now_ms())),
         ..Default::default()
     };
@@ -866,9 +880,6 @@ async fn start_os_task(
     if !moved {
         return Ok(()); // cancelled meanwhile
     }
-    let act = engine
-        .actuator_for(&creator, &adef)
-        .map_err(|e| e.to_string())?;
     // short tasks: learn the end from the actuator at once rather than from the callback
     // (whichever comes first is recorded; the other is ignored)
     let started = act
@@ -877,6 +888,7 @@ async fn start_os_task(
                 pipeline_id: run_id,
                 task_id,
                 run_sh,
+                job_id,
             },
             START_WATCH_SECS,
         )
@@ -885,8 +897,8 @@ async fn start_os_task(
     let job_id = started.job_id;
     let running = TaskChange {
         status: Some(RUNNING.into()),
-        // an agent's job id names the machine it went to
-        job_id: (job_id != job_dir).then(|| job_id.clone()),
+        // the job id the start gave (an agent's names the machine it went to)
+        job_id: Some(job_id.clone()),
         ..Default::default()
     };
     store::runs::transition_task(&engine.db, task_id, &[CREATED], &running)
