@@ -60,10 +60,13 @@ type TriggerList = Arc<Vec<CachedTrigger>>;
 
 /// A message to a run.
 #[derive(Debug)]
-pub enum RunMsg {
+pub(crate) enum RunMsg {
     /// A task's final status was written (by a callback or the poller): re-read it.
     TaskEnded(i64),
     Cancel,
+    /// From a job the run spawned (a start, a status poll); boxed to keep the mailbox's
+    /// slots small. One mailbox per run: messages are handled in the order they were sent.
+    Internal(Box<run::Internal>),
 }
 
 type IntakeItem = (

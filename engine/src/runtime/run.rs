@@ -39,24 +39,34 @@ const START_WATCH_SECS: u32 = 5;
 const BAD: &[&str] = &[FAILED, ERROR, TIMEOUT, CANCEL, UNKNOW];
 const LIVE: &[&str] = &[CREATED, RUNNING];
 
-/// Internal messages from the jobs a run spawns.
+/// Messages from the jobs a run spawns.
 #[derive(Debug)]
-enum Internal {
+pub(crate) enum Internal {
     Started(i64, Result<(), String>),
     Polled(i64, Result<JobStatus, String>),
 }
 
 pub fn spawn(engine: Arc<Engine>, run_id: i64) {
     let (tx, rx) = mpsc::unbounded_channel();
+    // the run's own jobs post to the same mailbox; weak, so the engine's sender alone keeps
+    // it open
+    let own = tx.downgrade();
     engine.register_run(run_id, tx);
     tokio::spawn(async move {
-        match Box::pin(RunActor::load(engine.clone(), run_id)).await {
+        match Box::pin(RunActor::load(engine.clone(), run_id, own)).await {
             Ok(Some(mut actor)) => actor.main(rx).await,
             Ok(None) => {}
             Err(e) => log::error!("run {run_id}: cannot load: {e}"),
         }
         engine.unregister_run(run_id);
     });
+}
+
+/// Posts a job's result to its run, if the run still listens.
+fn tell(run: &mpsc::WeakUnboundedSender<RunMsg>, msg: Internal) {
+    if let Some(tx) = run.upgrade() {
+        let _ = tx.send(RunMsg::Internal(Box::new(msg)));
+    }
 }
 
 struct Poll {
@@ -69,12 +79,13 @@ struct RunActor {
     engine: Arc<Engine>,
     run: Pipeline,
     def: PipelineDef,
-    tasks: BTreeMap<i64, Task>,
+    /// Boxed: a B-tree leaf holds eleven values inline, and most runs have a few tasks.
+    tasks: BTreeMap<i64, Box<Task>>,
     /// Tasks whose start job is in flight.
     starting: BTreeSet<i64>,
     polls: HashMap<i64, Poll>,
-    internal_tx: mpsc::UnboundedSender<Internal>,
-    internal_rx: mpsc::UnboundedReceiver<Internal>,
+    /// This run's mailbox, for the jobs it spawns.
+    own: mpsc::WeakUnboundedSender<RunMsg>,
     finished: bool,
     /// Set when a pass changed tasks itself (a child DAG created, a task failed to start):
     /// `step` walks again, since no message will come for that change.
@@ -82,8 +93,12 @@ struct RunActor {
 }
 
 impl RunActor {
-    async fn load(engine: Arc<Engine>, id: i64) -> crate::Result<Option<RunActor>> {
-        let Some(run) = store::runs::get(&engine.db, id).await? else {
+    async fn load(
+        engine: Arc<Engine>,
+        id: i64,
+        own: mpsc::WeakUnboundedSender<RunMsg>,
+    ) -> crate::Result<Option<RunActor>> {
+        let Some(mut run) = store::runs::get(&engine.db, id).await? else {
             return Ok(None);
         };
         if run.status != RUNNING {
@@ -91,10 +106,21 @@ impl RunActor {
         }
         let def: PipelineDef = serde_json::from_str(&run.definition_snapshot)
             .map_err(|e| crate::Error::Internal(format!("run {id} definition: {e}")))?;
+        // a run may wait for days: keep in memory only what the actor reads (id, creator,
+        // inputs, contexts); the snapshots stay in the database
+        for unread in [
+            &mut run.definition_snapshot,
+            &mut run.event_snapshot,
+            &mut run.trigger_snapshot,
+            &mut run.outputs,
+            &mut run.error,
+        ] {
+            *unread = String::new();
+        }
         let mut tasks = store::runs::tasks_of(&engine.db, id)
             .await?
             .into_iter()
-            .map(|t| (t.id, t))
+            .map(|t| (t.id, Box::new(t)))
             .collect::<BTreeMap<_, _>>();
         // a task left `created` may or may not have reached its actuator: start it again (the
         // start is idempotent, and its secret is derived, so an old run.sh still matches)
@@ -103,7 +129,6 @@ impl RunActor {
                 t.status = INITIALIZING.into();
             }
         }
-        let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let now = Instant::now();
         // re-attach: every live task is polled at once (its callback may have come while we
         // were down, or may never come)
@@ -130,8 +155,7 @@ impl RunActor {
             tasks,
             starting: BTreeSet::new(),
             polls,
-            internal_tx,
-            internal_rx,
+            own,
             finished: false,
             dirty: false,
         }))
@@ -144,10 +168,10 @@ impl RunActor {
             let wake = self.next_wakeup();
             let event = tokio::select! {
                 m = rx.recv() => match m {
+                    Some(RunMsg::Internal(m)) => Wake::Internal(*m),
                     Some(m) => Wake::Msg(m),
                     None => break,
                 },
-                Some(m) = self.internal_rx.recv() => Wake::Internal(m),
                 _ = tokio::time::sleep_until(wake.into()) => Wake::Timer,
             };
             Box::pin(self.handle(event)).await;
@@ -162,6 +186,7 @@ impl RunActor {
                 self.step().await;
             }
             Wake::Msg(RunMsg::Cancel) => self.cancel_run().await,
+            Wake::Msg(RunMsg::Internal(m)) => Box::pin(self.handle(Wake::Internal(*m))).await,
             Wake::Internal(Internal::Started(id, res)) => {
                 self.starting.remove(&id);
                 if let Err(e) = res {
@@ -211,7 +236,7 @@ impl RunActor {
     async fn refresh(&mut self, id: i64) {
         match store::runs::task(&self.engine.db, id).await {
             Ok(Some(t)) => {
-                self.tasks.insert(id, t);
+                self.tasks.insert(id, Box::new(t));
             }
             Ok(None) => {}
             Err(e) => log::warn!("run {}: reloading task {id}: {e}", self.run.id),
@@ -220,7 +245,7 @@ impl RunActor {
 
     async fn reload_all(&mut self) {
         if let Ok(ts) = store::runs::tasks_of(&self.engine.db, self.run.id).await {
-            self.tasks = ts.into_iter().map(|t| (t.id, t)).collect();
+            self.tasks = ts.into_iter().map(|t| (t.id, Box::new(t))).collect();
         }
     }
 
@@ -429,7 +454,7 @@ impl RunActor {
                     .or_else(|| def.actuator_selector.clone());
                 let engine = self.engine.clone();
                 let run = (self.run.id, self.run.creator.clone());
-                let tx = self.internal_tx.clone();
+                let tx = self.own.clone();
                 // an earlier attempt's job id (the server stopped after recording it)
                 let prior = self
                     .tasks
@@ -439,7 +464,7 @@ impl RunActor {
                 tokio::spawn(async move {
                     let res =
                         start_os_task(&engine, run, id, &tdef, (selector, prior), &values).await;
-                    let _ = tx.send(Internal::Started(id, res));
+                    tell(&tx, Internal::Started(id, res));
                 });
             }
             Some(kind) => {
@@ -677,7 +702,7 @@ impl RunActor {
             .tasks
             .values()
             .filter(|t| LIVE.contains(&t.status.as_str()) && t.task_type != "pipeline")
-            .cloned()
+            .map(|t| Task::clone(t))
             .collect();
         let mut changed = false;
         for t in live {
@@ -710,10 +735,10 @@ impl RunActor {
                 );
                 let engine = self.engine.clone();
                 let creator = self.run.creator.clone();
-                let tx = self.internal_tx.clone();
+                let tx = self.own.clone();
                 tokio::spawn(async move {
                     let res = poll(&engine, &creator, &t).await;
-                    let _ = tx.send(Internal::Polled(t.id, res));
+                    tell(&tx, Internal::Polled(t.id, res));
                 });
             }
         }
