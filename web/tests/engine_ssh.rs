@@ -186,19 +186,30 @@ fn hostile_values_come_out_literally() {
     api.post("/api/pipeline-definition/apply", "version: 1\nname: echo\nactuatorSelector: {tags: [os-runner]}\ninputs: [{name: v, type: env}]\ndag: [{name: t, needs: [root]}]\ntasks:\n  - alias: t\n    type: os\n    commands: ['printf \"%s\" \"${{ inputs.v }}\" > value.txt', 'export OUT=${{ inputs.v }}']\n    outputs: [{name: out, value: OUT}]\n").ok();
     api.post("/api/trigger-definition/apply", "name: t\neventName: e\neventVersion: 1\npipelines: [{image: echo, inputs: [{name: v, value: values.v}]}]\n").ok();
     let hostile = "$(touch /tmp/eo-pwned-e2e) `touch /tmp/eo-pwned-e2e` '; touch /tmp/eo-pwned-e2e; ' \"q\" ${HOME}\nline2";
-    let ev = send(
-        &api,
-        &json!({"name": "e", "version": 1, "values": {"v": hostile}}).to_string(),
-    );
-    let run = finished(&api, ev["triggers"][0]["pipelineId"].as_i64().unwrap(), 30);
-    assert_eq!(run["status"], "success", "{run}");
-    let got = std::fs::read_to_string(task_dir(&s, &run, "t").join("value.txt")).unwrap();
-    assert_eq!(got, hostile);
-    assert_eq!(task(&run, "t")["outputs"]["out"], hostile);
-    assert!(
-        !std::path::Path::new("/tmp/eo-pwned-e2e").exists(),
-        "a value ran as code"
-    );
+    // small: run.sh travels inside the start command; big (over
+    // engine::script::INLINE_RUN_SH_MAX): on the start command's stdin
+    let big = hostile.repeat(400);
+    assert!(big.len() > engine::script::INLINE_RUN_SH_MAX);
+    for value in [hostile, big.as_str()] {
+        let ev = send(
+            &api,
+            &json!({"name": "e", "version": 1, "values": {"v": value}}).to_string(),
+        );
+        let run = finished(&api, ev["triggers"][0]["pipelineId"].as_i64().unwrap(), 30);
+        assert_eq!(run["status"], "success", "{run}");
+        let dir = task_dir(&s, &run, "t");
+        let got = std::fs::read_to_string(dir.join("value.txt")).unwrap();
+        assert_eq!(got, value);
+        assert_eq!(task(&run, "t")["outputs"]["out"], value);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("exit.code")).unwrap(),
+            "0\n"
+        );
+        assert!(
+            !std::path::Path::new("/tmp/eo-pwned-e2e").exists(),
+            "a value ran as code"
+        );
+    }
 }
 
 /// Starts `pipeline` (already applied, no inputs) through a trigger on event `name`; returns
