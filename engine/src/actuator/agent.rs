@@ -62,6 +62,14 @@ fn split(job_id: &str) -> Result<(Option<&str>, &str)> {
     }
 }
 
+/// The machine a job id `LABEL:DIR` names, if it is one for `dir`.
+fn label_of<'j>(job_id: &'j str, dir: &str) -> Option<&'j str> {
+    match split(job_id) {
+        Ok((label, d)) if d == dir => label,
+        _ => None,
+    }
+}
+
 fn exited(reply: &Reply) -> Option<(i32, Option<String>)> {
     if reply.status.as_deref() == Some("exited") {
         Some((
@@ -78,12 +86,8 @@ impl Actuator for Agent<'_> {
     /// one to connect), or the one an earlier attempt chose.
     fn place<'a>(&'a self, dir: &'a str, prior: Option<&'a str>) -> BoxFuture<'a, Result<String>> {
         Box::pin(async move {
-            if let Some(p) = prior {
-                if let Ok((Some(_), d)) = split(p) {
-                    if d == dir {
-                        return Ok(p.to_string());
-                    }
-                }
+            if let Some(p) = prior.filter(|p| label_of(p, dir).is_some()) {
+                return Ok(p.to_string());
             }
             let client = self
                 .tunnels
@@ -98,13 +102,9 @@ impl Actuator for Agent<'_> {
     fn start(&self, job: Job) -> BoxFuture<'_, Result<String>> {
         Box::pin(async move {
             let dir = script::task_dir(job.pipeline_id, job.task_id);
-            let label = match split(&job.job_id) {
-                Ok((label, d)) if d == dir => label,
-                _ => None,
-            };
             let client = self
                 .tunnels
-                .pick(&self.owner, &self.client_id, label)
+                .pick(&self.owner, &self.client_id, label_of(&job.job_id, &dir))
                 .await
                 .map_err(ActuatorError)?;
             client

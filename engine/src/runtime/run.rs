@@ -168,7 +168,6 @@ impl RunActor {
             let wake = self.next_wakeup();
             let event = tokio::select! {
                 m = rx.recv() => match m {
-                    Some(RunMsg::Internal(m)) => Wake::Internal(*m),
                     Some(m) => Wake::Msg(m),
                     None => break,
                 },
@@ -186,29 +185,30 @@ impl RunActor {
                 self.step().await;
             }
             Wake::Msg(RunMsg::Cancel) => self.cancel_run().await,
-            Wake::Msg(RunMsg::Internal(m)) => Box::pin(self.handle(Wake::Internal(*m))).await,
-            Wake::Internal(Internal::Started(id, res)) => {
-                self.starting.remove(&id);
-                if let Err(e) = res {
-                    self.fail_task(id, ERROR, &e).await;
-                } else {
-                    self.polls.insert(
-                        id,
-                        Poll {
-                            next: Instant::now() + Duration::from_secs(2),
-                            every: Duration::from_secs(2),
-                            lost_once: false,
-                        },
-                    );
+            Wake::Msg(RunMsg::Internal(m)) => match *m {
+                Internal::Started(id, res) => {
+                    self.starting.remove(&id);
+                    if let Err(e) = res {
+                        self.fail_task(id, ERROR, &e).await;
+                    } else {
+                        self.polls.insert(
+                            id,
+                            Poll {
+                                next: Instant::now() + Duration::from_secs(2),
+                                every: Duration::from_secs(2),
+                                lost_once: false,
+                            },
+                        );
+                    }
+                    self.refresh(id).await;
+                    self.on_task_ended(id).await;
+                    self.step().await;
                 }
-                self.refresh(id).await;
-                self.on_task_ended(id).await;
-                self.step().await;
-            }
-            Wake::Internal(Internal::Polled(id, res)) => {
-                self.on_polled(id, res).await;
-                self.step().await;
-            }
+                Internal::Polled(id, res) => {
+                    self.on_polled(id, res).await;
+                    self.step().await;
+                }
+            },
             Wake::Timer => self.on_tick().await,
         }
     }
@@ -797,7 +797,6 @@ impl RunActor {
 /// What woke a run up.
 enum Wake {
     Msg(RunMsg),
-    Internal(Internal),
     Timer,
 }
 
