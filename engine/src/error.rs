@@ -16,7 +16,12 @@ pub enum Error {
     /// Bad credentials (401).
     #[error("{0}")]
     Unauthorized(String),
-    /// The database failed (500, logged, not detailed to the client).
+    /// Something this call needs is unavailable for now (a database outage, a full queue):
+    /// the same request may succeed later (503 with `Retry-After`).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The database failed (500, logged, not detailed to the client; 503 when the error is
+    /// transient, see `StoreError::is_transient`).
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Anything else that is our fault (500).

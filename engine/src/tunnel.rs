@@ -128,6 +128,7 @@ pub struct Tunnels {
     serial: AtomicU64,
     /// How long a task waits for an offline client before it errors.
     pub offline_wait: Duration,
+    stopping: CancellationToken,
 }
 
 impl Tunnels {
@@ -137,7 +138,19 @@ impl Tunnels {
             changed: watch::channel(0).0,
             serial: AtomicU64::new(0),
             offline_wait,
+            stopping: CancellationToken::new(),
         }
+    }
+
+    /// The server is stopping: every connection closes with a "going away" frame (clients
+    /// reconnect, to this server when it is back or to another).
+    pub fn shutdown(&self) {
+        self.stopping.cancel();
+    }
+
+    /// Cancelled when the server stops.
+    pub fn stopping(&self) -> CancellationToken {
+        self.stopping.clone()
     }
 
     /// Registers a connected client; an older connection with the same owner, id and label is

@@ -120,11 +120,14 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: State) -> Result<HttpResponse, ApiError> {
-    state
-        .db
-        .ping()
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("database not reachable: {e}")))?;
+    if let Err(e) = state.db.ping().await {
+        let why = state
+            .db
+            .health()
+            .down()
+            .unwrap_or_else(|| format!("database not reachable: {e}"));
+        return Err(ApiError::Unavailable(format!("not ready: {why}")));
+    }
     Ok(ok("ready"))
 }
 

@@ -192,6 +192,7 @@ async fn serve(
     let silent_after = Duration::from_secs(3 * tunnel::HEARTBEAT_SECS);
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut last_recorded = std::time::Instant::now();
+    let stopping = tunnels.stopping();
     let reason: String = loop {
         tokio::select! {
             msg = stream.recv() => match msg {
@@ -231,6 +232,13 @@ async fn serve(
                     description: Some(why.clone()),
                 })).await;
                 break why;
+            }
+            _ = stopping.cancelled() => {
+                let _ = session.clone().close(Some(CloseReason {
+                    code: CloseCode::Restart,
+                    description: Some("the server is stopping; reconnect".into()),
+                })).await;
+                break "the server is stopping".into();
             }
             _ = client.closed.cancelled() => {
                 let _ = session.clone().close(Some(CloseReason {

@@ -54,7 +54,12 @@ impl ResponseError for ApiError {
         if let ApiError::Internal(detail) = self {
             log::error!("internal error: {detail}");
         }
-        HttpResponse::build(status).json(proto::Envelope::<()> {
+        let mut res = HttpResponse::build(status);
+        if let ApiError::Unavailable(_) = self {
+            // a database outage or a full queue: worth trying again soon
+            res.insert_header((actix_web::http::header::RETRY_AFTER, "5"));
+        }
+        res.json(proto::Envelope::<()> {
             status: status.as_u16(),
             msg: self.to_string(),
             data: None,
@@ -69,7 +74,8 @@ impl From<engine::Error> for ApiError {
             engine::Error::NotFound(m) => ApiError::NotFound(m),
             engine::Error::Conflict(m) => ApiError::Conflict(m),
             engine::Error::Unauthorized(m) => ApiError::Unauthorized(m),
-            engine::Error::Store(s) => ApiError::Internal(s.to_string()),
+            engine::Error::Unavailable(m) => ApiError::Unavailable(m),
+            engine::Error::Store(s) => s.into(),
             engine::Error::Internal(m) => ApiError::Internal(m),
         }
     }
@@ -77,7 +83,14 @@ impl From<engine::Error> for ApiError {
 
 impl From<engine::store::StoreError> for ApiError {
     fn from(e: engine::store::StoreError) -> Self {
-        ApiError::Internal(e.to_string())
+        if e.is_transient() {
+            // never a 500 for an outage: the request may be sent again as it was
+            ApiError::Unavailable(format!(
+                "the database is unavailable; try again later ({e})"
+            ))
+        } else {
+            ApiError::Internal(e.to_string())
+        }
     }
 }
 

@@ -64,6 +64,10 @@ fn main() {
             }
             _ => {
                 let running = web::server::start(config).await?;
+                actix_web::rt::spawn(web::server::stop_on_signal(
+                    running.server.handle(),
+                    running.engine.clone(),
+                ));
                 running.server.await?;
                 Ok::<_, anyhow::Error>(())
             }

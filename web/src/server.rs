@@ -56,7 +56,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // request/response traffic (API calls, tunnel frames): never wait for Nagle
     .tcp_nodelay(true)
     .listen(listener)?
-    .shutdown_timeout(10);
+    // SIGTERM/SIGINT are handled by `stop_on_signal`, which closes the tunnel connections
+    // first: they are long-lived requests that a graceful stop would otherwise wait for
+    .disable_signals()
+    .shutdown_timeout(2);
     if config.http.workers > 0 {
         server = server.workers(config.http.workers);
     }
@@ -95,4 +98,28 @@ async fn start_engine(
         tunnel_offline_wait: std::time::Duration::from_secs(config.tunnel.offline_wait_secs),
     };
     Ok(engine::runtime::Engine::start(db, settings).await?)
+}
+
+/// Waits for SIGTERM or SIGINT, then stops gracefully: tunnel clients get a close frame
+/// (they reconnect), requests in flight — and the database writes they wait for — finish
+/// (at most 2 s), then the process ends.
+pub async fn stop_on_signal(
+    handle: actix_web::dev::ServerHandle,
+    engine: std::sync::Arc<engine::runtime::Engine>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        log::warn!("cannot listen for SIGTERM/SIGINT; stop the server with SIGKILL");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    log::info!("{name}: stopping (tunnel clients are told to reconnect)");
+    engine.tunnels.shutdown();
+    handle.stop(true).await;
 }

@@ -71,11 +71,16 @@ pub(crate) enum RunMsg {
 
 type IntakeItem = (
     crate::store::models::Event,
-    tokio::sync::oneshot::Sender<std::result::Result<(), String>>,
+    tokio::sync::oneshot::Sender<std::result::Result<(), Arc<store::StoreError>>>,
 );
 
 pub struct Engine {
+    /// For the actors: retries transient errors until the database answers, so an outage
+    /// delays work but never becomes a task's or run's result.
     pub db: Db,
+    /// For calls made on behalf of an HTTP request (views, callbacks, intake): fails fast,
+    /// so the client gets a 503 and retries rather than a request that hangs.
+    pub api_db: Db,
     intake: mpsc::Sender<IntakeItem>,
     pub settings: Settings,
     workers: Vec<mpsc::Sender<i64>>,
@@ -104,7 +109,8 @@ impl Engine {
         let (intake, intake_rx) = mpsc::channel(4096);
         let tunnels = Arc::new(crate::tunnel::Tunnels::new(settings.tunnel_offline_wait));
         let engine = Arc::new(Engine {
-            db,
+            db: db.retrying(),
+            api_db: db.fail_fast(),
             intake,
             triggers: moka::future::Cache::builder()
                 .max_capacity(settings.trigger_cache_size.max(1))
@@ -156,6 +162,9 @@ impl Engine {
             .map_err(|_| Error::Internal("the event writer stopped".into()))?;
         match rx.await {
             Ok(Ok(())) => Ok(id),
+            Ok(Err(e)) if e.is_transient() => Err(Error::Unavailable(format!(
+                "the database is unavailable; the event was not stored, send it again later ({e})"
+            ))),
             Ok(Err(e)) => Err(Error::Internal(format!("storing the event: {e}"))),
             Err(_) => Err(Error::Internal("the event writer stopped".into())),
         }
@@ -207,10 +216,37 @@ impl Engine {
             .map_err(|e| Error::Internal(e.to_string()))
     }
 
-    pub(crate) fn register_run(&self, id: i64, tx: mpsc::UnboundedSender<RunMsg>) {
+    /// Registers a run's mailbox; false when the run already has a live actor here.
+    pub(crate) fn register_run(&self, id: i64, tx: mpsc::UnboundedSender<RunMsg>) -> bool {
+        match self.runs.lock() {
+            Ok(mut m) => match m.entry(id) {
+                std::collections::hash_map::Entry::Occupied(_) => false,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(tx);
+                    true
+                }
+            },
+            Err(_) => false,
+        }
+    }
+
+    /// Gives a (restarted) run actor a new mailbox.
+    pub(crate) fn replace_run(&self, id: i64, tx: mpsc::UnboundedSender<RunMsg>) {
         if let Ok(mut m) = self.runs.lock() {
             m.insert(id, tx);
         }
+    }
+
+    /// The runs with a live actor on this server.
+    pub fn live_run_ids(&self) -> Vec<i64> {
+        self.runs
+            .lock()
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn is_live(&self, id: i64) -> bool {
+        self.runs.lock().is_ok_and(|m| m.contains_key(&id))
     }
 
     pub(crate) fn unregister_run(&self, id: i64) {
@@ -296,11 +332,14 @@ async fn write_events(engine: Arc<Engine>, mut rx: mpsc::Receiver<IntakeItem>) {
             }
         }
         let rows: Vec<crate::store::models::Event> = batch.iter().map(|(r, _)| r.clone()).collect();
-        let res = store::events::insert_many(&engine.db, &rows)
+        // fail fast: the senders are waiting for an answer (503 while the database is down)
+        let res = store::events::insert_many(&engine.api_db, &rows)
             .await
-            .map_err(|e| e.to_string());
+            .map_err(Arc::new);
         if let Err(e) = &res {
-            log::error!("storing {} event(s): {e}", rows.len());
+            if !e.is_transient() {
+                log::error!("storing {} event(s): {e}", rows.len());
+            }
         }
         let ok = res.is_ok();
         for (_, tx) in batch {
@@ -314,18 +353,33 @@ async fn write_events(engine: Arc<Engine>, mut rx: mpsc::Receiver<IntakeItem>) {
     }
 }
 
+/// Every third of a lease: renews the leases of the runs whose actor is alive here, then
+/// takes over runs whose lease expired — a server that died, or an actor of ours that
+/// stopped — and starts an actor for each.
 async fn keep_leases(engine: Arc<Engine>) {
     let mut tick = tokio::time::interval(engine.lease / 3);
+    let lease_ms = i64::try_from(engine.lease.as_millis()).unwrap_or(i64::MAX / 4);
     loop {
         tick.tick().await;
-        if let Err(e) = store::runs::renew_leases(
-            &engine.db,
-            &engine.settings.instance_id,
-            engine.lease.as_millis() as i64,
-        )
-        .await
+        let live = engine.live_run_ids();
+        if let Err(e) =
+            store::runs::renew_leases(&engine.db, &engine.settings.instance_id, &live, lease_ms)
+                .await
         {
             log::warn!("renewing run leases: {e}");
+        }
+        match store::runs::claim_expired(&engine.db, &engine.settings.instance_id, lease_ms, 1000)
+            .await
+        {
+            Ok(ids) => {
+                for id in ids {
+                    if !engine.is_live(id) {
+                        log::info!("run {id}: its lease expired; taking it over");
+                        run::spawn(engine.clone(), id);
+                    }
+                }
+            }
+            Err(e) => log::warn!("taking over expired runs: {e}"),
         }
     }
 }

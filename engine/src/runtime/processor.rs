@@ -234,8 +234,15 @@ pub async fn process(engine: &Arc<Engine>, id: i64) -> crate::Result<Vec<i64>> {
     let committed =
         store::runs::commit_event(&engine.db, id, owner, status, &message, &records, &runs).await?;
     if !committed {
-        log::info!("event {id}: taken over by another worker");
-        return Ok(Vec::new());
+        // a commit whose answer was lost in a database blip is retried and then finds the
+        // event no longer `processing`: if it is ours and decided, that commit went through
+        let ours = events::get(&engine.db, id)
+            .await?
+            .is_some_and(|e| e.status != events::PROCESSING && e.owner == *owner);
+        if !ours {
+            log::info!("event {id}: taken over by another worker");
+            return Ok(Vec::new());
+        }
     }
     log::info!(
         "event {id} {}:{}: {status}: {message}",

@@ -46,20 +46,137 @@ pub(crate) enum Internal {
     Polled(i64, Result<JobStatus, String>),
 }
 
+/// Starts the actor of a run, unless it already has one here.
 pub fn spawn(engine: Arc<Engine>, run_id: i64) {
     let (tx, rx) = mpsc::unbounded_channel();
-    // the run's own jobs post to the same mailbox; weak, so the engine's sender alone keeps
-    // it open
-    let own = tx.downgrade();
-    engine.register_run(run_id, tx);
-    tokio::spawn(async move {
-        match Box::pin(RunActor::load(engine.clone(), run_id, own)).await {
-            Ok(Some(mut actor)) => actor.main(rx).await,
-            Ok(None) => {}
-            Err(e) => log::error!("run {run_id}: cannot load: {e}"),
+    if !engine.register_run(run_id, tx.clone()) {
+        return;
+    }
+    tokio::spawn(supervise(engine, run_id, tx, rx));
+}
+
+/// How often a run's actor may panic before its run is failed.
+const MAX_CRASHES: u32 = 3;
+
+/// Runs a run's actor and watches it: an actor that panics is restarted (after a pause, with
+/// a fresh mailbox; it re-reads everything from the database), up to [`MAX_CRASHES`] times;
+/// an actor that cannot load its run (an unreadable snapshot) fails the run with the reason.
+/// Database outages never get here: the actor's calls retry until the database answers.
+async fn supervise(
+    engine: Arc<Engine>,
+    run_id: i64,
+    tx: mpsc::UnboundedSender<RunMsg>,
+    rx: mpsc::UnboundedReceiver<RunMsg>,
+) {
+    let mut mailbox = Some((tx, rx));
+    let mut crashes = 0u32;
+    loop {
+        let (tx, rx) = match mailbox.take() {
+            Some(m) => m,
+            None => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                engine.replace_run(run_id, tx.clone());
+                (tx, rx)
+            }
+        };
+        // the run's own jobs post to the same mailbox; weak, so the engine's sender alone
+        // keeps it open
+        let own = tx.downgrade();
+        drop(tx);
+        let e = engine.clone();
+        let actor = tokio::spawn(async move {
+            match Box::pin(RunActor::load(e, run_id, own)).await {
+                Ok(Some(mut actor)) => {
+                    actor.main(rx).await;
+                    Ok(())
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            }
+        });
+        match actor.await {
+            Ok(Ok(())) => break,
+            Ok(Err(e)) => {
+                let why = format!("the run could not be loaded: {e}");
+                log::error!("run {run_id}: {why}");
+                abandon(&engine, run_id, &why).await;
+                break;
+            }
+            Err(j) if j.is_panic() => {
+                crashes += 1;
+                let what = panic_text(j.into_panic());
+                log::error!("run {run_id}: its actor panicked ({crashes}/{MAX_CRASHES}): {what}");
+                if crashes >= MAX_CRASHES {
+                    let why = format!("the run's actor crashed {crashes} times; last: {what}");
+                    abandon(&engine, run_id, &why).await;
+                    break;
+                }
+                let note = RunChange {
+                    error: Some(format!(
+                        "the run's actor crashed ({what}); restarted ({crashes}/{MAX_CRASHES})"
+                    )),
+                    ..Default::default()
+                };
+                if let Err(e) =
+                    store::runs::transition_run(&engine.db, run_id, &[RUNNING], &note).await
+                {
+                    log::error!("run {run_id}: recording the crash: {e}");
+                }
+                tokio::time::sleep(Duration::from_secs(1 << crashes.min(5))).await;
+            }
+            Err(_) => break, // cancelled: the runtime is shutting down
         }
-        engine.unregister_run(run_id);
-    });
+    }
+    engine.unregister_run(run_id);
+}
+
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Ends a run that no actor can drive: every task that has not ended becomes `error` (and is
+/// stopped on its actuator), then the run `failed`, both with `why`.
+async fn abandon(engine: &Arc<Engine>, run_id: i64, why: &str) {
+    let (creator, tasks) = match (
+        store::runs::get(&engine.db, run_id).await,
+        store::runs::tasks_of(&engine.db, run_id).await,
+    ) {
+        (Ok(Some(r)), Ok(ts)) => (r.creator, ts),
+        (Ok(None), _) => return,
+        (Err(e), _) | (_, Err(e)) => {
+            log::error!("run {run_id}: cannot read it to fail it: {e}");
+            return;
+        }
+    };
+    for t in tasks {
+        if ![INITIALIZING, CREATED, RUNNING].contains(&t.status.as_str()) {
+            continue;
+        }
+        let change = TaskChange {
+            status: Some(ERROR.into()),
+            error: Some(why.into()),
+            ended_at: Some(Some(now_ms())),
+            ..Default::default()
+        };
+        let from = [INITIALIZING, CREATED, RUNNING];
+        if let Ok(true) = store::runs::transition_task(&engine.db, t.id, &from, &change).await {
+            if t.task_type != "pipeline" && !t.job_id.is_empty() {
+                kill(engine, &creator, &t).await;
+            }
+        }
+    }
+    let change = RunChange {
+        status: Some(FAILED.into()),
+        error: Some(why.into()),
+        ended_at: Some(Some(now_ms())),
+        ..Default::default()
+    };
+    if let Err(e) = store::runs::transition_run(&engine.db, run_id, &[RUNNING], &change).await {
+        log::error!("run {run_id}: recording its failure: {e}");
+    }
 }
 
 /// Posts a job's result to its run, if the run still listens.

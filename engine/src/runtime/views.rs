@@ -71,6 +71,18 @@ impl Engine {
         exit_code: i32,
         outputs: BTreeMap<String, String>,
     ) -> Result<bool> {
+        self.record_end(&self.db, task_id, exit_code, outputs).await
+    }
+
+    /// [`complete_task`](Engine::complete_task) through `db` (the API's fail-fast handle for
+    /// a callback, the actors' retrying one otherwise).
+    async fn record_end(
+        &self,
+        db: &store::Db,
+        task_id: i64,
+        exit_code: i32,
+        outputs: BTreeMap<String, String>,
+    ) -> Result<bool> {
         let ok = exit_code == 0;
         let change = TaskChange {
             status: Some(if ok { SUCCESS } else { FAILED }.into()),
@@ -88,10 +100,9 @@ impl Engine {
             ended_at: Some(Some(now_ms())),
             ..Default::default()
         };
-        let done =
-            store::runs::transition_task(&self.db, task_id, &[CREATED, RUNNING], &change).await?;
+        let done = store::runs::transition_task(db, task_id, &[CREATED, RUNNING], &change).await?;
         if done {
-            if let Some(t) = store::runs::task(&self.db, task_id).await? {
+            if let Some(t) = store::runs::task(db, task_id).await? {
                 self.tell_run(t.pipeline_id, RunMsg::TaskEnded(task_id));
             }
         }
@@ -102,7 +113,7 @@ impl Engine {
     /// task that already ended is ignored.
     pub async fn callback(&self, req: &CallbackRequest) -> Result<&'static str> {
         let refused = || Error::Unauthorized("callback refused: unknown task or wrong auth".into());
-        let Some(task) = store::runs::task(&self.db, req.task_id).await? else {
+        let Some(task) = store::runs::task(&self.api_db, req.task_id).await? else {
             return Err(refused());
         };
         if task.pipeline_id != req.pipeline_id
@@ -113,17 +124,20 @@ impl Engine {
             return Err(refused());
         }
         if self
-            .complete_task(task.id, req.exit_code, req.outputs.clone())
+            .record_end(&self.api_db, task.id, req.exit_code, req.outputs.clone())
             .await?
         {
             Ok("recorded")
         } else {
+            // an earlier attempt of this callback may have been recorded just before its
+            // answer was lost (a database blip): make sure the run heard of the end
+            self.tell_run(task.pipeline_id, RunMsg::TaskEnded(task.id));
             Ok("ignored: the task had already ended")
         }
     }
 
     async fn own_run(&self, creator: &str, id: i64) -> Result<Pipeline> {
-        match store::runs::get(&self.db, id).await? {
+        match store::runs::get(&self.api_db, id).await? {
             Some(p) if p.creator == creator => Ok(p),
             _ => Err(Error::NotFound(format!("pipeline run {id} not found"))),
         }
@@ -135,16 +149,18 @@ impl Engine {
         f: &RunFilter,
         top: i64,
     ) -> Result<Vec<RunSummary>> {
-        Ok(store::runs::list(&self.db, creator, f, top.clamp(1, 1000))
-            .await?
-            .iter()
-            .map(summary)
-            .collect())
+        Ok(
+            store::runs::list(&self.api_db, creator, f, top.clamp(1, 1000))
+                .await?
+                .iter()
+                .map(summary)
+                .collect(),
+        )
     }
 
     pub async fn run_view(&self, creator: &str, id: i64) -> Result<RunView> {
         let p = self.own_run(creator, id).await?;
-        let tasks = store::runs::tasks_of(&self.db, id).await?;
+        let tasks = store::runs::tasks_of(&self.api_db, id).await?;
         Ok(RunView {
             summary: summary(&p),
             inputs: parse(&p.inputs),
@@ -176,10 +192,10 @@ impl Engine {
     }
 
     pub async fn event_view(&self, creator: &str, id: i64) -> Result<EventView> {
-        let Some(e) = store::runs::event_of(&self.db, creator, id).await? else {
+        let Some(e) = store::runs::event_of(&self.api_db, creator, id).await? else {
             return Err(Error::NotFound(format!("event {id} not found")));
         };
-        let recs = store::runs::event_triggers_of(&self.db, id).await?;
+        let recs = store::runs::event_triggers_of(&self.api_db, id).await?;
         Ok(EventView {
             id: e.id,
             name: e.name,
@@ -202,7 +218,7 @@ impl Engine {
 
     async fn task_of_run(&self, creator: &str, run: i64, task: &str) -> Result<Task> {
         self.own_run(creator, run).await?;
-        let tasks = store::runs::tasks_of(&self.db, run).await?;
+        let tasks = store::runs::tasks_of(&self.api_db, run).await?;
         tasks
             .into_iter()
             .find(|t| t.id.to_string() == task || t.alias == task)
@@ -220,7 +236,7 @@ impl Engine {
                 t.alias, t.status
             )));
         }
-        match store::actuators::get(&self.db, creator, &t.actuator_name).await? {
+        match store::actuators::get(&self.api_db, creator, &t.actuator_name).await? {
             Some((row, _)) => crate::registry::actuator_def(&row),
             None => Err(Error::NotFound(format!(
                 "actuator {:?} of task {:?} was deleted",

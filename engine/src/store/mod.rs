@@ -52,6 +52,32 @@ pub enum StoreError {
     Lost,
 }
 
+/// Message fragments of errors that mean "the connection to the server broke" rather than
+/// "the statement is wrong". diesel-async reports several of these as `Unknown` database
+/// errors, so the text is the only thing to go by.
+const TRANSIENT_TEXT: &[&str] = &[
+    "connection closed",
+    "connection refused",
+    "connection reset",
+    "broken pipe",
+    "server closed the connection",
+    "terminating connection",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "cannot connect now",
+    "lost connection",
+    "server has gone away",
+    "can't connect",
+    "error connecting",
+    "unexpected eof",
+    "timed out",
+    "database is locked",
+    "shutdown in progress",
+    "server shutdown",
+    "connection was aborted",
+];
+
 impl StoreError {
     /// True when the statement broke a unique constraint (a concurrent apply of the same name).
     pub fn is_unique_violation(&self) -> bool {
@@ -65,7 +91,117 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// True when the error says the database could not be reached or the connection broke
+    /// (a restart, a network blip, a full pool): the same call may succeed later, so whoever
+    /// hit it retries or answers 503 instead of recording a result. Everything else (a
+    /// constraint, a bad statement, a lost claim) is final.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Pool(_) => true,
+            StoreError::Query(e) => match e {
+                DieselError::DatabaseError(
+                    DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                    _,
+                ) => true,
+                DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
+                DieselError::BrokenTransactionManager => true,
+                DieselError::DatabaseError(_, info) => transient_text(info.message()),
+                DieselError::QueryBuilderError(_)
+                | DieselError::DeserializationError(_)
+                | DieselError::SerializationError(_)
+                | DieselError::NotFound
+                | DieselError::RollbackTransaction => false,
+                other => transient_text(&other.to_string()),
+            },
+            StoreError::Url(_) | StoreError::Migration(_) | StoreError::Lost => false,
+        }
+    }
+}
+
+fn transient_text(msg: &str) -> bool {
+    let m = msg.to_ascii_lowercase();
+    TRANSIENT_TEXT.iter().any(|t| m.contains(t))
+}
+
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Whether the database answers, shared by every handle of one pool. An outage is logged
+/// twice: when the first call fails to reach the database, and when a call succeeds again.
+#[derive(Default)]
+pub struct Health {
+    /// Unix ms since when the database is unreachable; 0 while it answers.
+    down_since: AtomicI64,
+    last_error: std::sync::Mutex<String>,
+    /// Outages seen since start (for tests and metrics).
+    outages: AtomicI64,
+}
+
+impl Health {
+    fn failed(&self, e: &StoreError) {
+        let now = now_ms().max(1);
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = e.to_string();
+        }
+        if self
+            .down_since
+            .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.outages.fetch_add(1, Ordering::Relaxed);
+            log::error!("database unreachable: {e}; retrying with backoff until it answers");
+        }
+    }
+
+    /// A call that began at `began` (unix ms) succeeded. One that began before the outage
+    /// was noticed proves nothing (it may have finished just before the server went away).
+    fn answered(&self, began: i64) {
+        let since = self.down_since.load(Ordering::Acquire);
+        if since == 0 || began <= since {
+            return;
+        }
+        if self
+            .down_since
+            .compare_exchange(since, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            log::warn!(
+                "database reachable again after {:.1} s",
+                (now_ms() - since) as f64 / 1000.0
+            );
+        }
+    }
+
+    /// Why the database is unavailable, or `None` while it answers.
+    pub fn down(&self) -> Option<String> {
+        let since = self.down_since.load(Ordering::Acquire);
+        if since == 0 {
+            return None;
+        }
+        let last = self
+            .last_error
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        Some(format!(
+            "database unreachable for {:.0} s: {last}",
+            ((now_ms() - since) as f64 / 1000.0).max(0.0)
+        ))
+    }
+
+    /// How many outages began since start.
+    pub fn outages(&self) -> i64 {
+        self.outages.load(Ordering::Relaxed)
+    }
+}
+
+/// Delay before retry number `attempt` (0-based) of a call that met a transient error:
+/// 50 ms doubling to 2 s, with jitter so many waiting callers do not return in step.
+pub fn retry_delay(attempt: u32) -> std::time::Duration {
+    let base = 50u64.saturating_mul(1u64 << attempt.min(6)).min(2000);
+    let jitter = rand::random::<u64>() % (base / 4 + 1);
+    std::time::Duration::from_millis(base + jitter)
+}
 
 /// Which database a URL points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,10 +277,16 @@ enum Pools {
 }
 
 /// The database handle shared by the whole server (cheap to clone).
+///
+/// A plain handle fails fast on a transient error (the API answers 503); a
+/// [`retrying`](Db::retrying) one — what the engine's actors use — waits with capped backoff
+/// and tries again until the database answers, so an outage delays work but decides nothing.
 #[derive(Clone)]
 pub struct Db {
     pools: Pools,
     backend: Backend,
+    health: std::sync::Arc<Health>,
+    retry: bool,
 }
 
 impl Db {
@@ -195,11 +337,58 @@ impl Db {
                 Pools::Postgres(build_pool(mgr, pool_size)?)
             }
         };
-        Ok(Db { pools, backend })
+        Ok(Db {
+            pools,
+            backend,
+            health: Default::default(),
+            retry: false,
+        })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The same pool, but every call retries transient errors until the database answers.
+    pub fn retrying(&self) -> Db {
+        Db {
+            retry: true,
+            ..self.clone()
+        }
+    }
+
+    /// The same pool, failing fast on transient errors.
+    pub fn fail_fast(&self) -> Db {
+        Db {
+            retry: false,
+            ..self.clone()
+        }
+    }
+
+    /// Whether the database answers (shared by every handle of this pool).
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Used by [`db_run!`] after each attempt: records the outcome; true when the caller
+    /// should wait (done here) and run the body again.
+    #[doc(hidden)]
+    pub async fn after_attempt<T>(&self, res: &Result<T>, began: i64, attempt: &mut u32) -> bool {
+        match res {
+            Err(e) if e.is_transient() => {
+                self.health.failed(e);
+                if !self.retry {
+                    return false;
+                }
+                tokio::time::sleep(retry_delay(*attempt)).await;
+                *attempt = attempt.saturating_add(1);
+                true
+            }
+            _ => {
+                self.health.answered(began);
+                false
+            }
+        }
     }
 
     /// Takes a connection from the pool.
@@ -228,9 +417,13 @@ fn build_pool<C>(mgr: AsyncDieselConnectionManager<C>, size: usize) -> Result<Po
 where
     AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C>,
 {
+    // bounded waits everywhere: a server that stopped answering (paused, partitioned) must
+    // turn into a transient error, not a call that hangs
     Pool::builder(mgr)
         .max_size(size.max(1))
         .wait_timeout(Some(std::time::Duration::from_secs(30)))
+        .create_timeout(Some(std::time::Duration::from_secs(5)))
+        .recycle_timeout(Some(std::time::Duration::from_secs(5)))
         .runtime(deadpool::Runtime::Tokio1)
         .build()
         .map_err(|e| StoreError::Pool(e.to_string()))
@@ -270,21 +463,37 @@ fn migrate_blocking(url: &str) -> Result<()> {
 
 /// Runs `$body` with `$c` bound to `&mut` the backend's connection type. The body is
 /// compiled once per backend, so it must only use backend-neutral diesel DSL.
+///
+/// A transient error (see [`StoreError::is_transient`]) is recorded in the pool's
+/// [`Health`]; on a [`Db::retrying`] handle the whole body (a transaction included) runs
+/// again after a backoff, so bodies must be safe to repeat — conditional updates and inserts
+/// of fixed ids are.
 #[macro_export]
 macro_rules! db_run {
     ($db:expr, |$c:ident| $body:expr) => {{
-        match $db.get().await? {
-            $crate::store::Conn::Sqlite(mut __o) => {
-                let $c = &mut *__o;
-                $body
+        let __db = &$db;
+        let mut __attempt = 0u32;
+        loop {
+            let __began = $crate::store::now_ms();
+            let __res: $crate::store::Result<_> = async {
+                match __db.get().await? {
+                    $crate::store::Conn::Sqlite(mut __o) => {
+                        let $c = &mut *__o;
+                        $body
+                    }
+                    $crate::store::Conn::Mysql(mut __o) => {
+                        let $c = &mut *__o;
+                        $body
+                    }
+                    $crate::store::Conn::Postgres(mut __o) => {
+                        let $c = &mut *__o;
+                        $body
+                    }
+                }
             }
-            $crate::store::Conn::Mysql(mut __o) => {
-                let $c = &mut *__o;
-                $body
-            }
-            $crate::store::Conn::Postgres(mut __o) => {
-                let $c = &mut *__o;
-                $body
+            .await;
+            if !__db.after_attempt(&__res, __began, &mut __attempt).await {
+                break __res;
             }
         }
     }};

@@ -257,19 +257,62 @@ pub async fn claim_running(db: &Db, owner: &str, lease_ms: i64) -> Result<Vec<Pi
     })
 }
 
-/// Extends the lease of every running run `owner` holds.
-pub async fn renew_leases(db: &Db, owner: &str, lease_ms: i64) -> Result<usize> {
+/// Extends the lease of the running runs `ids` that `owner` holds — the runs whose actor is
+/// alive; a run whose actor is gone keeps its old lease and is taken over when it expires.
+pub async fn renew_leases(db: &Db, owner: &str, ids: &[i64], lease_ms: i64) -> Result<usize> {
     let now = now_ms();
-    db_run!(db, |c| {
-        Ok(diesel::update(
-            pipelines::table
-                .filter(pipelines::status.eq("running"))
-                .filter(pipelines::owner.eq(owner)),
-        )
-        .set(pipelines::lease_until.eq(now + lease_ms))
-        .execute(c)
-        .await?)
-    })
+    let mut n = 0;
+    for chunk in ids.chunks(500) {
+        n += db_run!(db, |c| {
+            Ok(diesel::update(
+                pipelines::table
+                    .filter(pipelines::id.eq_any(chunk))
+                    .filter(pipelines::status.eq("running"))
+                    .filter(pipelines::owner.eq(owner)),
+            )
+            .set(pipelines::lease_until.eq(now + lease_ms))
+            .execute(c)
+            .await?)
+        })?;
+    }
+    Ok(n)
+}
+
+/// Takes over the running runs whose lease expired (their server, or their actor, is gone),
+/// one conditional update each so two servers never both take one; returns their ids.
+pub async fn claim_expired(db: &Db, owner: &str, lease_ms: i64, limit: i64) -> Result<Vec<i64>> {
+    let now = now_ms();
+    let candidates: Vec<i64> = db_run!(db, |c| {
+        Ok(pipelines::table
+            .filter(pipelines::status.eq("running"))
+            .filter(pipelines::lease_until.lt(now))
+            .order(pipelines::id.asc())
+            .limit(limit)
+            .select(pipelines::id)
+            .load(c)
+            .await?)
+    })?;
+    let mut claimed = Vec::new();
+    for id in candidates {
+        let n = db_run!(db, |c| {
+            Ok(diesel::update(
+                pipelines::table
+                    .filter(pipelines::id.eq(id))
+                    .filter(pipelines::status.eq("running"))
+                    .filter(pipelines::lease_until.lt(now)),
+            )
+            .set((
+                pipelines::owner.eq(owner),
+                pipelines::lease_until.eq(now + lease_ms),
+            ))
+            .execute(c)
+            .await?)
+        })?;
+        if n == 1 {
+            claimed.push(id);
+        }
+    }
+    Ok(claimed)
 }
 
 /// The records written when an event was processed.
