@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use web::testing::TestServer;
 
+mod outage_bench;
 mod tunnel_bench;
 
 struct Api {
@@ -729,6 +730,7 @@ fn main() {
         "agent-sequential" => tunnel_bench::agent_sequential(),
         "fanout" => tunnel_bench::fanout(agents),
         "tunnel" => tunnel(),
+        "outage" => outage_bench::outage(opt("--outage-secs", 10) as u64),
         "all" => {
             idle();
             matching();
@@ -737,9 +739,10 @@ fn main() {
             sequential();
             parked(10_000);
             tunnel();
+            outage_bench::outage(10);
         }
         other => {
-            eprintln!("unknown benchmark {other:?}: intake | latency | sequential | matching | parked | idle | tunnel-bulk | tunnel-streams | agent-sequential | fanout | tunnel | all");
+            eprintln!("unknown benchmark {other:?}: intake | latency | sequential | matching | parked | idle | tunnel-bulk | tunnel-streams | agent-sequential | fanout | tunnel | outage | all");
             std::process::exit(2);
         }
     }

@@ -213,7 +213,7 @@ pub async fn create(
     let wait = Duration::from_secs(c.timeout) + REPLY_GRACE;
     for (client, result) in targets.into_iter().zip(&results) {
         tokio::spawn(run_one(
-            db.clone(),
+            db.retrying(), // a result that arrives during a database outage is kept
             tunnels.clone(),
             client,
             result.id,

@@ -280,6 +280,9 @@ async fn record_seen(state: &AppState, client: &Arc<Client>) {
     if let Err(e) =
         engine::store::machines::seen(&state.db, &client.info, engine::store::now_ms()).await
     {
-        log::warn!("tunnel: recording machine {}: {e}", client.name());
+        // during a database outage the store has logged it once already
+        if !e.is_transient() {
+            log::warn!("tunnel: recording machine {}: {e}", client.name());
+        }
     }
 }

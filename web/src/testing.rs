@@ -9,6 +9,8 @@ use crate::config::{Config, Secret};
 use std::path::PathBuf;
 use std::sync::mpsc;
 
+pub mod own_db;
+
 pub struct TestServer {
     /// `http://127.0.0.1:PORT`
     pub url: String,
