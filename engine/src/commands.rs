@@ -71,8 +71,10 @@ fn check(req: &FanoutRequest) -> Result<Checked> {
     if name.chars().count() > MAX_NAME {
         return bad(format!("name: longer than {MAX_NAME} characters"));
     }
-    if name.chars().any(char::is_control) {
-        return bad(format!("name {name:?}: control characters are not allowed"));
+    if name.chars().any(crate::definition::is_hidden_char) {
+        return bad(format!(
+            "name {name:?}: control, bidi and zero-width characters are not allowed"
+        ));
     }
     let p = req.machine_pattern.as_str();
     if p.is_empty() {

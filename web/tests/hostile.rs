@@ -13,7 +13,7 @@ use web::testing::{TestDb, TestServer};
 /// `a: &a [x, × 9]`, `b: &b [*a, × 9]`, … nine levels: 9^9 ≈ 387 M nodes once expanded,
 /// from under 400 bytes (the body that grew the server to 11 GB).
 fn billion_laughs() -> String {
-    let mut doc = format!("a: &a [{}]\n", vec!["x"; 9].join(", "));
+    let mut doc = format!("a: &a [{}]\n", ["x"; 9].join(", "));
     for (prev, l) in ('a'..='h').zip('b'..='i') {
         let refs = vec![format!("*{prev}"); 9].join(", ");
         doc.push_str(&format!("{l}: &{l} [{refs}]\n"));
@@ -347,6 +347,15 @@ fn corpus(db: TestDb) {
             EVENT.replace("name: hello", "name: \"hel\\u2067lo\""),
             400,
             "(U+2067)",
+        ),
+        (
+            "bidi override in a fan-out task name",
+            "POST",
+            "/api/v1/task".into(),
+            json!({"name": "t\u{202E}1", "machinePattern": ".*", "detail": {"command": "true"}})
+                .to_string(),
+            400,
+            "control, bidi and zero-width characters are not allowed",
         ),
         (
             "word joiner in a trigger's eventCreater",
