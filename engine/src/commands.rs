@@ -73,7 +73,7 @@ fn check(req: &FanoutRequest) -> Result<Checked> {
     }
     if name.chars().any(crate::definition::is_hidden_char) {
         return bad(format!(
-            "name {name:?}: control, bidi and zero-width characters are not allowed"
+            "name {name:?}: control characters, bidi and zero-width characters are not allowed"
         ));
     }
     let p = req.machine_pattern.as_str();

@@ -355,7 +355,7 @@ fn corpus(db: TestDb) {
             json!({"name": "t\u{202E}1", "machinePattern": ".*", "detail": {"command": "true"}})
                 .to_string(),
             400,
-            "control, bidi and zero-width characters are not allowed",
+            "control characters, bidi and zero-width characters are not allowed",
         ),
         (
             "word joiner in a trigger's eventCreater",
