@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use web::testing::TestServer;
 
+mod input_bench;
 mod outage_bench;
 mod tunnel_bench;
 
@@ -730,6 +731,7 @@ fn main() {
         "agent-sequential" => tunnel_bench::agent_sequential(),
         "fanout" => tunnel_bench::fanout(agents),
         "tunnel" => tunnel(),
+        "input" => input_bench::run(),
         "outage" => outage_bench::outage(opt("--outage-secs", 10) as u64),
         "all" => {
             idle();

@@ -1,13 +1,15 @@
 //! Reading the YAML/JSON documents given with `-f FILE`, and the little `eoctl` itself needs to
 //! know about them (a pipeline's name and version for `pipeline delete -f`).
 //!
-//! Validation is the server's job; the file is sent as written. Versions are read with the same
-//! YAML 1.2 parser the server uses and keep their source text: `version: 1.10` is `"1.10"`.
+//! Validation is the server's job; the file is sent as written. What `eoctl` reads itself goes
+//! through the server's own document parser (the `docparse` crate): the same bounds on depth and
+//! alias expansion (a "billion laughs" file is refused at once), and versions keep their source
+//! text: `version: 1.10` is `"1.10"`.
 
 use std::io::Read;
 
 use anyhow::{anyhow, bail, Context, Result};
-use yaml_rust2::{Yaml, YamlLoader};
+use serde_json::Value;
 
 /// Largest file `eoctl` sends; the server refuses far smaller events anyway.
 const MAX_FILE: u64 = 16 * 1024 * 1024;
@@ -54,21 +56,8 @@ pub fn content_type(path: &str, text: &str) -> &'static str {
 
 /// `name` and `version` of a pipeline definition document, versions kept as written.
 pub fn pipeline_identity(text: &str, shown: &str) -> Result<(String, String)> {
-    let docs = YamlLoader::load_from_str(text).map_err(|e| {
-        let m = e.marker();
-        anyhow!(
-            "{shown}: malformed YAML at line {} column {}: {}",
-            m.line(),
-            m.col() + 1,
-            e.info()
-        )
-    })?;
-    let doc = match docs.as_slice() {
-        [one] => one,
-        [] => bail!("{shown}: empty document"),
-        _ => bail!("{shown}: expected one document, found {}", docs.len()),
-    };
-    if !matches!(doc, Yaml::Hash(_)) {
+    let doc = docparse::parse_value(text).map_err(|e| anyhow!("{shown}: {e}"))?;
+    if !doc.is_object() {
         bail!("{shown}: expected a mapping with `name` and `version`");
     }
     let name = scalar_text(&doc["name"]).filter(|s| !s.is_empty());
@@ -80,12 +69,13 @@ pub fn pipeline_identity(text: &str, shown: &str) -> Result<(String, String)> {
     }
 }
 
-/// The source text of a scalar (`1.0` stays `"1.0"`), `None` for anything else.
-fn scalar_text(y: &Yaml) -> Option<String> {
-    match y {
-        Yaml::String(s) | Yaml::Real(s) => Some(s.clone()),
-        Yaml::Integer(i) => Some(i.to_string()),
-        Yaml::Boolean(b) => Some(b.to_string()),
+/// The text of a scalar (`1.0` stays `"1.0"`: the parser keeps `name`/`version` as written),
+/// `None` for anything else.
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }
 }
@@ -125,6 +115,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("line"), "{e}");
+    }
+
+    #[test]
+    fn alias_bombs_are_refused_at_once() {
+        let mut doc = String::from("name: x\nversion: 1\na0: &a0 [x,x,x,x,x,x,x,x,x]\n");
+        for l in 1..9 {
+            let refs = vec![format!("*a{}", l - 1); 9].join(",");
+            doc.push_str(&format!("a{l}: &a{l} [{refs}]\n"));
+        }
+        let t = std::time::Instant::now();
+        let e = pipeline_identity(&doc, "bomb.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("bomb.yaml: document expands aliases"), "{e}");
+        assert!(e.contains("excessive aliasing"), "{e}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(2));
+        // normal anchors still work
+        let id = pipeline_identity("v: &v 1.10\nversion: *v\nname: x\n", "f").unwrap();
+        assert_eq!(id.1, "1.10", "an aliased version keeps its text too");
     }
 
     #[test]

@@ -16,10 +16,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    quiet_when_stdout_closes();
     let cli = args::Cli::parse();
     let uses_token = commands::uses_stored_token(&cli.command);
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             let unauthorized = e
@@ -31,4 +33,33 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `eoctl … | head -3`: the reader went away, which is no error of ours. Rust ignores SIGPIPE,
+/// so a write to the closed pipe fails instead of ending the process; `println!` turns that
+/// failure into a panic ("failed printing to stdout: Broken pipe"). This hook ends the process
+/// quietly with status 0 in that one case and leaves every other panic to the default hook.
+fn quiet_when_stdout_closes() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if msg.starts_with("failed printing to stdout")
+            && (msg.contains("Broken pipe") || msg.contains("os error 32"))
+        {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
+/// A command that writes with `writeln!(stdout)?` ends with the bare I/O error (no context):
+/// a broken pipe there is the reader having gone, not a failure.
+fn stdout_closed(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }

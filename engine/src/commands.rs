@@ -33,8 +33,8 @@ pub const MAX_COMMAND: usize = 64 * 1024;
 pub const MAX_WORKSPACE: usize = 4096;
 /// Timeout when the request gives none, in seconds.
 pub const DEFAULT_TIMEOUT: u64 = 60;
-/// Longest timeout, in seconds (what eventops-client honours).
-pub const MAX_TIMEOUT: u64 = 30 * 24 * 3600;
+/// Longest timeout, in seconds: 7 days, as for pipeline tasks (eventops-client honours up to 30).
+pub const MAX_TIMEOUT: u64 = 7 * 24 * 3600;
 /// Tasks listed when the request does not say, and the most it may ask for.
 pub const DEFAULT_TOP: i64 = 200;
 pub const MAX_TOP: i64 = 1000;
@@ -71,8 +71,10 @@ fn check(req: &FanoutRequest) -> Result<Checked> {
     if name.chars().count() > MAX_NAME {
         return bad(format!("name: longer than {MAX_NAME} characters"));
     }
-    if name.chars().any(char::is_control) {
-        return bad(format!("name {name:?}: control characters are not allowed"));
+    if name.chars().any(crate::definition::is_hidden_char) {
+        return bad(format!(
+            "name {name:?}: control characters, bidi and zero-width characters are not allowed"
+        ));
     }
     let p = req.machine_pattern.as_str();
     if p.is_empty() {

@@ -102,9 +102,13 @@ pub async fn read_body(
     Ok(text)
 }
 
+/// A JSON body as `T`: one JSON value and nothing after it (`{..}garbage` is refused), no NUL
+/// character in any string (no database stores it), errors naming the field.
 fn json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ApiError> {
+    let malformed =
+        |e: serde_json::Error| ApiError::BadRequest(format!("malformed JSON body: {e}"));
     let de = &mut serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value: T = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path == "." || inner.is_syntax() || inner.is_eof() {
@@ -112,7 +116,82 @@ fn json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ApiError> {
         } else {
             ApiError::BadRequest(format!("{path}: {inner}"))
         }
-    })
+    })?;
+    de.end().map_err(malformed)?;
+    // `\u0000` is the only way a NUL gets into JSON text; look for the field only then
+    if text.contains("\\u0000") {
+        let v: serde_json::Value = serde_json::from_str(text).map_err(malformed)?;
+        if let Some(path) = engine::document::find_nul(&v) {
+            return Err(ApiError::BadRequest(engine::document::nul_message(&path)));
+        }
+    }
+    Ok(value)
+}
+
+/// Refuses, before any handler runs, a request whose path or query cannot be stored or
+/// compared by every database: a NUL character (`%00`; PostgreSQL refuses it in text) or bytes
+/// that are not UTF-8 (`%FF`), once percent-decoded. The message names the path segment or
+/// query parameter.
+pub async fn check_url(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    if let Err(msg) = url_problem(req.uri().path(), req.query_string()) {
+        return Err(ApiError::BadRequest(msg).into());
+    }
+    next.call(req).await
+}
+
+/// Why a raw (percent-encoded) path and query cannot be served, if they cannot.
+pub fn url_problem(path: &str, query: &str) -> Result<(), String> {
+    let decode = |raw: &str| percent_decode(raw.as_bytes());
+    for seg in path.split('/') {
+        let bytes = decode(seg);
+        let shown = String::from_utf8_lossy(&bytes).into_owned();
+        check_text(&bytes).map_err(|what| format!("path segment {shown:?}: {what}"))?;
+    }
+    if query.is_empty() {
+        return Ok(());
+    }
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        // `+` is a space in a query; it changes nothing checked here
+        let key = decode(k);
+        let name = String::from_utf8_lossy(&key).into_owned();
+        check_text(&key).map_err(|what| format!("query parameter name {name:?}: {what}"))?;
+        check_text(&decode(v)).map_err(|what| format!("query parameter {name}: {what}"))?;
+    }
+    Ok(())
+}
+
+fn check_text(bytes: &[u8]) -> Result<(), &'static str> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "not valid UTF-8 once percent-decoded")?;
+    if text.contains('\0') {
+        return Err("contains a NUL character (%00), which cannot be stored");
+    }
+    Ok(())
+}
+
+/// `%XX` → the byte; anything else (including a malformed `%`) as written.
+fn percent_decode(raw: &[u8]) -> Vec<u8> {
+    let hex = |i: usize| raw.get(i).and_then(|b| char::from(*b).to_digit(16));
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        if b == b'%' {
+            if let Some(byte) = hex(i + 1)
+                .zip(hex(i + 2))
+                .and_then(|(h, l)| u8::try_from(h * 16 + l).ok())
+            {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    out
 }
 
 async fn healthz() -> HttpResponse {

@@ -371,6 +371,11 @@ impl Config {
                 "key uc.loginTokenExpiresTime: must be at least 1".into(),
             ));
         }
+        if self.tunnel.offline_wait_secs > 7 * 24 * 3600 {
+            return Err(ConfigError(
+                "key tunnel.offlineWaitSecs: at most 604800 seconds (7 days)".into(),
+            ));
+        }
         if self.http.max_body_bytes < 1024 || self.http.max_event_bytes < 1024 {
             return Err(ConfigError(
                 "key http: body limits must be at least 1024 bytes".into(),
@@ -585,6 +590,16 @@ mod tests {
             e.0.contains("event.process") && e.0.contains("wokNum"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn offline_wait_is_at_most_seven_days() {
+        let e = load_str("tunnel:\n  offlineWaitSecs: 18446744073709551615\n", &[]).unwrap_err();
+        assert!(
+            e.0.contains("tunnel.offlineWaitSecs: at most 604800"),
+            "{e}"
+        );
+        assert!(load_str("tunnel:\n  offlineWaitSecs: 604800\n", &[]).is_ok());
     }
 
     #[test]

@@ -37,6 +37,9 @@ fn parse(text: &str) -> Result<FanoutRequest, ApiError> {
             "the body must be a JSON object {\"name\", \"machinePattern\", \"detail\"}".into(),
         ));
     };
+    if let Some(path) = engine::document::find_nul(&v) {
+        return Err(bad(engine::document::nul_message(&path)));
+    }
     if fields.get("detail").is_some_and(|d| !d.is_object()) {
         return Err(bad(
             "detail: must be an object {\"command\", \"workspace\", \"timeout\"}".into(),

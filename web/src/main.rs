@@ -35,8 +35,21 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     if let Some(Command::DefaultConfig) = cli.command {
-        print!("{DEFAULT_CONFIG_YAML}");
-        return;
+        // `eventops default-config | head -1`: a reader that goes away early is no error
+        // (status 0, nothing on stderr); print! would panic on the broken pipe
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        match out
+            .write_all(DEFAULT_CONFIG_YAML.as_bytes())
+            .and_then(|()| out.flush())
+        {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return,
+            Err(e) => {
+                eprintln!("eventops: cannot write the configuration: {e}");
+                std::process::exit(1);
+            }
+        }
     }
     let explicit = cli.config_file.is_some();
     let path = cli

@@ -48,6 +48,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .app_data(tokens.clone())
             .app_data(white.clone())
             .app_data(verified.clone())
+            .wrap(middleware::from_fn(api::check_url))
             .wrap(middleware::from_fn(auth::require_login))
             .wrap(middleware::Logger::new("%a \"%r\" %s %b %Dms"))
             .configure(api::routes)

@@ -77,6 +77,23 @@ fn cases() -> Vec<(&'static str, &'static str, String, &'static str)> {
          "\"nope\" is not an output of pipeline kakj/child:1.0"),
         ("pipeline: unknown field", "pipeline", pl("    outputs: [{name: out, value: OUT", "    outptus: []\n    outputs: [{name: out, value: OUT"), "outptus"),
         ("pipeline: wrong type", "pipeline", pl("tasks:\n  - alias: first\n", "tasks:\n  - alias: first\n    timeout: soon\n"), "timeout"),
+        // ---- numbers: documented ranges (docs/LIMITS.md), the field named
+        ("pipeline: timeout past 7 days", "pipeline", pl("tasks:\n  - alias: first\n", "tasks:\n  - alias: first\n    timeout: 604801\n"), "task \"first\": timeout 604801 is more than 604800 seconds"),
+        ("pipeline: timeout i64::MAX", "pipeline", pl("tasks:\n  - alias: first\n", "tasks:\n  - alias: first\n    timeout: 9223372036854775807\n"), "timeout 9223372036854775807 is more than 604800"),
+        ("pipeline: negative timeout", "pipeline", pl("tasks:\n  - alias: first\n", "tasks:\n  - alias: first\n    timeout: -1\n"), "tasks[0].timeout"),
+        ("pipeline: timeout past u64", "pipeline", pl("tasks:\n  - alias: first\n", "tasks:\n  - alias: first\n    timeout: 1e30\n"), "tasks[0].timeout"),
+        ("actuator: port past 65535", "actuator", "name: a1\nos: {user: u, ip: h, port: 65536, password: p}\ntags: [t]\n".into(), "os.port"),
+        ("actuator: negative docker port", "actuator", "name: a1\ndocker: {ip: h, port: -1}\ntags: [t]\n".into(), "docker.port"),
+        ("event: negative timestamp", "event", "name: e\nversion: 1\ntimestamp: -1\n".into(), "timestamp -1 is not between 0 and 253402300799999"),
+        ("event: timestamp past year 9999", "event", "name: e\nversion: 1\ntimestamp: 253402300800000\n".into(), "timestamp 253402300800000 is not between"),
+        // ---- names: no control, bidi or zero-width characters
+        ("actuator: bidi override in the name", "actuator", "name: \"ab\\u202Ec\"\nos: {user: u, ip: h, password: p}\ntags: [t]\n".into(), "(U+202E), an invisible or text-direction character"),
+        ("actuator: zero-width space in a tag", "actuator", "name: a1\nos: {user: u, ip: h, password: p}\ntags: [\"t\\u200Bt\"]\n".into(), "tag \"t\\u{200b}t\" contains the character"),
+        ("pipeline: isolate in the name", "pipeline", pl("name: pl", "name: \"p\\u2066l\""), "(U+2066)"),
+        ("pipeline: BOM in a task alias", "pipeline", pl("alias: second", "alias: \"sec\\uFEFFond\""), "(U+FEFF)"),
+        ("event: word joiner in the name", "event", "name: \"e\\u2060v\"\nversion: 1\n".into(), "(U+2060)"),
+        ("trigger: zero-width joiner in eventName", "trigger", "name: t1\neventName: \"e\\u200Dv\"\neventVersion: 1\npipelines: [{image: child:1.0}]\n".into(), "(U+200D)"),
+        ("event: C1 control in the name", "event", "name: \"e\\x85v\"\nversion: 1\n".into(), "contains the character"),
         // ---- §5.3 triggers
         ("trigger: no pipelines", "trigger", "name: t1\neventName: e\neventVersion: 1\n".into(), "pipelines is empty"),
         ("trigger: empty eventName", "trigger", "name: t1\neventName: ''\neventVersion: 1\npipelines: [{image: child:1.0}]\n".into(), "eventName is empty"),

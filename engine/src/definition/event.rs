@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
+/// Largest accepted `timestamp`: 9999-12-31T23:59:59.999Z in milliseconds (seconds fit too).
+pub const MAX_TIMESTAMP: i64 = 253_402_300_799_999;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EventDoc {
@@ -60,6 +63,11 @@ impl EventDoc {
                     f.kind
                 )));
             }
+        }
+        if let Some(ts) = self.timestamp.filter(|t| !(0..=MAX_TIMESTAMP).contains(t)) {
+            return Err(p(format!(
+                "timestamp {ts} is not between 0 and {MAX_TIMESTAMP} (seconds or milliseconds since 1970)"
+            )));
         }
         for u in &self.users {
             check_name("users entry", u).map_err(p)?;

@@ -16,8 +16,11 @@ pub use trigger::TriggerDef;
 /// Longest accepted name (users, actuators, pipelines, triggers, events, aliases).
 pub const MAX_NAME: usize = 128;
 
-/// Checks a name: not empty, not too long, no `/`, `:` or control characters (names appear in
-/// URLs and in `creator/name:version`). Unicode is welcome.
+/// Checks a name (users, actuators, pipelines, triggers, events, tags, aliases…): not empty,
+/// at most [`MAX_NAME`] characters, no leading/trailing whitespace, no `/`, `:` or `\\` (names
+/// appear in URLs and in `creator/name:version`), and no character for which
+/// [`is_hidden_char`] holds (control, bidi and zero-width characters: they make a name look
+/// like another one). Any other Unicode is welcome.
 pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     if name.trim().is_empty() {
         return Err(format!("{what} is empty"));
@@ -33,10 +36,34 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     {
         return Err(format!("{what} {name:?} contains the character {c:?}"));
     }
+    if let Some(c) = name.chars().find(|c| is_hidden_char(*c)) {
+        return Err(format!(
+            "{what} {name:?} contains the character {c:?} (U+{:04X}), an invisible or text-direction character",
+            u32::from(c)
+        ));
+    }
     if name != name.trim() {
         return Err(format!("{what} {name:?} starts or ends with whitespace"));
     }
     Ok(())
+}
+
+/// Characters no name may hold: control characters (C0, DEL, C1), bidi controls (U+061C,
+/// U+200E–U+200F, U+202A–U+202E, U+2066–U+2069), zero-width and invisible characters (U+00AD,
+/// U+200B–U+200D, U+2060–U+2064, U+FEFF) and the line/paragraph separators U+2028–U+2029.
+pub fn is_hidden_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{061C}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{2029}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{FEFF}'
+        )
 }
 
 /// Longest accepted version.

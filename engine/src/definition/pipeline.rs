@@ -10,6 +10,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 /// Default task timeout in seconds.
 pub const DEFAULT_TIMEOUT: u64 = 3600;
 
+/// Longest task timeout in seconds (7 days; docs/LIMITS.md).
+pub const MAX_TIMEOUT: u64 = 7 * 24 * 3600;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PipelineDef {
@@ -289,6 +292,11 @@ impl PipelineDef {
             };
             if t.timeout == Some(0) {
                 return Err(tp("timeout must be at least 1 second".into()));
+            }
+            if let Some(secs) = t.timeout.filter(|s| *s > MAX_TIMEOUT) {
+                return Err(tp(format!(
+                    "timeout {secs} is more than {MAX_TIMEOUT} seconds (7 days)"
+                )));
             }
             if let Some(s) = &t.actuator_selector {
                 if s.tags.is_empty() {
