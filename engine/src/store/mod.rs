@@ -50,6 +50,9 @@ pub enum StoreError {
     /// A conditional write found the row changed by someone else (a lost claim).
     #[error("the row was changed concurrently")]
     Lost,
+    /// A secret field could not be sealed or opened (no key, or another key).
+    #[error("actuator secrets: {0}")]
+    Secret(String),
 }
 
 impl StoreError {
@@ -145,20 +148,18 @@ enum Pools {
 pub struct Db {
     pools: Pools,
     backend: Backend,
+    /// Seals actuator secrets at rest (see `actuators`); `None` until the server sets it.
+    secrets: Option<std::sync::Arc<crate::secrets::SecretBox>>,
 }
 
 impl Db {
     /// Applies pending migrations, then opens the pool. The SQLite file (and its folder) is
-    /// created on first start.
+    /// created on first start, private to the server's user (folder 0700, file 0600, before
+    /// the first connection: SQLite gives `-wal` and `-shm` the main file's mode).
     pub async fn connect(url: &str, pool_size: usize) -> Result<Db> {
         let backend = Backend::from_url(url)?;
         if backend == Backend::Sqlite {
-            let path = std::path::Path::new(sqlite_path(url));
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Url(format!("cannot create {}: {e}", dir.display()))
-                })?;
-            }
+            private_sqlite_files(std::path::Path::new(sqlite_path(url)))?;
         }
         migrate(url).await?;
         let pools = match backend {
@@ -195,7 +196,11 @@ impl Db {
                 Pools::Postgres(build_pool(mgr, pool_size)?)
             }
         };
-        Ok(Db { pools, backend })
+        Ok(Db {
+            pools,
+            backend,
+            secrets: None,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -222,6 +227,51 @@ impl Db {
             Ok(())
         })
     }
+}
+
+/// Creates the SQLite file's folder (0700) and the file itself (0600) if missing, and takes
+/// group/other access away from an existing file, `-wal` and `-shm` (older versions left them
+/// 0644), saying so once in the log.
+fn private_sqlite_files(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let name = path.to_string_lossy();
+    if name.is_empty() || name.starts_with(':') || name.starts_with("file:") || name.contains('?') {
+        return Ok(()); // in-memory or URI filenames: nothing of ours to create
+    }
+    let fail = |what: &str, p: &std::path::Path, e: std::io::Error| {
+        StoreError::Url(format!("cannot {what} {}: {e}", p.display()))
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| fail("create", dir, e))?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(fail("create", path, e)),
+    }
+    let mut tightened = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        let p = std::path::PathBuf::from(format!("{name}{suffix}"));
+        if crate::secrets::restrict_mode(&p, 0o600).map_err(|e| fail("chmod", &p, e))? {
+            tightened.push(p.display().to_string());
+        }
+    }
+    if !tightened.is_empty() {
+        log::warn!(
+            "database files were readable by other users; now 0600: {}",
+            tightened.join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn build_pool<C>(mgr: AsyncDieselConnectionManager<C>, size: usize) -> Result<Pool<C>>
