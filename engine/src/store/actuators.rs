@@ -148,6 +148,16 @@ pub async fn seal_plaintext(db: &Db) -> Result<usize> {
         })?;
         sealed += n;
     }
+    if sealed > 0 && db.backend() == super::Backend::Sqlite {
+        // the values in clear are still in the file's free pages and in the WAL: rewrite the
+        // file and empty the WAL, so a copy of the database files holds none of them
+        db_run!(db, |c| {
+            diesel::sql_query("VACUUM").execute(c).await?;
+            diesel::sql_query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(c)
+                .await
+        })?;
+    }
     Ok(sealed)
 }
 
