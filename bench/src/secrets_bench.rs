@@ -43,7 +43,7 @@ pub fn run() {
         "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n".repeat(5)
     );
     for (what, plain) in [
-        ("password (9 B)", "S3cr3t-pw".to_string()),
+        ("password", "S3cr3t-pw".to_string()),
         ("private key", private_key.clone()),
     ] {
         let n = 20_000;
@@ -86,7 +86,8 @@ pub fn run() {
         let clear_db = Db::connect(&url, 1).await.expect("db");
         for i in 0..ACTUATORS {
             let name = format!("a{i}");
-            store::actuators::upsert(&db, &row("sealed", &name, spec(&name, &private_key)), std::slice::from_ref(&name))
+            let sealed = row("sealed", &name, spec(&name, &private_key));
+            store::actuators::upsert(&db, &sealed, std::slice::from_ref(&name))
                 .await
                 .expect("sealed upsert");
             // the old way: the spec in clear (written through a handle with no key would fail,

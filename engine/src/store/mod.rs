@@ -158,9 +158,6 @@ impl Db {
     /// the first connection: SQLite gives `-wal` and `-shm` the main file's mode).
     pub async fn connect(url: &str, pool_size: usize) -> Result<Db> {
         let backend = Backend::from_url(url)?;
-        if backend == Backend::Sqlite {
-            private_sqlite_files(std::path::Path::new(sqlite_path(url)))?;
-        }
         migrate(url).await?;
         let pools = match backend {
             Backend::Sqlite => {
@@ -289,6 +286,10 @@ where
 /// Applies the embedded migrations of the URL's backend (what `eventops migrate` runs).
 /// Runs on a thread of its own: diesel's migration harness is synchronous.
 pub async fn migrate(url: &str) -> Result<()> {
+    if Backend::from_url(url)? == Backend::Sqlite {
+        // before the first connection, which would create the file with the umask's mode
+        private_sqlite_files(std::path::Path::new(sqlite_path(url)))?;
+    }
     let url = url.to_string();
     tokio::task::spawn_blocking(move || migrate_blocking(&url))
         .await
