@@ -19,6 +19,7 @@ use web::testing::TestServer;
 
 mod input_bench;
 mod outage_bench;
+mod secrets_bench;
 mod tunnel_bench;
 
 struct Api {
@@ -733,6 +734,7 @@ fn main() {
         "tunnel" => tunnel(),
         "input" => input_bench::run(),
         "outage" => outage_bench::outage(opt("--outage-secs", 10) as u64),
+        "secrets" => secrets_bench::run(),
         "all" => {
             idle();
             matching();

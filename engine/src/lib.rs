@@ -8,6 +8,7 @@
 //! - [`users`]: accounts and password hashing.
 //! - [`commands`]: the machine list and fan-out commands on tunnel clients (SPEC §10).
 //! - [`registry`]: apply/list/get/delete of definitions and event intake, as the API uses them.
+//! - [`secrets`]: the key that seals actuator secrets at rest; file-mode helpers.
 
 pub mod actuator;
 pub mod commands;
@@ -19,6 +20,7 @@ pub mod placeholder;
 pub mod registry;
 pub mod runtime;
 pub mod script;
+pub mod secrets;
 pub mod store;
 pub mod tunnel;
 pub mod users;

@@ -121,8 +121,17 @@ fn pipeline_view(row: &models::PipelineDefinition) -> Result<PipelineDefinitionV
     })
 }
 
-/// Loads a stored pipeline definition by `creator/name:version` (`latest` allowed).
-pub async fn load_pipeline(db: &Db, img: &ImageRef) -> Result<Option<(ImageRef, PipelineDef)>> {
+/// Loads one of `owner`'s stored pipeline definitions by `creator/name:version` (`latest`
+/// allowed). An image naming another user's pipeline is `None`, exactly like a missing one:
+/// a user's references (pipeline-type tasks, triggers) only ever reach their own pipelines.
+pub async fn load_pipeline(
+    db: &Db,
+    owner: &str,
+    img: &ImageRef,
+) -> Result<Option<(ImageRef, PipelineDef)>> {
+    if img.creator != owner {
+        return Ok(None);
+    }
     let Some(row) =
         store::pipeline_definitions::get(db, &img.creator, &img.name, &img.version).await?
     else {
@@ -153,7 +162,7 @@ pub async fn apply_pipeline(
             continue;
         }
         let resolved = match ImageRef::parse(&image, creator) {
-            Ok(img) => load_pipeline(db, &img).await?,
+            Ok(img) => load_pipeline(db, creator, &img).await?,
             Err(_) => None, // validate() reports the malformed image
         };
         children.insert(image, resolved);
@@ -198,9 +207,9 @@ async fn check_no_self_nesting(
         .collect();
     for _ in 0..MAX_NESTING {
         let mut next = Vec::new();
-        for (img, d, path) in frontier {
+        for (_, d, path) in frontier {
             for image in d.child_images() {
-                let Ok(child) = ImageRef::parse(&image, &img.creator) else {
+                let Ok(child) = ImageRef::parse(&image, creator) else {
                     continue;
                 };
                 if child.creator == creator && child.name == def.name {
@@ -210,7 +219,7 @@ async fn check_no_self_nesting(
                         path.join(" → ")
                     )));
                 }
-                if let Some((r, cd)) = load_pipeline(db, &child).await? {
+                if let Some((r, cd)) = load_pipeline(db, creator, &child).await? {
                     let mut p = path.clone();
                     p.push(r.to_string());
                     next.push((r, cd, p));
@@ -293,8 +302,8 @@ pub async fn apply_trigger(
             continue;
         }
         let resolved = match ImageRef::parse(&p.image, creator) {
-            Ok(img) if img.creator == creator => load_pipeline(db, &img).await?,
-            _ => None,
+            Ok(img) => load_pipeline(db, creator, &img).await?,
+            Err(_) => None,
         };
         pipelines.insert(p.image.clone(), resolved);
     }

@@ -232,7 +232,8 @@ pub fn render_run_sh(s: &RunScript<'_>) -> Result<String, String> {
     sh.push_str("__eo_dir=$PWD\n");
     sh.push_str(JSON_FN);
     sh.push_str(POST_FN);
-    sh.push_str("__eo_finish() {\n    local code=$1\n    set +e\n    trap - EXIT\n    cd \"$__eo_dir\" || exit \"$code\"\n    local __eo_outs=\"\"\n    if [ \"$code\" -eq 0 ]; then\n");
+    // callback.json (it holds the task's secret) and response.txt are private to the user
+    sh.push_str("__eo_finish() {\n    local code=$1\n    set +e\n    umask 077\n    trap - EXIT\n    cd \"$__eo_dir\" || exit \"$code\"\n    local __eo_outs=\"\"\n    if [ \"$code\" -eq 0 ]; then\n");
     sh.push_str(&collect);
     sh.push_str("        :\n    fi\n");
     sh.push_str(&format!(
@@ -248,7 +249,9 @@ pub fn render_run_sh(s: &RunScript<'_>) -> Result<String, String> {
     for (var, value) in &vars {
         sh.push_str(&format!("{var}={}\n", shell_quote(value)));
     }
-    sh.push_str("set -e\n# ---- the task's commands\n");
+    // eventops' own files are created under umask 077 (start command, nohup.sh); the task's
+    // commands get the usual 022 back, so what they create is as it would be without us
+    sh.push_str("umask 022\nset -e\n# ---- the task's commands\n");
     sh.push_str(&body);
     sh.push_str("# ---- end of the task's commands\n");
     Ok(sh)
@@ -262,6 +265,8 @@ pub fn render_run_sh(s: &RunScript<'_>) -> Result<String, String> {
 pub const NOHUP_SH: &str = r#"#!/usr/bin/env bash
 # eventops: parent of run.sh. Generated; edits are lost.
 case $0 in */*) cd "${0%/*}" || exit 1 ;; esac
+# nohup.log, nohup.pid, exit.code: private to the user (run.sh sets the task's own umask)
+umask 077
 # job control: run.sh gets a process group of its own (cancel and timeout kill that group)
 set -m
 bash ./run.sh > nohup.log 2>&1 < /dev/null &
@@ -273,13 +278,14 @@ echo "$code" > exit.code
 "#;
 
 /// The command that installs both scripts (run.sh, `run_sh_len` bytes, arrives on stdin) and
-/// starts the task, unless it was started already (so a retried start after a restart is
+/// starts the task (under umask 077: the task directory tree is 0700, the files in it 0600
+/// and the scripts 0700), unless it was started already (so a retried start after a restart is
 /// harmless). A run.sh cut short (the connection dropped mid-transfer) is never started.
 /// `nohup.sh` runs in a session of its own, so it lives on when this command returns or the
 /// connection drops.
 pub fn start_command(dir: &str, run_sh_len: usize) -> String {
     format!(
-        "d=\"$HOME\"/{dir}; mkdir -p \"$d\" && cd \"$d\" || exit 1; \
+        "umask 077; d=\"$HOME\"/{dir}; mkdir -p \"$d\" && cd \"$d\" || exit 1; \
          if [ -e nohup.pid ]; then cat > /dev/null; echo already-started; exit 0; fi; \
          cat > run.sh.tmp || exit 1; \
          if [ \"$(wc -c < run.sh.tmp)\" -ne {run_sh_len} ]; then echo 'run.sh arrived incomplete' >&2; exit 1; fi; \
@@ -333,7 +339,7 @@ pub fn start_watch_command(dir: &str, run_sh: &str, secs: u32) -> Option<String>
         return None;
     }
     Some(format!(
-        "d=\"$HOME\"/{dir}; mkdir -p \"$d\" && cd \"$d\" || exit 1; \
+        "umask 077; d=\"$HOME\"/{dir}; mkdir -p \"$d\" && cd \"$d\" || exit 1; \
          if [ -e nohup.pid ]; then echo already-started; {watch}; fi; \
          printf %s {run} > run.sh && printf %s {nohup} > nohup.sh && chmod 700 run.sh nohup.sh || exit 1; \
          setsid bash ./nohup.sh > /dev/null 2>&1 < /dev/null & p=$!; echo started; \

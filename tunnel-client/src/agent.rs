@@ -106,19 +106,52 @@ pub async fn start(ctx: &Arc<Ctx>, dir: &str, run_sh: String, nohup_sh: String) 
 }
 
 /// The file part of a start (blocking): `Ok(false)` when `nohup.pid` says it started already.
+/// The task's files are private to the client's user: `~/pipelines`, the run's and the
+/// task's directories 0700 (also when an older version made them 0755), the scripts 0700,
+/// `nohup.log` 0600 before `nohup.sh` writes to it (`nohup.sh` itself runs under umask 077 for
+/// the rest).
 fn install(path: &Path, run_sh: &str, nohup_sh: &str) -> io::Result<bool> {
-    std::fs::create_dir_all(path)?;
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)?;
+    // path is ~/pipelines/<run>/tasks/<task> (checked by task_dir)
+    for dir in path.ancestors().take(4) {
+        private(dir, 0o700)?;
+    }
     if path.join("nohup.pid").exists() {
         return Ok(false);
     }
     let tmp = path.join("run.sh.tmp");
-    std::fs::write(&tmp, run_sh)?;
+    write_private(&tmp, run_sh, 0o700)?;
     std::fs::rename(&tmp, path.join("run.sh"))?;
-    std::fs::write(path.join("nohup.sh"), nohup_sh)?;
-    for f in ["run.sh", "nohup.sh"] {
-        std::fs::set_permissions(path.join(f), std::fs::Permissions::from_mode(0o700))?;
-    }
+    write_private(&path.join("nohup.sh"), nohup_sh, 0o700)?;
+    write_private(&path.join("nohup.log"), "", 0o600)?;
     Ok(true)
+}
+
+/// Sets `path`'s mode to `mode` unless it is that already.
+fn private(path: &Path, mode: u32) -> io::Result<()> {
+    if std::fs::metadata(path)?.permissions().mode() & 0o7777 != mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// Writes `text` to `path` (created with `mode`; an existing file gets `mode` too).
+fn write_private(path: &Path, text: &str, mode: u32) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    drop(f);
+    private(path, mode)
 }
 
 /// `exited` with the code and the callback body, if `exit.code` is written (`nohup.sh` writes

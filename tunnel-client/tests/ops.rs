@@ -731,3 +731,59 @@ async fn fifty_starts_in_a_row_all_run() {
         took[took.len() - 1]
     );
 }
+
+/// SPEC §7: the task's files are private to the client's user: 0600 (scripts 0700) in 0700
+/// directories, also under a `~/pipelines` an older version made 0755; what the task's own
+/// commands create is as without eventops (umask 022).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_files_are_private_to_the_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let s = Session::new();
+    let pipelines = s.home.join("pipelines");
+    std::fs::create_dir(&pipelines).unwrap();
+    std::fs::set_permissions(&pipelines, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = "pipelines/7/tasks/8";
+    // the run.sh the server renders, with its callback secret; the callback goes nowhere
+    let run_sh = engine::script::render_run_sh(&engine::script::RunScript {
+        pipeline_id: 7,
+        task_id: 8,
+        alias: "t",
+        secret: "the-callback-secret",
+        callback_url: "http://127.0.0.1:9/api/pipeline/callback",
+        commands: &["echo made > out.txt".to_string(), "export O=1".to_string()],
+        env_outputs: &[("o".to_string(), "O".to_string())],
+        values: &engine::script::Values::default(),
+        callback_budget_secs: 0,
+        callback_in_background: false,
+    })
+    .unwrap();
+    let r = s.start(d, &run_sh).await;
+    assert_eq!(r.status.as_deref(), Some("started"), "{r:?}");
+    let r = s.watch(d, 30).await;
+    assert_eq!(
+        (r.status.as_deref(), r.code),
+        (Some("exited"), Some(0)),
+        "{r:?}"
+    );
+    assert!(r
+        .callback
+        .unwrap_or_default()
+        .contains("the-callback-secret"));
+    let p = s.path(d);
+    for dir in [
+        pipelines.clone(),
+        pipelines.join("7"),
+        pipelines.join("7/tasks"),
+        p.clone(),
+    ] {
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    }
+    for f in ["run.sh", "nohup.sh"] {
+        assert_eq!(mode(&p.join(f)), 0o700, "{f}");
+    }
+    for f in ["nohup.log", "nohup.pid", "exit.code", "callback.json"] {
+        assert_eq!(mode(&p.join(f)), 0o600, "{f}");
+    }
+    assert_eq!(mode(&p.join("out.txt")), 0o644);
+}

@@ -44,6 +44,9 @@ pub struct Config {
     pub callback_address: String,
     /// Folder for the default SQLite database and the generated token signature.
     pub data_dir: PathBuf,
+    /// The key that encrypts actuator secrets at rest (32 bytes: 64 hex digits or base64);
+    /// generated and kept in `dataDir/secret-key` when empty.
+    pub secret_key: Secret,
     pub database: DatabaseConfig,
     /// The seed's MySQL block; means `database.url = mysql://…` when `database.url` is unset.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -206,6 +209,7 @@ impl Default for Config {
             debug: false,
             callback_address: String::new(),
             data_dir: PathBuf::from("data"),
+            secret_key: Secret::default(),
             database: DatabaseConfig {
                 url: Secret::default(),
                 pool_size: 8,
@@ -236,6 +240,7 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("debug", Kind::Scalar),
     ("callbackAddress", Kind::Text),
     ("dataDir", Kind::Text),
+    ("secretKey", Kind::Text),
     ("database.url", Kind::Text),
     ("database.poolSize", Kind::Scalar),
     ("mysql.user", Kind::Text),
@@ -441,6 +446,69 @@ impl Config {
         Ok(key)
     }
 
+    /// The key that seals actuator secrets, and where it came from (for messages): the
+    /// `secretKey` setting, else `dataDir/secret-key`, created (0600) on first start. A key file
+    /// that is there but unreadable or malformed is an error, never replaced.
+    pub fn secret_key(&self) -> Result<(engine::secrets::SecretBox, String), ConfigError> {
+        use engine::secrets::SecretBox;
+        if !self.secret_key.0.is_empty() {
+            let key = SecretBox::from_text(&self.secret_key.0)
+                .map_err(|e| ConfigError(format!("key secretKey: {e}")))?;
+            return Ok((key, "the secretKey setting".into()));
+        }
+        let file = self.data_dir.join("secret-key");
+        let source = format!("the key file {}", file.display());
+        match std::fs::read_to_string(&file) {
+            Ok(text) => {
+                let key = SecretBox::from_text(&text)
+                    .map_err(|e| ConfigError(format!("{}: {e}", file.display())))?;
+                return Ok((key, source));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ConfigError(format!("{}: {e}", file.display()))),
+        }
+        std::fs::create_dir_all(&self.data_dir)
+            .map_err(|e| ConfigError(format!("dataDir {}: {e}", self.data_dir.display())))?;
+        let text = SecretBox::generate_key_text();
+        write_private(&file, &format!("{text}\n"))
+            .map_err(|e| ConfigError(format!("{}: {e}", file.display())))?;
+        let key = SecretBox::from_text(&text)
+            .map_err(|e| ConfigError(format!("{}: {e}", file.display())))?;
+        log::info!("generated the actuator secret key in {}", file.display());
+        Ok((key, source))
+    }
+
+    /// Makes `dataDir` private to the server's user: the folder 0700 (created so if missing),
+    /// the files of ours in it 0600. Returns what had to be tightened (older versions left
+    /// them 0755/0644).
+    pub fn secure_data_dir(&self) -> Result<Vec<PathBuf>, ConfigError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = &self.data_dir;
+        let err =
+            |p: &Path, e: std::io::Error| ConfigError(format!("dataDir {}: {e}", p.display()));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| err(dir, e))?;
+        let mut tightened = Vec::new();
+        if engine::secrets::restrict_mode(dir, 0o700).map_err(|e| err(dir, e))? {
+            tightened.push(dir.clone());
+        }
+        for name in [
+            "token-signature",
+            "secret-key",
+            "instance-id",
+            "known_hosts",
+        ] {
+            let p = dir.join(name);
+            if engine::secrets::restrict_mode(&p, 0o600).map_err(|e| err(&p, e))? {
+                tightened.push(p);
+            }
+        }
+        Ok(tightened)
+    }
+
     /// This server's identity as the owner of runs: kept in `dataDir/instance-id`.
     pub fn instance_id(&self) -> Result<String, ConfigError> {
         let file = self.data_dir.join("instance-id");
@@ -641,6 +709,36 @@ mod tests {
             "mysql://root:s3cr%40t@127.0.0.1:3306/eventops"
         );
         assert!(!format!("{c:?}").contains("s3cr"));
+    }
+
+    #[test]
+    fn secret_key_from_the_setting_or_a_private_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().join("data");
+        let mut c = load_str("", &[]).unwrap();
+        c.data_dir = data.clone();
+        let (k1, src) = c.secret_key().unwrap();
+        assert!(src.contains("secret-key"), "{src}");
+        let file = data.join("secret-key");
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // the same key the next time
+        let (k2, _) = c.secret_key().unwrap();
+        let sealed = k1.seal("pw", "x").unwrap();
+        assert_eq!(k2.open(&sealed, "x").unwrap(), "pw");
+        // a damaged file is an error naming it, and is left alone
+        std::fs::write(&file, "garbage").unwrap();
+        let e = c.secret_key().unwrap_err();
+        assert!(e.0.contains("secret-key"), "{e}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "garbage");
+        // the setting wins, is checked, and never printed
+        let key = "ab".repeat(32);
+        let c = load_str("", &[("EVENTOPS_SECRET_KEY", key.as_str())]).unwrap();
+        assert!(c.secret_key().unwrap().1.contains("secretKey"));
+        assert!(!format!("{c:?}").contains(&key));
+        let c = load_str("secretKey: short\n", &[]).unwrap();
+        assert!(c.secret_key().unwrap_err().0.contains("secretKey"));
     }
 
     #[test]

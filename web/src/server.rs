@@ -20,10 +20,21 @@ pub struct Running {
 /// Opens the database (applying migrations) and binds the HTTP server. Must run inside an
 /// actix system (`actix_web::rt::System`).
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let tightened = config.secure_data_dir()?;
+    if !tightened.is_empty() {
+        let list: Vec<String> = tightened.iter().map(|p| p.display().to_string()).collect();
+        log::warn!(
+            "the data directory was readable by other users; now private (0700/0600): {}",
+            list.join(", ")
+        );
+    }
     let url = config.database_url();
+    let (key, key_source) = config.secret_key()?;
     let db = Db::connect(&url, config.database.pool_size)
         .await
-        .with_context(|| format!("database {}", store::redact_url(&url)))?;
+        .with_context(|| format!("database {}", store::redact_url(&url)))?
+        .with_secrets(key);
+    seal_actuator_secrets(&db, &key_source).await?;
     let secret = config.token_signature()?;
     let tokens = web::Data::new(Tokens::new(&secret, config.uc.login_token_expires_time));
     let white = web::Data::new(WhiteList(config.uc.auth.white_url_list.clone()));
@@ -74,6 +85,27 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         addr,
         engine,
     })
+}
+
+/// Seals the actuator secrets older versions stored in clear, and checks that the stored
+/// sealed ones open with the configured key: a wrong or lost key stops start-up here, naming
+/// the key, instead of failing every task later.
+async fn seal_actuator_secrets(db: &Db, key_source: &str) -> anyhow::Result<()> {
+    match store::actuators::seal_plaintext(db).await {
+        Ok(0) => Ok(()),
+        Ok(n) => {
+            log::info!(
+                "encrypted the secrets of {n} actuator(s) stored in clear by an older version"
+            );
+            Ok(())
+        }
+        Err(store::StoreError::Secret(m)) => Err(anyhow::anyhow!(
+            "{m}: the database holds actuator secrets encrypted with another key than \
+             {key_source}; restore the key they were encrypted with (the secret-key file of \
+             the data directory, or the secretKey setting)"
+        )),
+        Err(e) => Err(anyhow::Error::new(e).context("encrypting stored actuator secrets")),
+    }
 }
 
 /// The engine's settings from the configuration; the instance id is kept in `dataDir` so a

@@ -228,7 +228,7 @@ fn other_users_objects_are_invisible() {
         "/api/trigger-definition/apply",
         "name: t\neventName: e\neventVersion: 1\npipelines: [{image: alice/hello-world:1.0}]\n",
     )
-    .fails(400, "is not your pipeline");
+    .fails(400, "pipeline alice/hello-world:1.0 does not exist");
     // a taken user name
     bob.post(
         "/api/user/register",

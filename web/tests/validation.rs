@@ -98,7 +98,7 @@ fn cases() -> Vec<(&'static str, &'static str, String, &'static str)> {
         ("trigger: no pipelines", "trigger", "name: t1\neventName: e\neventVersion: 1\n".into(), "pipelines is empty"),
         ("trigger: empty eventName", "trigger", "name: t1\neventName: ''\neventVersion: 1\npipelines: [{image: child:1.0}]\n".into(), "eventName is empty"),
         ("trigger: empty eventVersion", "trigger", "name: t1\neventName: e\npipelines: [{image: child:1.0}]\n".into(), "eventVersion is empty"),
-        ("trigger: another user's pipeline", "trigger", "name: t1\neventName: e\neventVersion: 1\npipelines: [{image: bob/child:1.0}]\n".into(), "is not your pipeline"),
+        ("trigger: another user's pipeline", "trigger", "name: t1\neventName: e\neventVersion: 1\npipelines: [{image: bob/child:1.0}]\n".into(), "pipeline bob/child:1.0 does not exist"),
         ("trigger: missing pipeline", "trigger", "name: t1\neventName: e\neventVersion: 1\npipelines: [{image: ghost:2.0}]\n".into(), "pipeline kakj/ghost:2.0 does not exist"),
         ("trigger: filter without matches", "trigger", "name: t1\neventName: e\neventVersion: 1\nfilters: [{expr: labels.user}]\npipelines: [{image: child:1.0}]\n".into(), "filters[0] (labels.user): matches is empty"),
         ("trigger: undeclared input", "trigger", "name: t1\neventName: e\neventVersion: 1\npipelines: [{image: child:1.0, inputs: [{name: nope, value: values.x}]}]\n".into(), "input \"nope\" is not an input of pipeline kakj/child:1.0"),

@@ -148,13 +148,15 @@ pub async fn process(engine: &Arc<Engine>, id: i64) -> crate::Result<Vec<i64>> {
                 }
                 Verdict::Pass(inputs) => {
                     let loaded = match ImageRef::parse(&tp.image, &t.row.creator) {
-                        Ok(img) => crate::registry::load_pipeline(&engine.db, &img).await?,
+                        Ok(img) => {
+                            crate::registry::load_pipeline(&engine.db, &t.row.creator, &img).await?
+                        }
                         Err(_) => None,
                     };
                     match loaded {
                         None => {
                             rec.status = PROCESS_FAILED.into();
-                            rec.reason = format!("pipeline {} no longer exists", tp.image);
+                            rec.reason = format!("pipeline {} does not exist", tp.image);
                         }
                         Some((img, def)) => {
                             let run_id = new_id();

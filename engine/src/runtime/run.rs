@@ -597,10 +597,12 @@ impl RunActor {
             Ok(i) => i,
             Err(e) => return self.fail_task(id, ERROR, &e).await,
         };
-        let child = match crate::registry::load_pipeline(&self.engine.db, &img).await {
+        // only the run owner's pipelines: another user's is "does not exist", like a missing one
+        let owner = &self.run.creator;
+        let child = match crate::registry::load_pipeline(&self.engine.db, owner, &img).await {
             Ok(Some((_, d))) => d,
             Ok(None) => {
-                let msg = format!("pipeline {img} no longer exists");
+                let msg = format!("pipeline {img} does not exist");
                 return self.fail_task(id, ERROR, &msg).await;
             }
             Err(e) => return self.fail_task(id, ERROR, &e.to_string()).await,

@@ -50,6 +50,9 @@ pub enum StoreError {
     /// A conditional write found the row changed by someone else (a lost claim).
     #[error("the row was changed concurrently")]
     Lost,
+    /// A secret field could not be sealed or opened (no key, or another key).
+    #[error("actuator secrets: {0}")]
+    Secret(String),
 }
 
 /// Message fragments of errors that mean "the connection to the server broke" rather than
@@ -114,7 +117,10 @@ impl StoreError {
                 | DieselError::RollbackTransaction => false,
                 other => transient_text(&other.to_string()),
             },
-            StoreError::Url(_) | StoreError::Migration(_) | StoreError::Lost => false,
+            StoreError::Url(_)
+            | StoreError::Migration(_)
+            | StoreError::Lost
+            | StoreError::Secret(_) => false,
         }
     }
 }
@@ -287,21 +293,16 @@ pub struct Db {
     backend: Backend,
     health: std::sync::Arc<Health>,
     retry: bool,
+    /// Seals actuator secrets at rest (see `actuators`); `None` until the server sets it.
+    secrets: Option<std::sync::Arc<crate::secrets::SecretBox>>,
 }
 
 impl Db {
     /// Applies pending migrations, then opens the pool. The SQLite file (and its folder) is
-    /// created on first start.
+    /// created on first start, private to the server's user (folder 0700, file 0600, before
+    /// the first connection: SQLite gives `-wal` and `-shm` the main file's mode).
     pub async fn connect(url: &str, pool_size: usize) -> Result<Db> {
         let backend = Backend::from_url(url)?;
-        if backend == Backend::Sqlite {
-            let path = std::path::Path::new(sqlite_path(url));
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Url(format!("cannot create {}: {e}", dir.display()))
-                })?;
-            }
-        }
         migrate(url).await?;
         let pools = match backend {
             Backend::Sqlite => {
@@ -342,6 +343,7 @@ impl Db {
             backend,
             health: Default::default(),
             retry: false,
+            secrets: None,
         })
     }
 
@@ -413,6 +415,51 @@ impl Db {
     }
 }
 
+/// Creates the SQLite file's folder (0700) and the file itself (0600) if missing, and takes
+/// group/other access away from an existing file, `-wal` and `-shm` (older versions left them
+/// 0644), saying so once in the log.
+fn private_sqlite_files(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let name = path.to_string_lossy();
+    if name.is_empty() || name.starts_with(':') || name.starts_with("file:") || name.contains('?') {
+        return Ok(()); // in-memory or URI filenames: nothing of ours to create
+    }
+    let fail = |what: &str, p: &std::path::Path, e: std::io::Error| {
+        StoreError::Url(format!("cannot {what} {}: {e}", p.display()))
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| fail("create", dir, e))?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(fail("create", path, e)),
+    }
+    let mut tightened = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        let p = std::path::PathBuf::from(format!("{name}{suffix}"));
+        if crate::secrets::restrict_mode(&p, 0o600).map_err(|e| fail("chmod", &p, e))? {
+            tightened.push(p.display().to_string());
+        }
+    }
+    if !tightened.is_empty() {
+        log::warn!(
+            "database files were readable by other users; now 0600: {}",
+            tightened.join(", ")
+        );
+    }
+    Ok(())
+}
+
 fn build_pool<C>(mgr: AsyncDieselConnectionManager<C>, size: usize) -> Result<Pool<C>>
 where
     AsyncDieselConnectionManager<C>: deadpool::managed::Manager<Type = C>,
@@ -432,6 +479,10 @@ where
 /// Applies the embedded migrations of the URL's backend (what `eventops migrate` runs).
 /// Runs on a thread of its own: diesel's migration harness is synchronous.
 pub async fn migrate(url: &str) -> Result<()> {
+    if Backend::from_url(url)? == Backend::Sqlite {
+        // before the first connection, which would create the file with the umask's mode
+        private_sqlite_files(std::path::Path::new(sqlite_path(url)))?;
+    }
     let url = url.to_string();
     tokio::task::spawn_blocking(move || migrate_blocking(&url))
         .await
