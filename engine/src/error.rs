@@ -16,6 +16,10 @@ pub enum Error {
     /// Bad credentials (401).
     #[error("{0}")]
     Unauthorized(String),
+    /// Temporarily unable to serve, e.g. too many password checks queued (503 with
+    /// `Retry-After`); the client should retry shortly.
+    #[error("{0}")]
+    Unavailable(String),
     /// The database failed (500, logged, not detailed to the client).
     #[error(transparent)]
     Store(#[from] StoreError),
