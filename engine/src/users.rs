@@ -244,7 +244,9 @@ pub async fn revoke_tokens(db: &Db, name: &str) -> Result<()> {
     if store::users::bump_generation(db, name).await? {
         Ok(())
     } else {
-        Err(Error::Unauthorized(format!("user {name:?} no longer exists")))
+        Err(Error::Unauthorized(format!(
+            "user {name:?} no longer exists"
+        )))
     }
 }
 

@@ -151,8 +151,7 @@ async fn register(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let r: RegisterRequest = json(&read_body(&req, body, state.max_body).await?)?;
-    let user =
-        engine::users::register(&state.db, &hasher, &r.name, &r.password, &r.email).await?;
+    let user = engine::users::register(&state.db, &hasher, &r.name, &r.password, &r.email).await?;
     log::info!("user {:?} registered", user.name);
     Ok(ok(user_view(&user)))
 }

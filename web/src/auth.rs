@@ -134,13 +134,14 @@ impl Users {
         };
         let generation = match &self.cache {
             None => lookup().await?,
-            Some(c) => c
-                .try_get_with(token.user.clone(), lookup())
-                .await
-                .map_err(|e| match &*e {
-                    ApiError::Unavailable(m) => ApiError::Unavailable(m.clone()),
-                    other => ApiError::Internal(other.to_string()),
-                })?,
+            Some(c) => {
+                c.try_get_with(token.user.clone(), lookup())
+                    .await
+                    .map_err(|e| match &*e {
+                        ApiError::Unavailable(m) => ApiError::Unavailable(m.clone()),
+                        other => ApiError::Internal(other.to_string()),
+                    })?
+            }
         };
         match generation {
             None => Err(ApiError::Unauthorized(format!(
