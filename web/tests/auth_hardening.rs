@@ -288,6 +288,9 @@ fn a_burst_of_wrong_logins_is_refused_not_hashed_without_bound() {
     let grew = peak
         .load(std::sync::atomic::Ordering::Relaxed)
         .saturating_sub(before);
+    eprintln!(
+        "burst of 64: {refused} answered 503, RSS {before} MiB before, grew by {grew} MiB at peak"
+    );
     assert!(grew < 400, "RSS grew by {grew} MiB during the burst");
     // and the server still serves a right password
     let r = wait_for("a login after the burst", 30, || {
