@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use web::testing::TestServer;
 
+mod auth_bench;
 mod tunnel_bench;
 
 struct Api {
@@ -729,6 +730,7 @@ fn main() {
         "agent-sequential" => tunnel_bench::agent_sequential(),
         "fanout" => tunnel_bench::fanout(agents),
         "tunnel" => tunnel(),
+        "auth" => auth_bench::run(),
         "all" => {
             idle();
             matching();
