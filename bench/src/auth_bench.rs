@@ -67,7 +67,9 @@ fn post(from: &str, port: u16, path: &str, body: &str) -> Option<u16> {
         s.connect(addr).await.ok()?.into_std().ok()
     })?;
     stream.set_nonblocking(false).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
     let mut stream = stream;
     let method = if path == "/readyz" { "GET" } else { "POST" };
     let req = format!(
@@ -157,7 +159,10 @@ pub fn flood(attackers: usize, secs: u64, limits_off: bool) {
         &[
             ("EVENTOPS_UC_LIMITS_ADDRESS_FAILURES", "1000000000"),
             ("EVENTOPS_UC_LIMITS_ACCOUNT_FAILURES", "1000000000"),
-            ("EVENTOPS_UC_LIMITS_ACCOUNT_FAILURES_ANY_ADDRESS", "1000000000"),
+            (
+                "EVENTOPS_UC_LIMITS_ACCOUNT_FAILURES_ANY_ADDRESS",
+                "1000000000",
+            ),
         ]
     } else {
         &[]

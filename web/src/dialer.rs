@@ -149,7 +149,15 @@ async fn authorise(
     })?;
     let unknown = hashes.is_empty();
     // with no hash to match, one check against a dummy hash: the same time as a real one
-    match hasher.find(token, hashes).await? {
+    let found = match hasher.find(token, hashes).await {
+        Ok(found) => found,
+        Err(e) => {
+            // a busy hasher is not the client's failure
+            attempt.succeeded();
+            return Err(e.into());
+        }
+    };
+    match found {
         Some(i) => {
             attempt.succeeded();
             let mut known = verified.0.lock().unwrap_or_else(|p| p.into_inner());
