@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use web::testing::TestServer;
 
+mod auth_bench;
 mod input_bench;
 mod outage_bench;
 mod secrets_bench;
@@ -735,6 +736,7 @@ fn main() {
         "input" => input_bench::run(),
         "outage" => outage_bench::outage(opt("--outage-secs", 10) as u64),
         "secrets" => secrets_bench::run(),
+        "auth" => auth_bench::run(),
         "all" => {
             idle();
             matching();

@@ -34,6 +34,9 @@ pub enum Command {
     Register(RegisterArgs),
     /// Log in, store the token in the config file and make that user current.
     Login(LoginArgs),
+    /// Forget the current user's token here; with --all, first revoke every token of that
+    /// user on the server (every machine logged in as them is logged out).
+    Logout(LogoutArgs),
     /// The users stored in the config file.
     #[command(subcommand, visible_alias = "users")]
     User(UserCmd),
@@ -105,6 +108,35 @@ pub struct LoginArgs {
     pub password: String,
 }
 
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// Revoke every login token of the user on the server, not only the one stored here.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PasswdArgs {
+    /// The current password (or set EOCTL_PASSWORD).
+    #[arg(
+        long = "old-password",
+        visible_alias = "old",
+        env = "EOCTL_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    pub old_password: String,
+    /// The new password, 6 to 256 characters (or set EOCTL_NEW_PASSWORD).
+    #[arg(
+        long = "new-password",
+        visible_alias = "new",
+        env = "EOCTL_NEW_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    pub new_password: String,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum UserCmd {
     /// List the stored users; `*` marks the current one.
@@ -117,6 +149,9 @@ pub enum UserCmd {
     },
     /// Ask the server who the current user is.
     Me,
+    /// Change the current user's password: every token issued before is revoked, the new
+    /// token is stored here.
+    Passwd(PasswdArgs),
 }
 
 /// `-f FILE` (`-` reads standard input).
@@ -341,6 +376,30 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(cli.command, Command::Login(ref a) if a.username == "kakj"));
+    }
+
+    #[test]
+    fn logout_and_passwd_parse() {
+        let cli = Cli::try_parse_from(["eoctl", "logout", "--all"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Logout(LogoutArgs { all: true })
+        ));
+        let cli = Cli::try_parse_from([
+            "eoctl",
+            "user",
+            "passwd",
+            "--old-password=old-pw-1",
+            "--new-password=new-pw-1",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::User(UserCmd::Passwd(a)) => {
+                assert_eq!(a.old_password, "old-pw-1");
+                assert_eq!(a.new_password, "new-pw-1");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -44,6 +44,15 @@ pub struct LoginResponse {
     pub expires_at: i64,
 }
 
+/// Body of `POST /api/user/password`; the answer is a [`LoginResponse`] with a fresh token
+/// (every token issued before is revoked).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PasswordChange {
+    pub old_password: String,
+    pub new_password: String,
+}
+
 /// `GET /api/user/me` and the answer of register.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

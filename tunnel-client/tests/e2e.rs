@@ -306,15 +306,24 @@ fn refused_clients_are_told_why() {
         home.path(),
         &[],
     );
-    wrong.wait_log("wrong token for tunnel client", 1, 20);
+    // one public message for every refusal (the precise reason is in the server log only)
+    wrong.wait_log(
+        "tunnel client refused: unknown user or client id, or wrong token",
+        1,
+        20,
+    );
     // it keeps trying (backoff), and is refused each time
-    wrong.wait_log("wrong token for tunnel client", 2, 20);
+    wrong.wait_log("tunnel client refused", 2, 20);
     assert!(
         !wrong.log().contains("not-the-token"),
         "the token was logged"
     );
     let unknown = Client::start(&ws_url(&server), "nobody", TOKEN, "m1", home.path(), &[]);
-    unknown.wait_log("unknown tunnel client id", 1, 20);
+    unknown.wait_log(
+        "tunnel client refused: unknown user or client id, or wrong token",
+        1,
+        20,
+    );
     // a plain HTTP request without the headers
     let r = api.get("/api/dialer/connect");
     r.fails(400, "missing header");

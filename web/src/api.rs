@@ -1,13 +1,17 @@
 //! HTTP routes (SPEC §4–§5, §11). Handlers read the body, call one engine function and wrap
 //! the answer in the envelope; they never touch SQL.
 
-use crate::auth::{AuthUser, Tokens};
+use crate::auth::{AuthUser, Tokens, Users};
 use crate::error::{ok, ApiError};
+use crate::limiter::{peer_ip, Limiter, Realm};
 use actix_web::{web, HttpRequest, HttpResponse};
 use engine::registry::{self, Settings};
 use engine::store::Db;
+use engine::users::Hasher;
 use futures_util::StreamExt;
-use proto::{Deleted, EventSent, LoginRequest, LoginResponse, RegisterRequest, UserView};
+use proto::{
+    Deleted, EventSent, LoginRequest, LoginResponse, PasswordChange, RegisterRequest, UserView,
+};
 
 /// What handlers share.
 pub struct AppState {
@@ -28,7 +32,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::scope("/api/user")
                 .route("/register", web::post().to(register))
                 .route("/login", web::post().to(login))
-                .route("/me", web::get().to(me)),
+                .route("/me", web::get().to(me))
+                .route("/logout-all", web::post().to(logout_all))
+                .route("/password", web::post().to(change_password)),
         )
         .service(
             web::scope("/api/actuator")
@@ -222,11 +228,12 @@ fn user_view(u: &engine::store::models::User) -> UserView {
 
 async fn register(
     state: State,
+    hasher: web::Data<Hasher>,
     req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let r: RegisterRequest = json(&read_body(&req, body, state.max_body).await?)?;
-    let user = engine::users::register(&state.db, &r.name, &r.password, &r.email).await?;
+    let user = engine::users::register(&state.db, &hasher, &r.name, &r.password, &r.email).await?;
     log::info!("user {:?} registered", user.name);
     Ok(ok(user_view(&user)))
 }
@@ -234,12 +241,81 @@ async fn register(
 async fn login(
     state: State,
     tokens: web::Data<Tokens>,
+    hasher: web::Data<Hasher>,
+    limiter: web::Data<Limiter>,
     req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let r: LoginRequest = json(&read_body(&req, body, state.max_body).await?)?;
-    let user = engine::users::authenticate(&state.db, &r.name, &r.password).await?;
-    let (token, expires_at) = tokens.issue(&user.name)?;
+    let peer = peer_ip(&req);
+    let attempt = limiter.begin(Realm::Login, &r.name, peer)?;
+    match engine::users::authenticate(&state.db, &hasher, &r.name, &r.password).await {
+        Ok(user) => {
+            attempt.succeeded();
+            let (token, expires_at) = tokens.issue(&user.name, user.token_generation)?;
+            Ok(ok(LoginResponse { token, expires_at }))
+        }
+        Err(e @ engine::Error::Unauthorized(_)) => {
+            log::info!("failed login for {:?} from {peer}", r.name);
+            Err(e.into())
+        }
+        Err(e) => {
+            // not the caller's fault (busy hasher, database): no failure is counted
+            attempt.succeeded();
+            Err(e.into())
+        }
+    }
+}
+
+/// Revokes every login token of the caller, this one included.
+async fn logout_all(
+    state: State,
+    users: web::Data<Users>,
+    user: AuthUser,
+) -> Result<HttpResponse, ApiError> {
+    engine::users::revoke_tokens(&state.db, &user.0).await?;
+    users.forget(&user.0).await;
+    log::info!("user {:?} revoked all their login tokens", user.0);
+    Ok(ok(user.0))
+}
+
+/// Changes the caller's password (the current one is checked, and limited like a login);
+/// every token issued before is revoked and a new one is returned.
+#[allow(clippy::too_many_arguments)]
+async fn change_password(
+    state: State,
+    tokens: web::Data<Tokens>,
+    hasher: web::Data<Hasher>,
+    limiter: web::Data<Limiter>,
+    users: web::Data<Users>,
+    user: AuthUser,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let r: PasswordChange = json(&read_body(&req, body, state.max_body).await?)?;
+    let attempt = limiter.begin(Realm::Login, &user.0, peer_ip(&req))?;
+    let changed = engine::users::change_password(
+        &state.db,
+        &hasher,
+        &user.0,
+        &r.old_password,
+        &r.new_password,
+    )
+    .await;
+    let u = match changed {
+        Ok(u) => {
+            attempt.succeeded();
+            u
+        }
+        Err(e @ engine::Error::Unauthorized(_)) => return Err(e.into()),
+        Err(e) => {
+            attempt.succeeded();
+            return Err(e.into());
+        }
+    };
+    users.forget(&u.name).await;
+    log::info!("user {:?} changed their password", u.name);
+    let (token, expires_at) = tokens.issue(&u.name, u.token_generation)?;
     Ok(ok(LoginResponse { token, expires_at }))
 }
 

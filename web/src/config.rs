@@ -148,6 +148,45 @@ pub struct UcConfig {
     /// HMAC key of login tokens; generated and kept in `dataDir` when empty.
     pub login_token_signature: Secret,
     pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+}
+
+/// Password hashing and failed-attempt limits (logins, password changes, tunnel handshakes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct LimitsConfig {
+    /// Password hashes computed at once (argon2id, 19 MiB each); 0 = one per core.
+    pub hash_threads: usize,
+    /// Password checks waiting for a hasher; beyond it the answer is 503 with Retry-After.
+    pub hash_queue: usize,
+    /// Failures from one address (all accounts) before that address is locked.
+    pub address_failures: u32,
+    /// Failures on one account from one address before the account is locked for that address.
+    pub account_failures: u32,
+    /// Failures on one account from all addresses before it is locked for every address that
+    /// has failed on it (addresses that never failed on it still get in).
+    pub account_failures_any_address: u32,
+    /// The first lock lasts 1 s and doubles with each further failure, up to this many seconds.
+    pub max_lock_secs: u64,
+    /// Failures are forgotten after this many seconds without another one.
+    pub forget_after_secs: u64,
+    /// Seconds a token's user (existence and token generation) is remembered between checks.
+    pub user_cache_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            hash_threads: 0,
+            hash_queue: 16,
+            address_failures: 20,
+            account_failures: 5,
+            account_failures_any_address: 100,
+            max_lock_secs: 900,
+            forget_after_secs: 3600,
+            user_cache_secs: 5,
+        }
+    }
 }
 
 impl Default for UcConfig {
@@ -156,6 +195,7 @@ impl Default for UcConfig {
             login_token_expires_time: 30 * 24 * 3600,
             login_token_signature: Secret::default(),
             auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -261,6 +301,14 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("uc.loginTokenExpiresTime", Kind::Scalar),
     ("uc.loginTokenSignature", Kind::Text),
     ("uc.auth.whiteUrlList", Kind::List),
+    ("uc.limits.hashThreads", Kind::Scalar),
+    ("uc.limits.hashQueue", Kind::Scalar),
+    ("uc.limits.addressFailures", Kind::Scalar),
+    ("uc.limits.accountFailures", Kind::Scalar),
+    ("uc.limits.accountFailuresAnyAddress", Kind::Scalar),
+    ("uc.limits.maxLockSecs", Kind::Scalar),
+    ("uc.limits.forgetAfterSecs", Kind::Scalar),
+    ("uc.limits.userCacheSecs", Kind::Scalar),
     ("http.maxBodyBytes", Kind::Scalar),
     ("http.maxEventBytes", Kind::Scalar),
     ("http.workers", Kind::Scalar),
@@ -379,6 +427,28 @@ impl Config {
         if self.tunnel.offline_wait_secs > 7 * 24 * 3600 {
             return Err(ConfigError(
                 "key tunnel.offlineWaitSecs: at most 604800 seconds (7 days)".into(),
+            ));
+        }
+        let l = &self.uc.limits;
+        if l.address_failures == 0 || l.account_failures == 0 || l.account_failures_any_address == 0
+        {
+            return Err(ConfigError(
+                "key uc.limits: failure allowances must be at least 1".into(),
+            ));
+        }
+        if l.max_lock_secs == 0 || l.max_lock_secs > 86_400 {
+            return Err(ConfigError(
+                "key uc.limits.maxLockSecs: must be 1 to 86400".into(),
+            ));
+        }
+        if l.forget_after_secs < l.max_lock_secs {
+            return Err(ConfigError(
+                "key uc.limits.forgetAfterSecs: must be at least maxLockSecs".into(),
+            ));
+        }
+        if l.hash_threads > 1024 || l.hash_queue > 1_000_000 || l.user_cache_secs > 3600 {
+            return Err(ConfigError(
+                "key uc.limits: hashThreads at most 1024, hashQueue at most 1000000, userCacheSecs at most 3600".into(),
             ));
         }
         if self.http.max_body_bytes < 1024 || self.http.max_event_bytes < 1024 {

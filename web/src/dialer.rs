@@ -2,17 +2,20 @@
 //!
 //! The handshake carries the client id, token, user and machine label in headers
 //! ([`tunnel::headers`]); they are checked against the user's actuator definitions whose
-//! `tunnel.clientId` matches (tokens are stored argon2-hashed). A refused client gets a 4xx
-//! envelope saying why, and the refusal is logged. An accepted one becomes a yamux session
+//! `tunnel.clientId` matches (tokens are stored argon2-hashed, checked on the bounded hasher;
+//! failures are limited like logins). A refused client gets one public message whatever the
+//! reason (so client ids cannot be probed); the precise reason is logged. An accepted one becomes a yamux session
 //! over the WebSocket, registered in the engine's [`engine::tunnel::Tunnels`].
 
 use crate::api::AppState;
 use crate::error::ApiError;
+use crate::limiter::{Limiter, Realm};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason, Message};
 use engine::tunnel::{Client, ClientInfo};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tunnel::headers;
@@ -34,7 +37,7 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
 
 fn refuse(peer: &str, why: String) -> ApiError {
     log::warn!("tunnel: refused client from {peer}: {why}");
-    ApiError::Unauthorized(why)
+    ApiError::Unauthorized(REFUSED.into())
 }
 
 pub async fn connect(
@@ -42,6 +45,8 @@ pub async fn connect(
     body: web::Payload,
     state: web::Data<AppState>,
     verified: web::Data<Verified>,
+    hasher: web::Data<engine::users::Hasher>,
+    limiter: web::Data<Limiter>,
 ) -> Result<HttpResponse, ApiError> {
     let peer = req
         .peer_addr()
@@ -66,9 +71,15 @@ pub async fn connect(
             "machine label {label:?}: at most {MAX_LABEL} characters, no control characters"
         )));
     }
-    authorise(&state, &verified, &user, &client_id, &token)
-        .await
-        .map_err(|why| refuse(&peer, why))?;
+    authorise(
+        &state,
+        &verified,
+        &hasher,
+        &limiter,
+        crate::limiter::peer_ip(&req),
+        (&user, &client_id, &token),
+    )
+    .await?;
     let info = ClientInfo {
         owner: user,
         client_id,
@@ -92,27 +103,31 @@ pub async fn connect(
     Ok(resp)
 }
 
-/// The user's actuators with this client id; the token must match one of their hashes.
+/// What a refused client is told, whatever the reason (an unknown user, an unknown client id
+/// or a wrong token), so client ids cannot be probed; the reason goes to the server log.
+pub const REFUSED: &str =
+    "tunnel client refused: unknown user or client id, or wrong token (the server log says which)";
+
+/// The user's actuators with this client id; the token must match one of their hashes. A
+/// token verified before is accepted from the cache; any other check is charged to the
+/// failed-attempt limiter (429 while locked) and runs on the bounded hasher (503 when full).
 async fn authorise(
     state: &AppState,
     verified: &Verified,
-    user: &str,
-    client_id: &str,
-    token: &str,
-) -> Result<(), String> {
+    hasher: &engine::users::Hasher,
+    limiter: &Limiter,
+    peer: IpAddr,
+    who: (&str, &str, &str),
+) -> Result<(), ApiError> {
+    let (user, client_id, token) = who;
     let rows = engine::store::actuators::list(&state.db, user)
         .await
-        .map_err(|e| format!("cannot check the client now: {e}"))?;
+        .map_err(|e| ApiError::Unavailable(format!("cannot check the client now: {e}")))?;
     let hashes: Vec<String> = rows
         .into_iter()
         .filter(|(r, _)| r.tunnel_client_id.as_deref() == Some(client_id))
         .filter_map(|(r, _)| r.tunnel_token_hash)
         .collect();
-    if hashes.is_empty() {
-        return Err(format!(
-            "unknown tunnel client id {client_id:?} for user {user:?}: no actuator of theirs has tunnel.clientId {client_id:?}"
-        ));
-    }
     let keys: Vec<[u8; 32]> = hashes
         .iter()
         .map(|h| {
@@ -129,26 +144,39 @@ async fn authorise(
             return Ok(());
         }
     }
-    let token = token.to_string();
-    let found = web::block(move || {
-        hashes
-            .iter()
-            .position(|h| engine::users::verify_password(&token, h))
-    })
-    .await
-    .map_err(|e| format!("cannot check the token now: {e}"))?;
+    let attempt = limiter.begin(Realm::Tunnel, user, peer).inspect_err(|_| {
+        log::warn!("tunnel: refused client {client_id:?} of {user:?} from {peer}: too many failed attempts");
+    })?;
+    let unknown = hashes.is_empty();
+    // with no hash to match, one check against a dummy hash: the same time as a real one
+    let found = match hasher.find(token, hashes).await {
+        Ok(found) => found,
+        Err(e) => {
+            // a busy hasher is not the client's failure
+            attempt.succeeded();
+            return Err(e.into());
+        }
+    };
     match found {
         Some(i) => {
+            attempt.succeeded();
             let mut known = verified.0.lock().unwrap_or_else(|p| p.into_inner());
             if known.len() > 10_000 {
                 known.clear();
             }
-            known.insert(keys[i]);
+            if let Some(k) = keys.get(i) {
+                known.insert(*k);
+            }
             Ok(())
         }
-        None => Err(format!(
-            "wrong token for tunnel client {client_id:?} of user {user:?}"
-        )),
+        None => {
+            let why = if unknown {
+                format!("unknown tunnel client id {client_id:?} for user {user:?}: no actuator of theirs has tunnel.clientId {client_id:?}")
+            } else {
+                format!("wrong token for tunnel client {client_id:?} of user {user:?}")
+            };
+            Err(refuse(&peer.to_string(), why))
+        }
     }
 }
 

@@ -13,7 +13,10 @@ pub enum ApiError {
     MethodNotAllowed,
     Conflict(String),
     TooLarge(usize),
+    /// 503, with `Retry-After: 1`.
     Unavailable(String),
+    /// 429: too many failed attempts; retry after this many seconds (sent as `Retry-After`).
+    TooManyRequests(String, u64),
     Internal(String),
 }
 
@@ -24,7 +27,8 @@ impl fmt::Display for ApiError {
             | ApiError::Unauthorized(m)
             | ApiError::NotFound(m)
             | ApiError::Conflict(m)
-            | ApiError::Unavailable(m) => f.write_str(m),
+            | ApiError::Unavailable(m)
+            | ApiError::TooManyRequests(m, _) => f.write_str(m),
             ApiError::MethodNotAllowed => f.write_str("method not allowed"),
             ApiError::TooLarge(limit) => {
                 write!(f, "request body is larger than the limit of {limit} bytes")
@@ -45,6 +49,7 @@ impl ResponseError for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -54,12 +59,17 @@ impl ResponseError for ApiError {
         if let ApiError::Internal(detail) = self {
             log::error!("internal error: {detail}");
         }
-        let mut res = HttpResponse::build(status);
-        if let ApiError::Unavailable(_) = self {
-            // a database outage or a full queue: worth trying again soon
-            res.insert_header((actix_web::http::header::RETRY_AFTER, "5"));
+        let mut resp = HttpResponse::build(status);
+        match self {
+            ApiError::Unavailable(_) => {
+                resp.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
+            }
+            ApiError::TooManyRequests(_, secs) => {
+                resp.insert_header((actix_web::http::header::RETRY_AFTER, (*secs).max(1)));
+            }
+            _ => {}
         }
-        res.json(proto::Envelope::<()> {
+        resp.json(proto::Envelope::<()> {
             status: status.as_u16(),
             msg: self.to_string(),
             data: None,

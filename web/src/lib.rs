@@ -6,5 +6,6 @@ pub mod config;
 pub mod dialer;
 pub mod error;
 pub mod fanout;
+pub mod limiter;
 pub mod server;
 pub mod testing;

@@ -36,7 +36,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_secrets(key);
     seal_actuator_secrets(&db, &key_source).await?;
     let secret = config.token_signature()?;
-    let tokens = web::Data::new(Tokens::new(&secret, config.uc.login_token_expires_time));
+    let tokens = web::Data::new(Tokens::new(
+        &derive_key(&secret, TOKEN_KEY_LABEL),
+        config.uc.login_token_expires_time,
+    ));
+    let limits = &config.uc.limits;
+    let hasher = web::Data::new(engine::users::Hasher::new(
+        limits.hash_threads,
+        limits.hash_queue,
+    ));
+    let limiter = web::Data::new(crate::limiter::Limiter::new(limits));
+    let users = web::Data::new(auth::Users::new(limits.user_cache_secs));
     let white = web::Data::new(WhiteList(config.uc.auth.white_url_list.clone()));
     let verified = web::Data::new(crate::dialer::Verified::default());
     // bind first: with port 0 the callback address needs the port we actually got
@@ -60,6 +70,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .app_data(white.clone())
             .app_data(verified.clone())
             .wrap(middleware::from_fn(api::check_url))
+            .app_data(hasher.clone())
+            .app_data(limiter.clone())
+            .app_data(users.clone())
             .wrap(middleware::from_fn(auth::require_login))
             .wrap(middleware::Logger::new("%a \"%r\" %s %b %Dms"))
             .configure(api::routes)
@@ -120,7 +133,7 @@ async fn start_engine(
     let settings = engine::runtime::Settings {
         callback_address: config.callback(port),
         instance_id,
-        secret_key: config.token_signature()?,
+        secret_key: derive_key(&config.token_signature()?, CALLBACK_KEY_LABEL),
         work_num: p.work_num,
         buffer_size: p.buffer_size,
         trigger_cache_size: p.trigger_cache_size,
@@ -155,4 +168,20 @@ pub async fn stop_on_signal(
     log::info!("{name}: stopping (tunnel clients are told to reconnect)");
     engine.tunnels.shutdown();
     handle.stop(true).await;
+}
+
+/// HKDF info label of the login-token signing key.
+pub const TOKEN_KEY_LABEL: &str = "eventops login-token signing key v1";
+/// HKDF info label of the task-callback HMAC key.
+pub const CALLBACK_KEY_LABEL: &str = "eventops task-callback HMAC key v1";
+
+/// A key for one purpose, derived from the configured secret (`uc.loginTokenSignature` or
+/// `dataDir/token-signature`) with HKDF-SHA256 and a distinct label, as hex: the login tokens
+/// and the task callbacks never share a key, and neither is the secret itself.
+pub fn derive_key(secret: &str, label: &str) -> String {
+    let hk = hkdf::Hkdf::<sha2::Sha256>::new(None, secret.as_bytes());
+    let mut okm = [0u8; 32];
+    hk.expand(label.as_bytes(), &mut okm)
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    okm.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -20,6 +20,7 @@ async fn round_trip(db: &Db) -> Result<(), StoreError> {
                 email: s("e"),
                 password_hash: s("h"),
                 created_at: 1,
+                token_generation: 0,
             })
             .execute(c)
             .await?;

@@ -69,6 +69,7 @@ pub fn uses_stored_token(command: &Command) -> bool {
         command,
         Command::Register(_)
             | Command::Login(_)
+            | Command::Logout(crate::args::LogoutArgs { all: false })
             | Command::User(crate::args::UserCmd::List)
             | Command::User(crate::args::UserCmd::Use { .. })
     )
@@ -89,6 +90,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Register(a) => user::register(&ctx, a),
         Command::Login(a) => user::login(&ctx, a),
+        Command::Logout(a) => user::logout(&ctx, a),
         Command::User(c) => user::run(&ctx, c),
         Command::Actuator(c) => actuator::run(&ctx, c),
         Command::Pipeline(c) => pipeline::run(&ctx, c),

@@ -1,11 +1,11 @@
-//! `register`, `login` and `user list|use|me`: accounts on the server and the users stored in
-//! the config file.
+//! `register`, `login`, `logout [--all]` and `user list|use|me|passwd`: accounts on the server
+//! and the users stored in the config file.
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::Ctx;
-use crate::args::{LoginArgs, RegisterArgs, UserCmd};
+use crate::args::{LoginArgs, LogoutArgs, PasswdArgs, RegisterArgs, UserCmd};
 use crate::client::{typed, Client};
 use crate::config::StoredUser;
 use crate::output::{self, key_values, or_dash, Table};
@@ -63,6 +63,55 @@ pub fn login(ctx: &Ctx, a: LoginArgs) -> Result<()> {
     Ok(())
 }
 
+/// Forgets the current user's token (removes its entry); with `--all`, first has the server
+/// revoke every token of that user.
+pub fn logout(ctx: &Ctx, a: LogoutArgs) -> Result<()> {
+    let mut config = ctx.load_config()?;
+    let Some(name) = config.current_user().map(|u| u.name.clone()) else {
+        anyhow::bail!(
+            "not logged in (no current user in {})",
+            ctx.config_path.display()
+        );
+    };
+    if a.all {
+        ctx.client()?.post_empty("/api/user/logout-all")?;
+    }
+    config.users.retain(|u| u.name != name);
+    config.current = String::new();
+    config
+        .save(&ctx.config_path)
+        .context("the token could not be removed from the config file")?;
+    if a.all {
+        println!("every login token of \"{name}\" is revoked; logged out here");
+    } else {
+        println!("logged out \"{name}\" here (the token is forgotten; `logout --all` also revokes it on the server)");
+    }
+    Ok(())
+}
+
+/// Changes the current user's password; the server revokes every older token and answers a
+/// new one, which replaces the stored one.
+fn passwd(ctx: &Ctx, a: PasswdArgs) -> Result<()> {
+    let client = ctx.client()?;
+    let body = proto::PasswordChange {
+        old_password: a.old_password,
+        new_password: a.new_password,
+    };
+    let data = client.post_json("/api/user/password", &body)?;
+    let answer: proto::LoginResponse = typed(data, "password answer")?;
+    let mut config = ctx.load_config()?;
+    let name = config.current.clone();
+    if let Some(u) = config.users.iter_mut().find(|u| u.name == name) {
+        u.token = answer.token;
+        u.expires_at = Some(answer.expires_at);
+    }
+    config
+        .save(&ctx.config_path)
+        .context("password changed, but the new token could not be stored; log in again")?;
+    println!("password of \"{name}\" changed; every older token is revoked, the new one is stored");
+    Ok(())
+}
+
 /// A stored user as `user list` shows it: never the token.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -76,6 +125,7 @@ struct UserRow {
 pub fn run(ctx: &Ctx, cmd: UserCmd) -> Result<()> {
     match cmd {
         UserCmd::List => list(ctx),
+        UserCmd::Passwd(a) => passwd(ctx, a),
         UserCmd::Use { name } => {
             let mut config = ctx.load_config()?;
             config.use_user(&name)?;

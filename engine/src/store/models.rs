@@ -11,6 +11,8 @@ pub struct User {
     pub email: String,
     pub password_hash: String,
     pub created_at: i64,
+    /// Raised to revoke every login token issued before (they carry the generation).
+    pub token_generation: i64,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]

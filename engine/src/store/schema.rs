@@ -8,6 +8,7 @@ diesel::table! {
         email -> Text,
         password_hash -> Text,
         created_at -> BigInt,
+        token_generation -> BigInt,
     }
 }
 
