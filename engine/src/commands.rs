@@ -173,7 +173,7 @@ pub async fn create(
         machine_pattern: req.machine_pattern.clone(),
         command: c.command.clone(),
         workspace: c.workspace.clone(),
-        timeout_secs: c.timeout as i64,
+        timeout_secs: i64::try_from(c.timeout).unwrap_or(i64::MAX / 2000),
         created_at: now,
     };
     let deadline =

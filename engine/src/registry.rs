@@ -47,7 +47,13 @@ pub fn actuator_def(row: &models::Actuator) -> Result<ActuatorDef> {
     from_json(&row.spec)
 }
 
-pub async fn apply_actuator(db: &Db, creator: &str, text: &str) -> Result<ActuatorView> {
+/// Applies an actuator; its tunnel token is hashed on the bounded `hasher` (argon2 is costly).
+pub async fn apply_actuator(
+    db: &Db,
+    hasher: &crate::users::Hasher,
+    creator: &str,
+    text: &str,
+) -> Result<ActuatorView> {
     let def: ActuatorDef = document::parse(text)?;
     def.validate().map_err(Error::Validation)?;
     let now = store::now_ms();
@@ -57,7 +63,7 @@ pub async fn apply_actuator(db: &Db, creator: &str, text: &str) -> Result<Actuat
     let (client_id, token_hash) = match &def.tunnel {
         Some(t) => (
             Some(t.client_id.clone()),
-            Some(crate::users::hash_password(&t.client_token)?),
+            Some(hasher.hash(&t.client_token).await?),
         ),
         None => (None, None),
     };

@@ -329,11 +329,12 @@ async fn me(state: State, user: AuthUser) -> Result<HttpResponse, ApiError> {
 async fn apply_actuator(
     state: State,
     user: AuthUser,
+    hasher: web::Data<Hasher>,
     req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let text = read_body(&req, body, state.max_body).await?;
-    let view = registry::apply_actuator(&state.db, &user.0, &text).await?;
+    let view = registry::apply_actuator(&state.db, &hasher, &user.0, &text).await?;
     log::info!("actuator {:?} applied by {:?}", view.name, user.0);
     Ok(ok(view))
 }

@@ -66,10 +66,20 @@ pub async fn connect(
     let label = header(&req, headers::LABEL)
         .unwrap_or(&client_id)
         .to_string();
-    if label.chars().count() > MAX_LABEL || label.chars().any(char::is_control) {
+    if label.chars().count() > MAX_LABEL || label.chars().any(engine::definition::is_hidden_char) {
         return Err(ApiError::BadRequest(format!(
-            "machine label {label:?}: at most {MAX_LABEL} characters, no control characters"
+            "machine label {label:?}: at most {MAX_LABEL} characters, no control, bidi or \
+             zero-width characters"
         )));
+    }
+    // what the database cannot hold (NUL) or a name could hide behind: refused before any
+    // lookup, alike on every backend
+    for (name, value) in [(headers::CLIENT_ID, &client_id), (headers::USER, &user)] {
+        if value.chars().any(engine::definition::is_hidden_char) {
+            return Err(ApiError::BadRequest(format!(
+                "header {name}: contains a control, bidi or zero-width character"
+            )));
+        }
     }
     authorise(
         &state,

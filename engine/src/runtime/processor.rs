@@ -284,7 +284,13 @@ pub fn new_tasks(
             exit_code: None,
             job_id: String::new(),
             secret_hash: String::new(),
-            timeout_secs: t.timeout.unwrap_or(DEFAULT_TIMEOUT) as i64,
+            // a definition stored before timeouts were bounded may hold anything: cap it
+            timeout_secs: i64::try_from(
+                t.timeout
+                    .unwrap_or(DEFAULT_TIMEOUT)
+                    .min(crate::definition::pipeline::MAX_TIMEOUT),
+            )
+            .unwrap_or(i64::MAX / 2000),
             created_at: now,
             started_at: None,
             ended_at: None,
