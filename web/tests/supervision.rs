@@ -22,9 +22,12 @@ fn exec(url: &str, sql: &str) -> usize {
     let sql = sql.to_string();
     rt.block_on(async {
         let db = engine::store::Db::connect(url, 1).await.expect("open db");
-        let r: engine::store::Result<usize> = engine::db_run!(db, |c| {
-            Ok(diesel::sql_query(sql.clone()).execute(c).await?)
-        });
+        let r: engine::store::Result<usize> = async {
+            engine::db_run!(db, |c| {
+                Ok(diesel::sql_query(sql.clone()).execute(c).await?)
+            })
+        }
+        .await;
         r.expect("sql")
     })
 }
