@@ -61,6 +61,18 @@ fn collect(child: &mut Child) -> Arc<Mutex<String>> {
     log
 }
 
+/// Child processes killed when the test ends, whether it passed or panicked.
+struct KillOnDrop(Vec<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 fn online(api: &Api) -> bool {
     let r = api.get("/api/v1/machine");
     r.status == 200
@@ -87,7 +99,7 @@ fn sigterm_with_clients_connected_stops_promptly_and_clients_reconnect() {
     )
     .ok();
     let homes: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut clients: Vec<(Child, Arc<Mutex<String>>)> = homes
+    let (children, logs): (Vec<Child>, Vec<Arc<Mutex<String>>>) = homes
         .iter()
         .enumerate()
         .map(|(i, home)| {
@@ -108,7 +120,8 @@ fn sigterm_with_clients_connected_stops_promptly_and_clients_reconnect() {
             let log = collect(&mut c);
             (c, log)
         })
-        .collect();
+        .unzip();
+    let _clients = KillOnDrop(children);
     wait_for("both clients online", 30, || {
         let r = api.get("/api/v1/machine").ok();
         (r.as_array()
@@ -133,7 +146,7 @@ fn sigterm_with_clients_connected_stops_promptly_and_clients_reconnect() {
     // the promise is 2 s (shutdown timeout); leave room for a loaded CI machine, and still
     // fail the old 10–12 s
     assert!(took < Duration::from_secs(5), "took {took:?}");
-    for (_, log) in &clients {
+    for log in &logs {
         wait_for("the client to hear why", 10, || {
             log.lock()
                 .unwrap()
@@ -157,10 +170,6 @@ fn sigterm_with_clients_connected_stops_promptly_and_clients_reconnect() {
             == Some(2))
         .then_some(())
     });
-    for (c, _) in &mut clients {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
     let _ = server.kill();
     let _ = server.wait();
 }
