@@ -18,41 +18,6 @@ fn rss_mib(pid: u32) -> f64 {
     crate::rss_kib(pid) as f64 / 1024.0
 }
 
-/// The release server with extra environment, and its port once `/readyz` answers.
-fn spawn(dir: &std::path::Path, env: &[(&str, &str)]) -> Option<(std::process::Child, u16)> {
-    let exe = std::env::current_exe().ok()?.with_file_name("eventops");
-    if !exe.exists() {
-        println!(
-            "  SKIPPED: {} not built (cargo build --release --bin eventops)",
-            exe.display()
-        );
-        return None;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .ok()?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.current_dir(dir)
-        .env("EVENTOPS_PORT", port.to_string())
-        .env("EVENTOPS_BIND_ADDRESS", "127.0.0.1")
-        .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().ok()?;
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(120) {
-        if post("127.0.0.1", port, "/readyz", "").is_some() {
-            return Some((child, port));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
 /// One request from the loopback address `from` (so a client can play another address); the
 /// status, or `None` when the server could not be reached.
 fn post(from: &str, port: u16, path: &str, body: &str) -> Option<u16> {
@@ -107,7 +72,7 @@ pub fn idle_after_logins(n: usize) {
         Ok(d) => d,
         Err(e) => return println!("  SKIPPED: {e}"),
     };
-    let Some((mut child, port)) = spawn(dir.path(), &[]) else {
+    let Some((mut child, port)) = crate::spawn_server(dir.path()) else {
         return;
     };
     let pid = child.id();
@@ -167,7 +132,7 @@ pub fn flood(attackers: usize, secs: u64, limits_off: bool) {
     } else {
         &[]
     };
-    let Some((mut child, port)) = spawn(dir.path(), env) else {
+    let Some((mut child, port)) = crate::spawn_server_with(dir.path(), env) else {
         return;
     };
     let pid = child.id();

@@ -480,6 +480,14 @@ fn idle() {
 /// Starts the release `eventops` binary in `dir` (embedded defaults, SQLite under ./data) and
 /// returns it with its port once `/readyz` answers.
 fn spawn_server(dir: &std::path::Path) -> Option<(std::process::Child, u16)> {
+    spawn_server_with(dir, &[])
+}
+
+/// [`spawn_server`] with extra environment (`EVENTOPS_*` settings).
+fn spawn_server_with(
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Option<(std::process::Child, u16)> {
     let exe = std::env::current_exe().ok()?.with_file_name("eventops");
     if !exe.exists() {
         println!(
@@ -492,15 +500,17 @@ fn spawn_server(dir: &std::path::Path) -> Option<(std::process::Child, u16)> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .ok()?;
-    let child = std::process::Command::new(exe)
-        .current_dir(dir)
+    let mut cmd = std::process::Command::new(exe);
+    cmd.current_dir(dir)
         .env("EVENTOPS_PORT", port.to_string())
         .env("EVENTOPS_BIND_ADDRESS", "127.0.0.1")
         .env("RUST_LOG", "error")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
+        .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().ok()?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()

@@ -14,7 +14,7 @@ mod common;
 
 use common::Api;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -88,16 +88,7 @@ impl Agent {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start eventops-client");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
+        let log = common::collect_stderr(&mut child);
         Agent { child, log }
     }
 }

@@ -8,7 +8,6 @@
 mod common;
 
 use common::Api;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -45,20 +44,6 @@ fn start_server(dir: &Path, port: u16) -> Child {
             .then_some(())
     });
     child
-}
-
-fn collect(child: &mut Child) -> Arc<Mutex<String>> {
-    let log = Arc::new(Mutex::new(String::new()));
-    let stderr = child.stderr.take().unwrap();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut l = sink.lock().unwrap();
-            l.push_str(&line);
-            l.push('\n');
-        }
-    });
-    log
 }
 
 /// Child processes killed when the test ends, whether it passed or panicked.
@@ -117,7 +102,7 @@ fn sigterm_with_clients_connected_stops_promptly_and_clients_reconnect() {
                 .stderr(Stdio::piped())
                 .spawn()
                 .expect("start eventops-client");
-            let log = collect(&mut c);
+            let log = common::collect_stderr(&mut c);
             (c, log)
         })
         .unzip();

@@ -100,18 +100,9 @@ fn a_run_without_a_live_actor_is_taken_over_when_its_lease_expires() {
     let server = server_on(dir.path());
     let mut api = Api::new(&server.url);
     api.login_as("kakj");
-    api.post("/api/actuator/apply", ACTUATOR).ok();
-    api.post("/api/pipeline-definition/apply", PIPELINE).ok();
     // a run row that no actor drives: written as a server that died left it, its lease
-    // already expired (copied from a real run, then that run ended)
-    api.post("/api/trigger-definition/apply", TRIGGER).ok();
-    let ev = api.post("/api/event/send", "name: go\nversion: 1\n").ok()["id"]
-        .as_i64()
-        .unwrap();
-    let run = wait_for("run started", 20, || {
-        let v = api.get(&format!("/api/event/{ev}")).ok();
-        v["triggers"][0]["pipelineId"].as_i64()
-    });
+    // already expired (a real run, cancelled, then revived below)
+    let run = waiting_run(&api);
     api.post(&format!("/api/pipeline/{run}/cancel"), "").ok();
     wait_for("the first run cancelled", 20, || {
         let v = api.get(&format!("/api/pipeline/{run}")).ok();

@@ -139,8 +139,6 @@ pub struct Health {
     /// Unix ms since when the database is unreachable; 0 while it answers.
     down_since: AtomicI64,
     last_error: std::sync::Mutex<String>,
-    /// Outages seen since start (for tests and metrics).
-    outages: AtomicI64,
 }
 
 impl Health {
@@ -154,7 +152,6 @@ impl Health {
             .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            self.outages.fetch_add(1, Ordering::Relaxed);
             log::error!("database unreachable: {e}; retrying with backoff until it answers");
         }
     }
@@ -193,11 +190,6 @@ impl Health {
             "database unreachable for {:.0} s: {last}",
             ((now_ms() - since) as f64 / 1000.0).max(0.0)
         ))
-    }
-
-    /// How many outages began since start.
-    pub fn outages(&self) -> i64 {
-        self.outages.load(Ordering::Relaxed)
     }
 }
 

@@ -167,3 +167,23 @@ pipelines:
 
 pub const EVENT: &str =
     "name: hello\nversion: 1.0\nvalues: {name: world, email: a@b.c}\nlabels: {user: kakj}\n";
+
+/// Collects a child's stderr lines in the background (for assertions and failure output);
+/// the child must have been spawned with `stderr(Stdio::piped())`.
+pub fn collect_stderr(child: &mut std::process::Child) -> std::sync::Arc<std::sync::Mutex<String>> {
+    use std::io::BufRead;
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = child.stderr.take().expect("stderr piped");
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    log
+}
