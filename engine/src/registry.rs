@@ -77,7 +77,7 @@ pub async fn apply_actuator(
         id: store::new_id(),
         creator: creator.to_string(),
         name: def.name.clone(),
-        kind: def.kind().to_string(),
+        kind: def.kind().as_str().to_string(),
         spec: to_json(&stored)?,
         tunnel_client_id: client_id,
         tunnel_token_hash: token_hash,

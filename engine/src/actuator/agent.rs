@@ -17,14 +17,14 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tunnel::wire::{Reply, Request};
 
-pub struct Agent<'a> {
-    tunnels: &'a Tunnels,
+pub struct Agent {
+    tunnels: Arc<Tunnels>,
     owner: String,
     client_id: String,
 }
 
-impl<'a> Agent<'a> {
-    pub fn new(tunnels: &'a Tunnels, owner: &str, client_id: &str) -> Self {
+impl Agent {
+    pub fn new(tunnels: Arc<Tunnels>, owner: &str, client_id: &str) -> Self {
         Agent {
             tunnels,
             owner: owner.to_string(),
@@ -39,7 +39,7 @@ impl<'a> Agent<'a> {
             .tunnels
             .pick(&self.owner, &self.client_id, label)
             .await
-            .map_err(ActuatorError)?;
+            .map_err(ActuatorError::transient)?;
         Ok((c, dir))
     }
 }
@@ -58,7 +58,7 @@ fn split(job_id: &str) -> Result<(Option<&str>, &str)> {
     if ok {
         Ok((label, dir))
     } else {
-        Err(ActuatorError(format!("not an agent job id: {job_id:?}")))
+        Err(ActuatorError::transient(format!("not an agent job id: {job_id:?}")))
     }
 }
 
@@ -81,7 +81,7 @@ fn exited(reply: &Reply) -> Option<(i32, Option<String>)> {
     }
 }
 
-impl Actuator for Agent<'_> {
+impl Actuator for Agent {
     /// The machine: the label of the least busy client of the fleet (waiting, bounded, for
     /// one to connect), or the one an earlier attempt chose.
     fn place<'a>(&'a self, dir: &'a str, prior: Option<&'a str>) -> BoxFuture<'a, Result<String>> {
@@ -93,7 +93,7 @@ impl Actuator for Agent<'_> {
                 .tunnels
                 .pick(&self.owner, &self.client_id, None)
                 .await
-                .map_err(ActuatorError)?;
+                .map_err(ActuatorError::transient)?;
             Ok(format!("{}:{dir}", client.info.label))
         })
     }
@@ -106,7 +106,7 @@ impl Actuator for Agent<'_> {
                 .tunnels
                 .pick(&self.owner, &self.client_id, label_of(&job.job_id, &dir))
                 .await
-                .map_err(ActuatorError)?;
+                .map_err(ActuatorError::transient)?;
             client
                 .call(&Request::Start {
                     dir: dir.clone(),
@@ -114,7 +114,7 @@ impl Actuator for Agent<'_> {
                     nohup_sh: script::NOHUP_SH.to_string(),
                 })
                 .await
-                .map_err(ActuatorError)?;
+                .map_err(ActuatorError::transient)?;
             client.task_started(&dir);
             Ok(format!("{}:{dir}", client.info.label))
         })
@@ -135,7 +135,7 @@ impl Actuator for Agent<'_> {
                     secs,
                 })
                 .await
-                .map_err(ActuatorError)?;
+                .map_err(ActuatorError::transient)?;
             let ended = exited(&reply);
             if ended.is_some() {
                 client.task_ended(dir);
@@ -148,14 +148,14 @@ impl Actuator for Agent<'_> {
         Box::pin(async move {
             let (client, dir) = match self.client_of(job_id).await {
                 Ok(c) => c,
-                Err(e) => return Ok(JobStatus::Unreachable(e.0)),
+                Err(e) => return Ok(JobStatus::Unreachable(e.message)),
             };
             let reply = client
                 .call(&Request::Status {
                     dir: dir.to_string(),
                 })
                 .await
-                .map_err(ActuatorError)?;
+                .map_err(ActuatorError::transient)?;
             let status = match reply.status.as_deref() {
                 Some("exited") => {
                     let (code, callback) = exited(&reply).unwrap_or((-1, None));
@@ -166,7 +166,7 @@ impl Actuator for Agent<'_> {
                 Some("lost") => JobStatus::Lost,
                 Some("missing") => JobStatus::Missing,
                 other => {
-                    return Err(ActuatorError(format!(
+                    return Err(ActuatorError::transient(format!(
                         "tunnel client {}: unexpected status {other:?}",
                         client.name()
                     )))
@@ -187,7 +187,7 @@ impl Actuator for Agent<'_> {
                     dir: dir.to_string(),
                 })
                 .await
-                .map_err(ActuatorError)?;
+                .map_err(ActuatorError::transient)?;
             client.task_ended(dir);
             Ok(())
         })
@@ -202,16 +202,16 @@ impl Actuator for Agent<'_> {
                     follow: false,
                 })
                 .await
-                .map_err(|e| ActuatorError(format!("tunnel client {}: {e}", client.name())))?;
+                .map_err(|e| ActuatorError::transient(format!("tunnel client {}: {e}", client.name())))?;
             if !reply.ok {
-                return Err(ActuatorError(
+                return Err(ActuatorError::transient(
                     reply.error.unwrap_or_else(|| "no log yet".into()),
                 ));
             }
             let mut out = Vec::new();
             s.read_to_end(&mut out)
                 .await
-                .map_err(|e| ActuatorError(format!("reading the log: {e}")))?;
+                .map_err(|e| ActuatorError::transient(format!("reading the log: {e}")))?;
             Ok(out)
         })
     }
@@ -225,9 +225,9 @@ impl Actuator for Agent<'_> {
                     follow: true,
                 })
                 .await
-                .map_err(|e| ActuatorError(format!("tunnel client {}: {e}", client.name())))?;
+                .map_err(|e| ActuatorError::transient(format!("tunnel client {}: {e}", client.name())))?;
             if !reply.ok {
-                return Err(ActuatorError(
+                return Err(ActuatorError::transient(
                     reply.error.unwrap_or_else(|| "no log yet".into()),
                 ));
             }
@@ -282,18 +282,22 @@ mod tests {
 
     #[tokio::test]
     async fn a_restarted_start_goes_to_the_machine_placed_before() {
-        let tunnels = Tunnels::new(Duration::from_millis(200));
+        let tunnels = Arc::new(Tunnels::new(Duration::from_millis(200)));
         let starts = Arc::new(Mutex::new(Vec::new()));
         let m1 = machine(&tunnels, "m1", &starts);
         let _m2 = machine(&tunnels, "m2", &starts);
         // m1 is the busier one: a new job goes to m2
         m1.task_started("pipelines/1/tasks/1");
-        let agent = Agent::new(&tunnels, "kakj", "f");
+        let agent = Agent::new(tunnels.clone(), "kakj", "f");
         let dir = "pipelines/7/tasks/8";
         let job = |job_id: &str| Job {
             pipeline_id: 7,
             task_id: 8,
+            alias: "t".into(),
+            image: String::new(),
             run_sh: "true\n".into(),
+            env: Vec::new(),
+            timeout_secs: 60,
             job_id: job_id.into(),
         };
         assert_eq!(
@@ -320,7 +324,7 @@ mod tests {
             .start(job("m3:pipelines/7/tasks/8"))
             .await
             .unwrap_err();
-        assert!(err.0.starts_with("tunnel client f (m3) offline"), "{err}");
+        assert!(err.message.starts_with("tunnel client f (m3) offline"), "{err}");
         assert_eq!(starts.lock().unwrap().len(), 1);
     }
 

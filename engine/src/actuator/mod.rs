@@ -1,20 +1,31 @@
-//! Actuators: where tasks run. Every kind implements [`Actuator`] (start, status, cancel, logs);
-//! the engine only talks to that trait. Adding a kind is one module and one line in
-//! [`crate::runtime::Engine::actuator_for`].
+//! Actuators: where tasks run. Every kind implements [`Actuator`] (place, start, watch, status,
+//! cancel, remove, logs); the engine only talks to that trait, through the actuator's actor
+//! ([`hub`]). Adding a kind is one module and one line in [`hub::connect`].
 
 pub mod agent;
+pub mod docker;
+pub mod hub;
 pub mod os;
 pub mod ssh;
 
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
-/// A task to start: the rendered `run.sh` and where it belongs.
+/// A task to start: what any kind needs to run it.
 #[derive(Debug, Clone)]
 pub struct Job {
+    /// The run (pipeline) id.
     pub pipeline_id: i64,
     pub task_id: i64,
+    /// The task's alias, for labels and messages.
+    pub alias: String,
+    /// The container image (`docker`); empty for hosts.
+    pub image: String,
+    /// The rendered `run.sh` (SPEC §7).
     pub run_sh: String,
+    /// Extra environment of the task's process (containers); hosts get it in `run.sh`.
+    pub env: Vec<(String, String)>,
+    pub timeout_secs: u64,
     /// The id [`Actuator::place`] gave it.
     pub job_id: String,
 }
@@ -30,6 +41,9 @@ pub enum JobStatus {
         code: i32,
         callback: Option<String>,
     },
+    /// Ended, killed by something other than its own commands (out of memory, `docker kill`):
+    /// the task fails with this message.
+    Killed(String),
     /// Its process is gone and it wrote no exit code (killed, machine rebooted).
     Lost,
     /// Nothing of it exists on the actuator.
@@ -39,9 +53,51 @@ pub enum JobStatus {
     Unreachable(String),
 }
 
+/// An actuator's failure. A **permanent** one (authentication refused, host key changed, image
+/// missing, no shell in the image) ends the task at once with its message; a transient one
+/// (connection reset, daemon restarting) is retried by the next status poll.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct ActuatorError(pub String);
+#[error("{message}")]
+pub struct ActuatorError {
+    pub message: String,
+    pub permanent: bool,
+}
+
+impl ActuatorError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        ActuatorError {
+            message: message.into(),
+            permanent: false,
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        ActuatorError {
+            message: message.into(),
+            permanent: true,
+        }
+    }
+
+    /// The same error with `context: ` in front.
+    pub fn context(mut self, context: impl std::fmt::Display) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+}
+
+impl From<ssh::SshError> for ActuatorError {
+    fn from(e: ssh::SshError) -> Self {
+        use ssh::SshError as E;
+        let permanent = matches!(
+            e,
+            E::HostKeyChanged { .. } | E::AuthFailed { .. } | E::BadPrivateKey { .. }
+        );
+        ActuatorError {
+            message: e.to_string(),
+            permanent,
+        }
+    }
+}
 
 pub type Result<T> = std::result::Result<T, ActuatorError>;
 
@@ -61,7 +117,7 @@ pub struct Started<'a> {
 
 /// One place tasks can run. Job ids are opaque strings the actuator gives out at start and
 /// understands again after a server restart.
-pub trait Actuator: Send + Sync {
+pub trait Actuator: Send + Sync + 'static {
     /// Where the job in `dir` will run, decided before it starts and recorded with the task:
     /// its job id. `prior` is the id an earlier attempt recorded (the server stopped between
     /// recording and starting): keeping it sends the job where it may already run, so a start
@@ -87,6 +143,17 @@ pub trait Actuator: Send + Sync {
     fn status<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<JobStatus>>;
     /// Stops the job and everything it started.
     fn cancel<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// Frees what the ended job still holds on the actuator, once its result is recorded (a
+    /// container is removed). Hosts keep their task directories: nothing to do.
+    fn remove<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<()>> {
+        let _ = job_id;
+        Box::pin(async { Ok(()) })
+    }
+    /// The jobs this server left on the actuator (job id, task id), live or not: the reaper
+    /// removes those whose task is no longer live. Hosts keep nothing worth reaping.
+    fn leftovers(&self) -> BoxFuture<'_, Result<Vec<(String, i64)>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
     /// The job's output so far.
     fn logs<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<Vec<u8>>>;
     /// The job's output as it comes, ending when the job ends.

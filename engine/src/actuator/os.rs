@@ -31,8 +31,8 @@ pub fn target(spec: &SshSpec) -> SshTarget {
     SshTarget::new(spec.ip.clone(), spec.port, spec.user.clone(), auth)
 }
 
-fn err(e: impl std::fmt::Display) -> ActuatorError {
-    ActuatorError(e.to_string())
+fn err(e: super::ssh::SshError) -> ActuatorError {
+    e.into()
 }
 
 /// `exit CODE` and the callback body (what the watch commands print), or `None` (running).
@@ -53,7 +53,7 @@ fn check_job(job_id: &str) -> Result<&str> {
     if ok {
         Ok(job_id)
     } else {
-        Err(ActuatorError(format!("not an os job id: {job_id:?}")))
+        Err(ActuatorError::transient(format!("not an os job id: {job_id:?}")))
     }
 }
 
@@ -70,7 +70,7 @@ impl Actuator for Os {
                 .await
                 .map_err(err)?;
             if !out.success() {
-                return Err(ActuatorError(format!(
+                return Err(ActuatorError::transient(format!(
                     "starting the task failed ({}): {}",
                     out.status_text(),
                     out.stderr_lossy().trim()
@@ -112,10 +112,10 @@ impl Actuator for Os {
                 match out.next_chunk().await {
                     Some(Ok(chunk)) => text.extend_from_slice(&chunk),
                     Some(Err(e)) => {
-                        return Err(ActuatorError(format!("starting the task failed: {e}")))
+                        return Err(ActuatorError::transient(format!("starting the task failed: {e}")))
                     }
                     None => {
-                        return Err(ActuatorError(format!(
+                        return Err(ActuatorError::transient(format!(
                             "starting the task failed: unexpected answer {:?}",
                             String::from_utf8_lossy(&text)
                         )))
@@ -123,7 +123,7 @@ impl Actuator for Os {
                 }
             };
             if first != "started" && first != "already-started" {
-                return Err(ActuatorError(format!(
+                return Err(ActuatorError::transient(format!(
                     "starting the task failed: unexpected answer {first:?}"
                 )));
             }
@@ -167,7 +167,7 @@ impl Actuator for Os {
                         callback: Some(rest.trim().to_string()).filter(|s| !s.is_empty()),
                     },
                     None => {
-                        return Err(ActuatorError(format!(
+                        return Err(ActuatorError::transient(format!(
                             "unexpected status answer {s:?}: {}",
                             out.stderr_lossy().trim()
                         )))
@@ -197,7 +197,7 @@ impl Actuator for Os {
                 .await
                 .map_err(err)?;
             if !out.success() {
-                return Err(ActuatorError(format!(
+                return Err(ActuatorError::transient(format!(
                     "no log yet: {}",
                     out.stderr_lossy().trim()
                 )));

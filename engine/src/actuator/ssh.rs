@@ -76,6 +76,60 @@ pub struct SshTarget {
     pub via: Option<String>,
 }
 
+/// Where [`SshSession::open_stream`] forwards to.
+#[derive(Debug, Clone, Copy)]
+pub enum StreamDest<'a> {
+    Tcp(&'a str, u16),
+    Unix(&'a str),
+}
+
+impl fmt::Display for StreamDest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamDest::Tcp(h, p) => write!(f, "{h}:{p}"),
+            StreamDest::Unix(p) => write!(f, "unix:{p}"),
+        }
+    }
+}
+
+/// A forwarded channel's stream and the permit that counts it against `max_channels`.
+struct PermitStream<S> {
+    inner: S,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for PermitStream<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for PermitStream<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// A byte stream SSH can run over.
 pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
@@ -936,6 +990,63 @@ impl SshSession {
                     return Err(SshError::Disconnected {
                         target: self.slot.target.to_string(),
                     });
+                }
+            }
+        }
+    }
+
+    /// A byte stream to an address as the SSH host sees it: `direct-tcpip` to `host:port`, or
+    /// `direct-streamlocal` to a unix socket path on the host (`port` ignored). Used to reach a
+    /// Docker daemon through the host; the channel counts against `max_channels` while open.
+    pub async fn open_stream(
+        &self,
+        dest: StreamDest<'_>,
+    ) -> Result<Box<dyn Io>, SshError> {
+        let permit = self
+            .slot
+            .channels
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| SshError::Disconnected {
+                target: self.slot.target.to_string(),
+            })?;
+        let mut retried = false;
+        loop {
+            let conn = self.conn().await?;
+            let opened = match dest {
+                StreamDest::Tcp(host, port) => {
+                    conn.handle
+                        .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
+                        .await
+                }
+                StreamDest::Unix(path) => conn.handle.channel_open_direct_streamlocal(path).await,
+            };
+            match opened {
+                Ok(channel) => {
+                    return Ok(Box::new(PermitStream {
+                        inner: channel.into_stream(),
+                        _permit: permit,
+                    }))
+                }
+                Err(russh::Error::ChannelOpenFailure(reason)) => {
+                    return Err(SshError::ChannelRefused {
+                        target: self.slot.target.to_string(),
+                        reason: format!("forwarding to {dest} refused ({reason:?})"),
+                    })
+                }
+                Err(e) if !retried => {
+                    log::info!(
+                        "ssh: connection to {} is broken ({e}); reconnecting",
+                        self.slot.target
+                    );
+                    self.drop_conn(conn.id).await;
+                    retried = true;
+                }
+                Err(_) => {
+                    return Err(SshError::Disconnected {
+                        target: self.slot.target.to_string(),
+                    })
                 }
             }
         }

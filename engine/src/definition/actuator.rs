@@ -20,6 +20,10 @@ pub struct ActuatorDef {
     pub tunnel: Option<TunnelSpec>,
     #[serde(default, deserialize_with = "stringish::vec")]
     pub tags: Vec<String>,
+    /// At most this many tasks run on the actuator at once; the others wait `created`, in
+    /// order. None: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_tasks: Option<u32>,
 }
 
 /// An SSH login: the `os` actuator, or the hop to a Docker daemon.
@@ -51,15 +55,109 @@ fn opt_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D:
     Ok(Some(s))
 }
 
+/// A Docker daemon: `{ip, port}` (TCP, port 2375 by default) or `{socket: PATH}` (a unix
+/// socket); with `ssh`, that address as the SSH hop sees it; with the actuator's `tunnel`, the
+/// TCP address as the tunnel client sees it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DockerSpec {
-    #[serde(default, deserialize_with = "stringish::deserialize")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "stringish::deserialize"
+    )]
     pub ip: String,
-    #[serde(default)]
+    #[serde(default = "default_docker_port")]
     pub port: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<SshSpec>,
+    /// Credentials for pulling images (the password is sealed at rest like other secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistrySpec>,
+    /// Keep a task's container after its results are read (for debugging); removed otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_containers: bool,
+}
+
+fn default_docker_port() -> u16 {
+    2375
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RegistrySpec {
+    /// `host[:port]` of the registry the credentials are for (images of other registries are
+    /// pulled without them).
+    #[serde(default, deserialize_with = "stringish::deserialize")]
+    pub server: String,
+    #[serde(default, deserialize_with = "stringish::deserialize")]
+    pub user: String,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_text"
+    )]
+    pub password: Option<String>,
+}
+
+/// The kinds of actuator (SPEC §5.1), parsed once from a definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ActuatorKind {
+    Os,
+    /// `tunnel` alone: the `eventops-client` runs the tasks itself.
+    Agent,
+    Docker,
+    Kubernetes,
+}
+
+impl ActuatorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActuatorKind::Os => "os",
+            ActuatorKind::Agent => "agent",
+            ActuatorKind::Docker => "docker",
+            ActuatorKind::Kubernetes => "kubernetes",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ActuatorKind> {
+        Some(match s {
+            "os" => ActuatorKind::Os,
+            "agent" => ActuatorKind::Agent,
+            "docker" => ActuatorKind::Docker,
+            "kubernetes" => ActuatorKind::Kubernetes,
+            _ => return None,
+        })
+    }
+
+    /// Whether tasks of `task` kind run on actuators of this kind: `os` tasks on SSH hosts and
+    /// tunnel agents, `docker` tasks on Docker daemons.
+    pub fn runs(self, task: super::pipeline::TaskKind) -> bool {
+        use super::pipeline::TaskKind as T;
+        matches!(
+            (self, task),
+            (ActuatorKind::Os | ActuatorKind::Agent, T::Os)
+                | (ActuatorKind::Docker, T::Docker)
+                | (ActuatorKind::Kubernetes, T::K8s)
+        )
+    }
+}
+
+impl std::fmt::Display for ActuatorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A validated definition seen by its kind: what the runtime matches on.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    Os(&'a SshSpec),
+    Agent(&'a TunnelSpec),
+    Docker(&'a DockerSpec),
+    Kubernetes(&'a KubernetesSpec),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,27 +177,42 @@ pub struct TunnelSpec {
 }
 
 impl ActuatorDef {
-    /// `os`, `docker`, `kubernetes` or `agent` (tunnel only).
-    pub fn kind(&self) -> &'static str {
-        if self.os.is_some() {
-            "os"
-        } else if self.docker.is_some() {
-            "docker"
-        } else if self.kubernetes.is_some() {
-            "kubernetes"
-        } else {
-            "agent"
+    /// The kind of a definition (a validated one has exactly one).
+    pub fn kind(&self) -> ActuatorKind {
+        match self.target() {
+            Some(Target::Os(_)) | None => ActuatorKind::Os,
+            Some(Target::Agent(_)) => ActuatorKind::Agent,
+            Some(Target::Docker(_)) => ActuatorKind::Docker,
+            Some(Target::Kubernetes(_)) => ActuatorKind::Kubernetes,
         }
     }
 
-    /// `user@ip:port` for os, `ip:port` for docker, empty otherwise.
+    /// The definition by kind; `None` only for one that did not pass [`validate`](Self::validate).
+    pub fn target(&self) -> Option<Target<'_>> {
+        match (&self.os, &self.docker, &self.kubernetes, &self.tunnel) {
+            (Some(o), None, None, _) => Some(Target::Os(o)),
+            (None, Some(d), None, _) => Some(Target::Docker(d)),
+            (None, None, Some(k), _) => Some(Target::Kubernetes(k)),
+            (None, None, None, Some(t)) => Some(Target::Agent(t)),
+            _ => None,
+        }
+    }
+
+    /// `user@ip:port` for os, the daemon's address for docker, empty otherwise.
     pub fn address(&self) -> String {
-        if let Some(o) = &self.os {
-            format!("{}@{}:{}", o.user, o.ip, o.port)
-        } else if let Some(d) = &self.docker {
-            format!("{}:{}", d.ip, d.port)
-        } else {
-            String::new()
+        match self.target() {
+            Some(Target::Os(o)) => format!("{}@{}:{}", o.user, o.ip, o.port),
+            Some(Target::Docker(d)) => {
+                let daemon = match &d.socket {
+                    Some(s) => format!("unix://{s}"),
+                    None => format!("tcp://{}:{}", d.ip, d.port),
+                };
+                match &d.ssh {
+                    Some(s) => format!("{daemon} via ssh {}@{}:{}", s.user, s.ip, s.port),
+                    None => daemon,
+                }
+            }
+            _ => String::new(),
         }
     }
 
@@ -135,15 +248,18 @@ impl ActuatorDef {
             check_ssh("os", o).map_err(p)?;
         }
         if let Some(d) = &self.docker {
-            if d.ip.trim().is_empty() {
-                return Err(p("docker.ip is empty".into()));
-            }
-            if d.port == 0 {
-                return Err(p("docker.port is missing or 0".into()));
-            }
-            if let Some(s) = &d.ssh {
-                check_ssh("docker.ssh", s).map_err(p)?;
-            }
+            check_docker(d, self.tunnel.is_some()).map_err(p)?;
+        }
+        if self.kubernetes.is_some() {
+            return Err(p(
+                "kubernetes actuators are not supported yet (use os, docker or a tunnel agent)"
+                    .into(),
+            ));
+        }
+        if self.max_concurrent_tasks == Some(0) {
+            return Err(p(
+                "maxConcurrentTasks must be at least 1 (leave it out for no limit)".into(),
+            ));
         }
         if let Some(k) = &self.kubernetes {
             if k.config.trim().is_empty() {
@@ -174,6 +290,9 @@ impl ActuatorDef {
             s.password = None;
             s.private_key = None;
         }
+        if let Some(r) = d.docker.as_mut().and_then(|d| d.registry.as_mut()) {
+            r.password = None;
+        }
         if let Some(k) = &mut d.kubernetes {
             k.config = String::new();
         }
@@ -189,6 +308,40 @@ impl ActuatorDef {
         }
         v
     }
+}
+
+fn check_docker(d: &DockerSpec, tunnel: bool) -> Result<(), String> {
+    match (&d.socket, d.ip.trim().is_empty()) {
+        (Some(_), false) => return Err("docker: set ip (and port) or socket, not both".into()),
+        (None, true) => return Err("docker: set ip (and port, default 2375) or socket".into()),
+        (Some(s), true) => {
+            if !s.starts_with('/') || s.contains('\0') {
+                return Err(format!("docker.socket {s:?} is not an absolute path"));
+            }
+            if tunnel && d.ssh.is_none() {
+                return Err(
+                    "docker.socket with tunnel: a tunnel client dials TCP addresses; set docker.ip and docker.port"
+                        .into(),
+                );
+            }
+        }
+        (None, false) => {}
+    }
+    if d.port == 0 {
+        return Err("docker.port is 0".into());
+    }
+    if let Some(s) = &d.ssh {
+        check_ssh("docker.ssh", s)?;
+    }
+    if let Some(r) = &d.registry {
+        if r.server.trim().is_empty() {
+            return Err("docker.registry.server is empty (host[:port] of the registry)".into());
+        }
+        if r.user.trim().is_empty() || r.password.as_deref().is_none_or(str::is_empty) {
+            return Err("docker.registry: set user and password".into());
+        }
+    }
+    Ok(())
 }
 
 fn check_ssh(at: &str, s: &SshSpec) -> Result<(), String> {

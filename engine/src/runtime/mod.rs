@@ -16,7 +16,7 @@ pub mod processor;
 pub mod run;
 pub mod views;
 
-use crate::actuator::{self, Actuator};
+use crate::actuator;
 use crate::definition::ActuatorDef;
 use crate::store::models::TriggerDefinition;
 use crate::store::{self, Db};
@@ -87,7 +87,8 @@ pub struct Engine {
     next_worker: AtomicUsize,
     triggers: moka::future::Cache<String, TriggerList>,
     runs: Mutex<HashMap<i64, mpsc::UnboundedSender<RunMsg>>>,
-    ssh: actuator::ssh::SshPool,
+    /// The actuator actors (SSH hosts, Docker daemons, tunnel fleets).
+    pub actuators: actuator::hub::Hub,
     /// The tunnel clients connected now.
     pub tunnels: Arc<crate::tunnel::Tunnels>,
     /// Lease of a run in the database; renewed at a third of it.
@@ -108,6 +109,7 @@ impl Engine {
         let known_hosts = actuator::ssh::KnownHostsFile::new(settings.known_hosts.clone());
         let (intake, intake_rx) = mpsc::channel(4096);
         let tunnels = Arc::new(crate::tunnel::Tunnels::new(settings.tunnel_offline_wait));
+        let instance = settings.instance_id.clone();
         let engine = Arc::new(Engine {
             db: db.retrying(),
             api_db: db.fail_fast(),
@@ -119,10 +121,15 @@ impl Engine {
             workers,
             next_worker: AtomicUsize::new(0),
             runs: Mutex::new(HashMap::new()),
-            ssh: actuator::ssh::SshPool::with_dialer(
-                Default::default(),
-                Arc::new(known_hosts),
+            actuators: actuator::hub::Hub::new(
+                db.retrying(),
+                actuator::ssh::SshPool::with_dialer(
+                    Default::default(),
+                    Arc::new(known_hosts),
+                    tunnels.clone(),
+                ),
                 tunnels.clone(),
+                &instance,
             ),
             tunnels,
             lease: Duration::from_secs(30),
@@ -138,6 +145,7 @@ impl Engine {
         tokio::spawn(write_events(engine.clone(), intake_rx));
         tokio::spawn(loader::run(engine.clone()));
         tokio::spawn(keep_leases(engine.clone()));
+        tokio::spawn(reap_containers(engine.clone()));
         let resumed = store::runs::claim_running(
             &engine.db,
             &engine.settings.instance_id,
@@ -269,31 +277,30 @@ impl Engine {
         self.runs.lock().map(|m| m.len()).unwrap_or(0)
     }
 
-    /// The actuator a task runs on, from its stored definition.
-    /// `owner` is the user the actuator belongs to (tunnel clients authenticate as them).
-    pub fn actuator_for(&self, owner: &str, def: &ActuatorDef) -> Result<Box<dyn Actuator + '_>> {
-        let via = def
-            .tunnel
-            .as_ref()
-            .map(|t| crate::tunnel::route(owner, &t.client_id));
-        if let Some(os) = &def.os {
-            return Ok(Box::new(actuator::os::Os::new(&self.ssh, os, via)));
+    /// The actor of an actuator row of `owner` (tunnel clients authenticate as them).
+    pub fn actuator_for(
+        &self,
+        owner: &str,
+        row: &store::models::Actuator,
+    ) -> Result<(ActuatorDef, actuator::hub::ActuatorRef)> {
+        let def = crate::registry::actuator_def(row)?;
+        let r = self
+            .actuators
+            .get(owner, &def, &row.spec)
+            .map_err(Error::Validation)?;
+        Ok((def, r))
+    }
+
+    /// The actor of `owner`'s actuator `name`; `None` when it was deleted.
+    pub async fn actuator_named(
+        &self,
+        owner: &str,
+        name: &str,
+    ) -> Result<Option<(ActuatorDef, actuator::hub::ActuatorRef)>> {
+        match store::actuators::get(&self.db, owner, name).await? {
+            Some((row, _)) => self.actuator_for(owner, &row).map(Some),
+            None => Ok(None),
         }
-        if let (Some(t), true) = (
-            &def.tunnel,
-            def.docker.is_none() && def.kubernetes.is_none(),
-        ) {
-            return Ok(Box::new(actuator::agent::Agent::new(
-                &self.tunnels,
-                owner,
-                &t.client_id,
-            )));
-        }
-        Err(Error::Validation(format!(
-            "actuator {}: {} actuators are not supported yet",
-            def.name,
-            def.kind()
-        )))
     }
 
     /// The callback secret of a task: HMAC(key, task id), so it can be re-derived after a
@@ -380,6 +387,65 @@ async fn keep_leases(engine: Arc<Engine>) {
                 }
             }
             Err(e) => log::warn!("taking over expired runs: {e}"),
+        }
+    }
+}
+
+/// How often the reaper looks for containers this server left behind.
+const REAP_EVERY: Duration = Duration::from_secs(60);
+
+/// At start-up (after a few seconds) and every [`REAP_EVERY`]: on every Docker actuator, the
+/// containers labelled with this server's instance whose task is no longer live (a run that
+/// ended while the server was down, a start that crashed half-way) are removed.
+async fn reap_containers(engine: Arc<Engine>) {
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut tick = tokio::time::interval(REAP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let rows = match store::actuators::all_of_kind(&engine.db, "docker").await {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!("reaper: listing Docker actuators: {e}");
+                continue;
+            }
+        };
+        for row in rows {
+            let Ok((_, act)) = engine.actuator_for(&row.creator, &row) else {
+                continue;
+            };
+            let left = match act.leftovers().await {
+                Ok(l) => l,
+                Err(e) => {
+                    log::debug!("reaper: actuator {} of {}: {e}", row.name, row.creator);
+                    continue;
+                }
+            };
+            if left.is_empty() {
+                continue;
+            }
+            let ids: Vec<i64> = left.iter().map(|(_, t)| *t).collect();
+            let Ok(st) = store::runs::statuses(&engine.db, &ids).await else {
+                continue;
+            };
+            let live: std::collections::HashSet<i64> = st
+                .into_iter()
+                .filter(|(_, s)| ["initializing", "created", "running"].contains(&s.as_str()))
+                .map(|(id, _)| id)
+                .collect();
+            let mut removed = 0;
+            for (job, task) in left {
+                if !live.contains(&task) && act.remove(job.clone()).await.is_ok() {
+                    removed += 1;
+                }
+            }
+            if removed > 0 {
+                log::info!(
+                    "reaper: removed {removed} container(s) of ended tasks from actuator {} of {}",
+                    row.name,
+                    row.creator
+                );
+            }
         }
     }
 }

@@ -7,10 +7,11 @@
 
 use super::processor::{json, new_tasks};
 use super::{Engine, RunMsg};
-use crate::actuator::{Job, JobStatus};
+use crate::actuator::{ActuatorError, Job, JobStatus};
 use crate::dag::Dag;
 use crate::definition::pipeline::{TaskDef, TaskKind};
-use crate::definition::{ActuatorDef, ImageRef, PipelineDef, Selector};
+use crate::definition::actuator::ActuatorKind;
+use crate::definition::{ImageRef, PipelineDef, Selector};
 use crate::placeholder;
 use crate::script::{self, Values};
 use crate::store::models::{Pipeline, Task};
@@ -43,7 +44,7 @@ const LIVE: &[&str] = &[CREATED, RUNNING];
 #[derive(Debug)]
 pub(crate) enum Internal {
     Started(i64, Result<(), String>),
-    Polled(i64, Result<JobStatus, String>),
+    Polled(i64, Result<JobStatus, ActuatorError>),
 }
 
 /// Starts the actor of a run, unless it already has one here.
@@ -341,8 +342,10 @@ impl RunActor {
                 continue;
             }
             let started = t.started_at.unwrap_or(t.created_at);
-            let left_ms = started + t.timeout_secs.saturating_mul(1000) - now_wall;
-            wake = wake.min(now + Duration::from_millis(left_ms.max(0) as u64 + 1));
+            if !(t.status == CREATED && self.starting.contains(&t.id)) {
+                let left_ms = started + t.timeout_secs.saturating_mul(1000) - now_wall;
+                wake = wake.min(now + Duration::from_millis(left_ms.max(0) as u64 + 1));
+            }
             if !self.starting.contains(&t.id) {
                 wake = wake.min(self.polls.get(&t.id).map(|p| p.next).unwrap_or(now));
             }
@@ -563,7 +566,7 @@ impl RunActor {
         let values = self.scope_values(parent);
         match TaskKind::parse(&tdef.kind) {
             Some(TaskKind::Pipeline) => self.start_pipeline_task(id, &tdef, &values).await,
-            Some(TaskKind::Os) => {
+            Some(kind @ (TaskKind::Os | TaskKind::Docker)) => {
                 self.starting.insert(id);
                 let selector = tdef
                     .actuator_selector
@@ -579,8 +582,15 @@ impl RunActor {
                     .map(|t| t.job_id.clone())
                     .filter(|j| !j.is_empty());
                 tokio::spawn(async move {
-                    let res =
-                        start_os_task(&engine, run, id, &tdef, (selector, prior), &values).await;
+                    let res = start_job_task(
+                        &engine,
+                        run,
+                        (id, kind),
+                        &tdef,
+                        (selector, prior),
+                        &values,
+                    )
+                    .await;
                     tell(&tx, Internal::Started(id, res));
                 });
             }
@@ -682,6 +692,9 @@ impl RunActor {
         let Some(t) = self.tasks.get(&id).cloned() else {
             return;
         };
+        if !LIVE.contains(&t.status.as_str()) && t.status != INITIALIZING {
+            self.task_done(&t);
+        }
         if t.status != SUCCESS {
             return;
         }
@@ -750,7 +763,39 @@ impl RunActor {
         log::info!("run {}: task {id} {status}: {msg}", self.run.id);
         self.polls.remove(&id);
         self.refresh(id).await;
+        if let Some(t) = self.tasks.get(&id) {
+            if !LIVE.contains(&t.status.as_str()) && t.status != INITIALIZING {
+                self.task_done(t);
+            }
+        }
         self.dirty = true;
+    }
+
+    /// After a task's end was recorded: its actuator slot is free, and what it left on the
+    /// actuator (a container) is removed — unless it was cancelled or timed out, when the
+    /// kill does both.
+    fn task_done(&self, t: &Task) {
+        if t.task_type == "pipeline" || t.actuator_name.is_empty() {
+            return;
+        }
+        let Some(act) = self
+            .engine
+            .actuators
+            .running(&self.run.creator, &t.actuator_name)
+        else {
+            return; // no actor: no slot held; the reaper removes what is left
+        };
+        act.release(t.id);
+        let killed = t.status == CANCEL || t.status == TIMEOUT;
+        if act.kind == ActuatorKind::Docker && !t.job_id.is_empty() && !killed {
+            let job = t.job_id.clone();
+            let id = t.id;
+            tokio::spawn(async move {
+                if let Err(e) = act.remove(job).await {
+                    log::warn!("task {id}: removing its container: {e}");
+                }
+            });
+        }
     }
 
     /// Stops every task of a scope that has not ended (recursively), marking it `cancel`.
@@ -826,7 +871,10 @@ impl RunActor {
         let mut changed = false;
         for t in live {
             let started = t.started_at.unwrap_or(t.created_at);
-            if now_wall - started > t.timeout_secs.saturating_mul(1000) {
+            // a task waiting for a slot (or its start) is not timed yet: its time starts
+            // when it runs, as in a CI queue
+            let waiting = t.status == CREATED && self.starting.contains(&t.id);
+            if !waiting && now_wall - started > t.timeout_secs.saturating_mul(1000) {
                 let msg = format!("timed out after {} s", t.timeout_secs);
                 self.fail_task(t.id, TIMEOUT, &msg).await;
                 self.kill_on_actuator(&t);
@@ -866,7 +914,7 @@ impl RunActor {
         }
     }
 
-    async fn on_polled(&mut self, id: i64, res: Result<JobStatus, String>) {
+    async fn on_polled(&mut self, id: i64, res: Result<JobStatus, ActuatorError>) {
         let now = Instant::now();
         let every = self
             .polls
@@ -896,6 +944,16 @@ impl RunActor {
             Ok(JobStatus::Lost) => lost_once = true,
             Ok(JobStatus::Unreachable(why)) => {
                 self.fail_task(id, ERROR, &why).await;
+                return;
+            }
+            Ok(JobStatus::Killed(why)) => {
+                self.fail_task(id, FAILED, &why).await;
+                return;
+            }
+            // the actuator will not come round (credentials refused, host key changed, the
+            // actuator deleted): end the task now rather than poll until its timeout
+            Err(e) if e.permanent => {
+                self.fail_task(id, ERROR, &e.message).await;
                 return;
             }
             Ok(JobStatus::Missing) => {
@@ -929,14 +987,16 @@ fn selector_matches(sel: &Selector, tags: &[String]) -> bool {
     sel.tags.iter().all(|t| tags.contains(t))
 }
 
-/// Picks the actuator of an os task: one of the run owner's `os` (or tunnel agent) actuators
-/// carrying every selector tag.
+/// Picks the actuator of a task: one of the run owner's actuators of the task's kind (`os`
+/// tasks: SSH hosts and tunnel agents; `docker` tasks: Docker daemons) carrying every
+/// selector tag. Answers its row and the tag recorded with the task.
 async fn pick_actuator(
     engine: &Engine,
     creator: &str,
+    kind: TaskKind,
     selector: Option<&Selector>,
     alias: &str,
-) -> Result<(ActuatorDef, String), String> {
+) -> Result<(crate::store::models::Actuator, String), String> {
     let Some(sel) = selector.filter(|s| !s.tags.is_empty()) else {
         return Err(format!(
             "task {alias:?} has no actuatorSelector (and the pipeline sets none)"
@@ -946,26 +1006,30 @@ async fn pick_actuator(
         .await
         .map_err(|e| e.to_string())?;
     for (row, tags) in all {
-        if (row.kind == "os" || row.kind == "agent") && selector_matches(sel, &tags) {
-            let def = crate::registry::actuator_def(&row).map_err(|e| e.to_string())?;
-            return Ok((def, sel.tags[0].clone()));
+        let fits = ActuatorKind::parse(&row.kind).is_some_and(|k| k.runs(kind));
+        if fits && selector_matches(sel, &tags) {
+            return Ok((row, sel.tags[0].clone()));
         }
     }
-    Err(format!(
-        "no os or agent actuator of {creator} has the tags {:?}",
-        sel.tags
-    ))
+    let what = match kind {
+        TaskKind::Docker => "docker actuator",
+        _ => "os actuator or tunnel agent",
+    };
+    Err(format!("no {what} with tags [{}]", sel.tags.join(", ")))
 }
 
-async fn start_os_task(
+async fn start_job_task(
     engine: &Arc<Engine>,
     (run_id, creator): (i64, String),
-    task_id: i64,
+    (task_id, kind): (i64, TaskKind),
     tdef: &TaskDef,
     (selector, prior): (Option<Selector>, Option<String>),
     values: &Values,
 ) -> Result<(), String> {
-    let (adef, tag) = pick_actuator(engine, &creator, selector.as_ref(), &tdef.alias).await?;
+    let (row, tag) = pick_actuator(engine, &creator, kind, selector.as_ref(), &tdef.alias).await?;
+    let (adef, act) = engine
+        .actuator_for(&creator, &row)
+        .map_err(|e| e.to_string())?;
     let secret = engine.task_secret(task_id);
     let env_outputs: Vec<(String, String)> = tdef
         .outputs
@@ -974,6 +1038,9 @@ async fn start_os_task(
         .map(|o| (o.name.clone(), o.value.clone()))
         .collect();
     let callback_url = format!("{}/api/pipeline/callback", engine.settings.callback_address);
+    // a container ends with its main process: the callback is one short try in the
+    // foreground (the server reads callback.json from the stopped container anyway)
+    let container = kind == TaskKind::Docker;
     let run_sh = script::render_run_sh(&script::RunScript {
         pipeline_id: run_id,
         task_id,
@@ -983,8 +1050,12 @@ async fn start_os_task(
         commands: &tdef.commands,
         env_outputs: &env_outputs,
         values,
-        callback_budget_secs: engine.settings.callback_budget.as_secs(),
-        callback_in_background: true,
+        callback_budget_secs: if container {
+            0
+        } else {
+            engine.settings.callback_budget.as_secs()
+        },
+        callback_in_background: !container,
     })?;
     // the values this task saw, for the run view
     let mut seen = BTreeMap::new();
@@ -998,14 +1069,9 @@ async fn start_os_task(
             seen.insert(key, values.resolve(&r).unwrap_or("").to_string());
         }
     }
+    let at = |e: ActuatorError| format!("actuator {}: {e}", adef.name);
     let job_dir = script::task_dir(run_id, task_id);
-    let act = engine
-        .actuator_for(&creator, &adef)
-        .map_err(|e| e.to_string())?;
-    let job_id = act
-        .place(&job_dir, prior.as_deref())
-        .await
-        .map_err(|e| format!("actuator {}: {e}", adef.name))?;
+    let job_id = act.place(job_dir, prior).await.map_err(at)?;
     let change = TaskChange {
         status: Some(CREATED.into()),
         actuator_name: Some(adef.name.clone()),
@@ -1023,32 +1089,54 @@ async fn start_os_task(
     if !moved {
         return Ok(()); // cancelled meanwhile
     }
+    if let Some(limit) = act.limit {
+        let db = engine.db.clone();
+        let note = TaskChange {
+            error: Some(format!(
+                "waiting for a slot on actuator {} ({limit} task(s) at once)",
+                adef.name
+            )),
+            ..Default::default()
+        };
+        let noted = async move {
+            let _ = store::runs::transition_task(&db, task_id, &[CREATED], &note).await;
+        };
+        act.acquire(task_id, noted).await.map_err(at)?;
+        // cancelled (or timed out) while it waited: the slot goes to the next one
+        match store::runs::task(&engine.db, task_id).await {
+            Ok(Some(t)) if t.status == CREATED => {}
+            _ => {
+                act.release(task_id);
+                return Ok(());
+            }
+        }
+    }
     // short tasks: learn the end from the actuator at once rather than from the callback
     // (whichever comes first is recorded; the other is ignored)
-    let started = act
-        .start_watch(
-            Job {
-                pipeline_id: run_id,
-                task_id,
-                run_sh,
-                job_id,
-            },
-            START_WATCH_SECS,
-        )
-        .await
-        .map_err(|e| format!("actuator {}: {e}", adef.name))?;
-    let job_id = started.job_id;
+    let job = Job {
+        pipeline_id: run_id,
+        task_id,
+        alias: tdef.alias.clone(),
+        image: tdef.image.clone(),
+        run_sh,
+        env: Vec::new(),
+        timeout_secs: tdef.timeout.unwrap_or(crate::definition::pipeline::DEFAULT_TIMEOUT),
+        job_id,
+    };
+    let (job_id, ended) = act.start_watch(job, START_WATCH_SECS).await.map_err(at)?;
     let running = TaskChange {
         status: Some(RUNNING.into()),
         // the job id the start gave (an agent's names the machine it went to)
         job_id: Some(job_id.clone()),
+        // its time counts from now (not from a wait for a slot)
+        started_at: act.limit.map(|_| Some(now_ms())),
+        error: act.limit.map(|_| String::new()),
         ..Default::default()
     };
     store::runs::transition_task(&engine.db, task_id, &[CREATED], &running)
         .await
         .map_err(|e| e.to_string())?;
-    let ended = started.ended.await;
-    if let Some((code, callback)) = ended {
+    if let Ok(Some((code, callback))) = ended.await {
         let outputs = callback
             .and_then(|c| serde_json::from_str::<proto::CallbackRequest>(&c).ok())
             .map(|c| c.outputs)
@@ -1061,32 +1149,36 @@ async fn start_os_task(
     Ok(())
 }
 
-async fn actuator_of(engine: &Engine, creator: &str, t: &Task) -> Result<ActuatorDef, String> {
-    match store::actuators::get(&engine.db, creator, &t.actuator_name).await {
-        Ok(Some((row, _))) => crate::registry::actuator_def(&row).map_err(|e| e.to_string()),
-        Ok(None) => Err(format!("actuator {:?} was deleted", t.actuator_name)),
-        Err(e) => Err(e.to_string()),
+async fn actor_of(
+    engine: &Engine,
+    creator: &str,
+    t: &Task,
+) -> Result<crate::actuator::hub::ActuatorRef, ActuatorError> {
+    match engine.actuator_named(creator, &t.actuator_name).await {
+        Ok(Some((_, r))) => Ok(r),
+        Ok(None) => Err(ActuatorError::permanent(format!(
+            "actuator {:?} was deleted",
+            t.actuator_name
+        ))),
+        Err(e) => Err(ActuatorError::transient(e.to_string())),
     }
 }
 
-async fn poll(engine: &Engine, creator: &str, t: &Task) -> Result<JobStatus, String> {
+async fn poll(engine: &Engine, creator: &str, t: &Task) -> Result<JobStatus, ActuatorError> {
     if t.job_id.is_empty() {
         return Ok(JobStatus::Starting);
     }
-    let def = actuator_of(engine, creator, t).await?;
-    let act = engine
-        .actuator_for(creator, &def)
-        .map_err(|e| e.to_string())?;
-    act.status(&t.job_id).await.map_err(|e| e.to_string())
+    actor_of(engine, creator, t)
+        .await?
+        .status(t.job_id.clone())
+        .await
 }
 
 async fn kill(engine: &Engine, creator: &str, t: &Task) {
     let res = async {
-        let def = actuator_of(engine, creator, t).await?;
-        let act = engine
-            .actuator_for(creator, &def)
-            .map_err(|e| e.to_string())?;
-        act.cancel(&t.job_id).await.map_err(|e| e.to_string())
+        let act = actor_of(engine, creator, t).await?;
+        act.release(t.id);
+        act.cancel(t.job_id.clone()).await
     }
     .await;
     if let Err(e) = res {

@@ -225,19 +225,21 @@ impl Engine {
             .ok_or_else(|| Error::NotFound(format!("task {task:?} not found in run {run}")))
     }
 
-    async fn task_actuator(
+    /// The actor of the actuator a task ran on.
+    async fn task_actor(
         &self,
         creator: &str,
         t: &Task,
-    ) -> Result<crate::definition::ActuatorDef> {
+    ) -> Result<crate::actuator::hub::ActuatorRef> {
         if t.job_id.is_empty() {
             return Err(Error::Conflict(format!(
                 "task {:?} has not started on an actuator ({})",
                 t.alias, t.status
             )));
         }
+        // the API's handle: a database outage is a 503 now, not a hung request
         match store::actuators::get(&self.api_db, creator, &t.actuator_name).await? {
-            Some((row, _)) => crate::registry::actuator_def(&row),
+            Some((row, _)) => Ok(self.actuator_for(creator, &row)?.1),
             None => Err(Error::NotFound(format!(
                 "actuator {:?} of task {:?} was deleted",
                 t.actuator_name, t.alias
@@ -248,9 +250,8 @@ impl Engine {
     /// The task's log as read through its actuator (`task` is its id or alias).
     pub async fn task_log(&self, creator: &str, run: i64, task: &str) -> Result<Vec<u8>> {
         let t = self.task_of_run(creator, run, task).await?;
-        let def = self.task_actuator(creator, &t).await?;
-        let act = self.actuator_for(creator, &def)?;
-        act.logs(&t.job_id)
+        let act = self.task_actor(creator, &t).await?;
+        act.logs(t.job_id.clone())
             .await
             .map_err(|e| Error::Internal(format!("reading the log: {e}")))
     }
@@ -263,9 +264,8 @@ impl Engine {
         task: &str,
     ) -> Result<crate::actuator::LogStream> {
         let t = self.task_of_run(creator, run, task).await?;
-        let def = self.task_actuator(creator, &t).await?;
-        let act = self.actuator_for(creator, &def)?;
-        act.follow(&t.job_id)
+        let act = self.task_actor(creator, &t).await?;
+        act.follow(t.job_id.clone())
             .await
             .map_err(|e| Error::Internal(format!("following the log: {e}")))
     }

@@ -21,6 +21,7 @@ const SECRET_FIELDS: &[&[&str]] = &[
     &["os", "privateKey"],
     &["docker", "ssh", "password"],
     &["docker", "ssh", "privateKey"],
+    &["docker", "registry", "password"],
     &["kubernetes", "config"],
     &["tunnel", "clientToken"],
 ];
@@ -301,4 +302,17 @@ pub async fn delete(db: &Db, creator: &str, name: &str) -> Result<bool> {
         })
         .await
     })
+}
+
+/// Every actuator of `kind`, of every user (the reaper's list of Docker daemons).
+pub async fn all_of_kind(db: &Db, kind: &str) -> Result<Vec<Actuator>> {
+    let rows: Vec<Actuator> = db_run!(db, |c| {
+        Ok(actuators::table
+            .filter(actuators::kind.eq(kind))
+            .order(actuators::id.asc())
+            .select(Actuator::as_select())
+            .load(c)
+            .await?)
+    })?;
+    rows.into_iter().map(|a| opened(db, a)).collect()
 }

@@ -339,3 +339,38 @@ pub async fn event_of(db: &Db, creator: &str, id: i64) -> Result<Option<Event>> 
             .optional()?)
     })
 }
+
+/// The `running` tasks on actuator `name` of `creator`: what holds its concurrency slots
+/// when its actor starts (after a restart, a re-apply).
+pub async fn running_on(db: &Db, creator: &str, name: &str) -> Result<Vec<i64>> {
+    db_run!(db, |c| {
+        let runs = pipelines::table
+            .filter(pipelines::creator.eq(creator))
+            .filter(pipelines::status.eq("running"))
+            .select(pipelines::id);
+        Ok(tasks::table
+            .filter(tasks::actuator_name.eq(name))
+            .filter(tasks::status.eq("running"))
+            .filter(tasks::task_type.ne("pipeline"))
+            .filter(tasks::pipeline_id.eq_any(runs))
+            .select(tasks::id)
+            .load(c)
+            .await?)
+    })
+}
+
+/// The status of each of `ids` that exists.
+pub async fn statuses(db: &Db, ids: &[i64]) -> Result<Vec<(i64, String)>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let part: Vec<(i64, String)> = db_run!(db, |c| {
+            Ok(tasks::table
+                .filter(tasks::id.eq_any(chunk))
+                .select((tasks::id, tasks::status))
+                .load(c)
+                .await?)
+        })?;
+        out.extend(part);
+    }
+    Ok(out)
+}
