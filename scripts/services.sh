@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The external servers eventops' tests talk to: MariaDB, PostgreSQL and sshd on loopback.
+# The external servers eventops' tests talk to: MariaDB, PostgreSQL and sshd on loopback, and
+# the Docker parts (test images, loopback registries, TCP and namespace access to the daemon).
 #
 #   scripts/services.sh           install (if absent) and start them; ensure the test accounts
 #   scripts/services.sh --env     the same, then print `export NAME=value` lines on stdout:
@@ -21,6 +22,15 @@
 # generated once (EVENTOPS_TEST_SSH_PASSWORD) or the throwaway key EVENTOPS_TEST_SSH_KEY.
 # Servers listen on 127.0.0.1 only.
 #
+# Docker: the daemon itself is not started here (the machine starts it); when it does not
+# answer, this says so loudly, exports no EVENTOPS_TEST_DOCKER_* variables (the Docker tests
+# then skip), and fails only with EVENTOPS_TEST_REQUIRE_ALL=1. When it answers: the images
+# eventops-test/busybox:1 and eventops-test/nosh:1 (built locally, no network), registries on
+# 127.0.0.1:5000 (open) and :5001 (htpasswd login) holding eventops-test/busybox:1 but with
+# no local tag of theirs (so tests pull for real), a socat from 127.0.0.1:23750 to the socket,
+# one inside the eo-behind namespace on ITS 127.0.0.1:2375, and the sshd user in the socket's
+# group (SSH-hop tests forward TCP or the unix socket through the test sshd).
+#
 # Environment knobs (all optional):
 #   EVENTOPS_SERVICES_DIR          state dir (default /tmp/eventops-services)
 #   EVENTOPS_SERVICES_TIMEOUT      seconds to wait for each daemon (default 90)
@@ -28,6 +38,9 @@
 #   EVENTOPS_SERVICES_PG_PORT      default 5432
 #   EVENTOPS_SERVICES_SSH_PORT     default 2222
 #   EVENTOPS_SERVICES_SSH_USER     the throwaway sshd login user (default eotest)
+#   EVENTOPS_SERVICES_DOCKER_SOCKET  the daemon's socket (default /var/run/docker.sock)
+#   EVENTOPS_SERVICES_DOCKER_TCP_PORT  default 23750
+#   EVENTOPS_SERVICES_REGISTRY_PORT  default 5000 (the login-protected one: this + 1)
 #
 # Everything this script says goes to stderr; with --env stdout carries only the exports.
 
@@ -47,6 +60,15 @@ eo_svc_vars() {
     EO_BEHIND_SSH_PORT=2223
     EO_BEHIND_HOST_ADDR=10.231.0.1
     EO_BEHIND_NS_ADDR=10.231.0.2
+    EO_DOCKER_SOCK=${EVENTOPS_SERVICES_DOCKER_SOCKET:-/var/run/docker.sock}
+    EO_DOCKER_DIR=$EO_STATE/docker
+    EO_DOCKER_TCP_PORT=${EVENTOPS_SERVICES_DOCKER_TCP_PORT:-23750}
+    EO_DOCKER_BEHIND_PORT=2375
+    EO_REG_PORT=${EVENTOPS_SERVICES_REGISTRY_PORT:-5000}
+    EO_REG_AUTH_PORT=$((EO_REG_PORT + 1))
+    EO_REG_USER=eotest
+    EO_IMG_BUSYBOX=eventops-test/busybox:1
+    EO_IMG_NOSH=eventops-test/nosh:1
 }
 
 eo_log() { printf '[services %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -107,7 +129,9 @@ eo_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # ---------------------------------------------------------------------------------------
 
 eo_install_packages() {
-    local want=(mariadb-server mariadb-client postgresql postgresql-client openssh-server openssh-client curl iproute2)
+    # socat .. apache2-utils: the Docker parts (the images' busybox, registries, htpasswd)
+    local want=(mariadb-server mariadb-client postgresql postgresql-client openssh-server openssh-client curl iproute2
+        socat docker-registry busybox-static dash apache2-utils)
     local missing=() p
     for p in "${want[@]}"; do
         [[ $(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null) == installed ]] || missing+=("$p")
@@ -428,6 +452,7 @@ eo_stop_all() {
     eo_pg_stop_quiet
     eo_sshd_stop
     eo_behind_stop
+    eo_docker_stop
 }
 
 # ---------------------------------------------------------------------------------------
@@ -492,6 +517,11 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
 StrictModes no
+# The Docker tests reach the daemon through this sshd: direct-tcpip channels (to the daemon's
+# TCP socat) and direct-streamlocal ones (to its unix socket). Both are OpenSSH's defaults;
+# said here so that a changed default cannot break them.
+AllowTcpForwarding yes
+AllowStreamLocalForwarding yes
 # Tests open many connections at once and fail logins on purpose.
 MaxStartups 200
 MaxAuthTries 10
@@ -581,7 +611,12 @@ eo_behind_start() {
     ip netns exec "$ns" ip addr replace "$EO_BEHIND_NS_ADDR/30" dev eo-veth1
     ip netns exec "$ns" ip link set eo-veth1 up
     sed -e "s/^Port .*/Port $EO_BEHIND_SSH_PORT/" -e "s|^PidFile .*|PidFile $dir/behind.pid|" \
-        "$dir/sshd_config" >"$dir/behind_config"
+        "$dir/sshd_config" >"$dir/behind_config.new"
+    if eo_behind_alive && ! cmp -s "$dir/behind_config.new" "$dir/behind_config"; then
+        eo_log "behind: config changed; restarting its sshd"
+        eo_behind_stop
+    fi
+    mv -f "$dir/behind_config.new" "$dir/behind_config"
     if ! eo_behind_alive; then
         eo_log "behind: starting sshd in network namespace $ns on its 127.0.0.1:$EO_BEHIND_SSH_PORT"
         setsid ip netns exec "$ns" /usr/sbin/sshd -D -e -f "$dir/behind_config" </dev/null >>"$dir/behind.log" 2>&1 9>&- &
@@ -596,6 +631,365 @@ eo_behind_stop() {
     eo_stop_pid behind-sshd "$(eo_pidfile_pid "$EO_SSH_DIR/behind.main.pid")" sshd TERM
 }
 
+# ---------------------------------------------------------------------------------------
+# Docker: test images, loopback registries, TCP and namespace access to the daemon
+# ---------------------------------------------------------------------------------------
+
+# The Docker daemon is the machine's (started before the session; no image can be pulled
+# from outside). Everything here sits beside it: images built from Debian's busybox-static,
+# Debian's docker-registry on loopback, socat relays. Markers in $EO_DOCKER_DIR (docker.ok,
+# behind.ok, registry-auth.ok) tell eo_svc_print_env which parts came up.
+
+eo_docker_ping() {
+    [[ $(curl -s --noproxy '*' --max-time 5 --unix-socket "$EO_DOCKER_SOCK" http://docker/_ping 2>/dev/null) == OK ]]
+}
+
+# Docker cannot be used here: say so where nobody can miss it; fail only when every backend is
+# required (the Docker tests then fail for want of their variables anyway).
+eo_docker_unusable() {
+    eo_log "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+    eo_log "!!! DOCKER IS NOT USABLE: $*"
+    eo_log "!!! no EVENTOPS_TEST_DOCKER_* variables: the Docker tests and benchmarks skip"
+    eo_log "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+    if [[ ${EVENTOPS_TEST_REQUIRE_ALL:-0} == 1 ]]; then
+        eo_die "docker: not usable and EVENTOPS_TEST_REQUIRE_ALL=1"
+    fi
+}
+
+eo_docker_has_image() { docker image inspect "$1" >/dev/null 2>&1; }
+eo_docker_image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
+
+eo_busybox_bin() {
+    local bb
+    bb=$(dpkg -L busybox-static 2>/dev/null | grep -m1 '/bin/busybox$' || true)
+    [[ -n $bb && -x $bb ]] || eo_die "docker: no static busybox (package busybox-static)"
+    echo "$bb"
+}
+
+# eo_docker_import IMAGE ROOTFS CHANGE...: the folder as a one-layer image, owned by root.
+eo_docker_import() {
+    local image=$1 rootfs=$2 args=() c
+    shift 2
+    for c in "$@"; do args+=(--change "$c"); done
+    tar -C "$rootfs" --numeric-owner --owner=0 --group=0 -cf - . |
+        docker import "${args[@]}" --message "built by scripts/services.sh" - "$image" >/dev/null ||
+        eo_die "docker: docker import $image failed"
+}
+
+# eventops-test/busybox:1: a static busybox with a link for every applet (sh, wget, sleep,
+# cat, awk, sed, head, ...), /tmp, /root and a passwd with root. eventops-test/nosh:1: the
+# same binary with no links, so no /bin/sh (tasks on it must fail with a clear message).
+# Built only when missing: `docker import` of a folder takes well under a second.
+eo_docker_images() {
+    local bb tmp
+    if ! eo_docker_has_image "$EO_IMG_BUSYBOX"; then
+        bb=$(eo_busybox_bin)
+        eo_log "docker: building $EO_IMG_BUSYBOX from $bb"
+        tmp=$(mktemp -d "$EO_DOCKER_DIR/rootfs.XXXXXX")
+        install -d -m 755 "$tmp/bin" "$tmp/etc"
+        install -d -m 700 "$tmp/root"
+        install -d -m 1777 "$tmp/tmp"
+        install -m 755 "$bb" "$tmp/bin/busybox"
+        local applet
+        while read -r applet; do
+            case $applet in '' | bin/busybox | linuxrc) continue ;; esac
+            install -d -m 755 "$tmp/$(dirname "$applet")"
+            ln -sfn /bin/busybox "$tmp/$applet"
+        done < <("$bb" --list-full)
+        printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$tmp/etc/passwd"
+        printf 'root:x:0:\nnogroup:x:65534:\n' >"$tmp/etc/group"
+        eo_docker_import "$EO_IMG_BUSYBOX" "$tmp" \
+            'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' 'CMD ["/bin/sh"]'
+        rm -rf "$tmp"
+        local out
+        # shellcheck disable=SC2016 # $a is the container shell's
+        out=$(docker run --rm --network none "$EO_IMG_BUSYBOX" \
+            sh -c 'for a in wget sleep cat awk sed head; do command -v $a >/dev/null || echo "missing $a"; done; echo ok' 2>&1) || true
+        [[ $out == ok ]] || eo_die "docker: $EO_IMG_BUSYBOX does not work: $out"
+    fi
+    if ! eo_docker_has_image "$EO_IMG_NOSH"; then
+        bb=$(eo_busybox_bin)
+        eo_log "docker: building $EO_IMG_NOSH (no /bin/sh)"
+        tmp=$(mktemp -d "$EO_DOCKER_DIR/rootfs.XXXXXX")
+        install -d -m 755 "$tmp/bin"
+        install -d -m 1777 "$tmp/tmp"
+        install -m 755 "$bb" "$tmp/bin/busybox"
+        eo_docker_import "$EO_IMG_NOSH" "$tmp" 'CMD ["/bin/busybox","true"]'
+        rm -rf "$tmp"
+        docker run --rm --network none "$EO_IMG_NOSH" >/dev/null 2>&1 || eo_die "docker: $EO_IMG_NOSH does not run /bin/busybox true"
+        if docker run --rm --network none "$EO_IMG_NOSH" /bin/sh -c true >/dev/null 2>&1; then
+            eo_die "docker: $EO_IMG_NOSH has a /bin/sh"
+        fi
+    fi
+}
+
+# ---- registries: Debian's docker-registry (registry:2), filesystem storage in the state dir
+
+# eo_registry_vars open|auth: REG_DIR, REG_PORT for one of the two.
+eo_registry_vars() {
+    if [[ $1 == auth ]]; then
+        REG_DIR=$EO_DOCKER_DIR/registry-auth REG_PORT=$EO_REG_AUTH_PORT
+    else
+        REG_DIR=$EO_DOCKER_DIR/registry REG_PORT=$EO_REG_PORT
+    fi
+}
+
+# The pid may be setsid's for a moment, about to exec the registry.
+eo_registry_alive() {
+    local pid
+    pid=$(eo_pidfile_pid "$REG_DIR/registry.pid")
+    eo_pid_is "$pid" docker-registry || eo_pid_is "$pid" setsid
+}
+# /v2/ answers 200 (open) or 401 (login required): both are a live registry.
+eo_registry_ping() {
+    local code
+    code=$(curl -s --noproxy '*' -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$REG_PORT/v2/" 2>/dev/null) || return 1
+    [[ $code == 200 || $code == 401 ]]
+}
+
+eo_registry_config() {
+    cat <<EOC
+# eventops test registry (scripts/services.sh): loopback only, throwaway storage.
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $REG_DIR/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$REG_PORT
+EOC
+    if [[ $1 == auth ]]; then
+        # Basic auth over plain HTTP: the daemon treats 127.0.0.0/8 registries as insecure
+        # (HTTP allowed) and still sends the credentials. registry wants bcrypt entries.
+        cat <<EOC
+auth:
+  htpasswd:
+    realm: eventops-test
+    path: $REG_DIR/htpasswd
+EOC
+    fi
+}
+
+# The login's password (generated once, kept in $REG_DIR/password) and its bcrypt htpasswd.
+eo_registry_credentials() {
+    if [[ ! -s $REG_DIR/password ]]; then
+        local pw
+        pw=$(head -c 512 /dev/urandom | LC_ALL=C tr -dc 'A-Za-z0-9')
+        (umask 077 && printf '%s' "${pw:0:24}" >"$REG_DIR/password")
+    fi
+    if [[ ! -s $REG_DIR/htpasswd || $REG_DIR/password -nt $REG_DIR/htpasswd ]]; then
+        htpasswd -Bbn "$EO_REG_USER" "$(cat "$REG_DIR/password")" >"$REG_DIR/htpasswd.new" ||
+            eo_die "registry: htpasswd failed"
+        mv -f "$REG_DIR/htpasswd.new" "$REG_DIR/htpasswd"
+    fi
+}
+
+# eo_registry_start open|auth
+eo_registry_start() {
+    local kind=$1
+    eo_registry_vars "$kind"
+    install -d -m 700 "$REG_DIR" "$REG_DIR/data"
+    [[ $kind == auth ]] && eo_registry_credentials
+    eo_registry_config "$kind" >"$REG_DIR/config.yml.new"
+    if eo_registry_alive && ! cmp -s "$REG_DIR/config.yml.new" "$REG_DIR/config.yml"; then
+        eo_log "registry $kind: config changed; restarting"
+        eo_registry_stop "$kind"
+    fi
+    mv -f "$REG_DIR/config.yml.new" "$REG_DIR/config.yml"
+    if ! eo_registry_alive; then
+        eo_port_open "$REG_PORT" && eo_die "registry: port $REG_PORT is already taken"
+        eo_log "registry $kind: starting on 127.0.0.1:$REG_PORT"
+        setsid docker-registry serve "$REG_DIR/config.yml" </dev/null >>"$REG_DIR/registry.log" 2>&1 9>&- &
+        echo "$!" >"$REG_DIR/registry.pid"
+    fi
+    eo_wait_ready "registry $kind" eo_registry_alive eo_registry_ping || {
+        eo_show_log "$REG_DIR/registry.log"
+        eo_die "registry $kind: did not start"
+    }
+}
+
+eo_registry_stop() {
+    eo_registry_vars "$1"
+    eo_stop_pid "registry $1" "$(eo_pidfile_pid "$REG_DIR/registry.pid")" docker-registry TERM
+}
+
+# The registry holds $EO_IMG_BUSYBOX (the manifest answers 200).
+eo_registry_has_image() {
+    local repo=${EO_IMG_BUSYBOX%:*} tag=${EO_IMG_BUSYBOX##*:} auth=()
+    [[ $1 == auth ]] && auth=(-u "$EO_REG_USER:$(cat "$REG_DIR/password")")
+    [[ $(curl -s --noproxy '*' -o /dev/null -w '%{http_code}' --max-time 5 "${auth[@]}" \
+        -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+        "http://127.0.0.1:$REG_PORT/v2/$repo/manifests/$tag" 2>/dev/null) == 200 ]]
+}
+
+# eo_registry_push open|auth: push $EO_IMG_BUSYBOX when the registry lacks it or holds an
+# older build ($REG_DIR/pushed: the image id pushed), then drop the local tag
+# 127.0.0.1:PORT/... so that a test pulling it really pulls. The login goes to a throwaway
+# DOCKER_CONFIG: root's own docker config is left alone.
+eo_registry_push() {
+    local kind=$1 id ref
+    eo_registry_vars "$kind"
+    ref=127.0.0.1:$REG_PORT/$EO_IMG_BUSYBOX
+    id=$(eo_docker_image_id "$EO_IMG_BUSYBOX")
+    if [[ $(cat "$REG_DIR/pushed" 2>/dev/null) != "$id" ]] || ! eo_registry_has_image "$kind"; then
+        eo_log "registry $kind: pushing $EO_IMG_BUSYBOX as $ref"
+        local cfg rc=0
+        cfg=$(mktemp -d "$EO_DOCKER_DIR/client.XXXXXX")
+        docker tag "$EO_IMG_BUSYBOX" "$ref" >&2 || rc=$?
+        if ((rc == 0)) && [[ $kind == auth ]]; then
+            DOCKER_CONFIG=$cfg docker login -u "$EO_REG_USER" --password-stdin "127.0.0.1:$REG_PORT" \
+                <"$REG_DIR/password" >/dev/null 2>"$cfg/login.err" || {
+                rc=$?
+                eo_log "registry $kind: docker login failed: $(cat "$cfg/login.err")"
+            }
+        fi
+        if ((rc == 0)); then
+            DOCKER_CONFIG=$cfg docker push "$ref" >"$cfg/push.log" 2>&1 || {
+                rc=$?
+                eo_log "registry $kind: docker push failed: $(tail -n 5 "$cfg/push.log")"
+            }
+        fi
+        docker rmi "$ref" >/dev/null 2>&1 || true
+        rm -rf "$cfg"
+        ((rc == 0)) || return 1
+        printf '%s\n' "$id" >"$REG_DIR/pushed"
+    fi
+    # left by an earlier push or by a test's pull
+    if eo_docker_has_image "$ref"; then docker rmi "$ref" >/dev/null 2>&1 || true; fi
+}
+
+# ---- socat relays to the daemon's socket: on the host's loopback, and inside eo-behind
+
+# eo_relay_vars tcp|behind: RELAY_PID (pid file), RELAY_WHAT
+eo_relay_vars() {
+    RELAY_PID=$EO_DOCKER_DIR/socat-$1.pid RELAY_WHAT="docker $1 relay"
+}
+eo_relay_alive() {
+    local pid
+    pid=$(eo_pidfile_pid "$RELAY_PID")
+    eo_pid_is "$pid" socat || eo_pid_is "$pid" setsid || eo_pid_is "$pid" ip
+}
+eo_docker_tcp_ping() {
+    [[ $(curl -s --noproxy '*' --max-time 2 "http://127.0.0.1:$EO_DOCKER_TCP_PORT/_ping" 2>/dev/null) == OK ]]
+}
+eo_docker_behind_ping() {
+    [[ $(ip netns exec "$EO_BEHIND_NS" curl -s --noproxy '*' --max-time 2 "http://127.0.0.1:$EO_DOCKER_BEHIND_PORT/_ping" 2>/dev/null) == OK ]]
+}
+
+# eo_relay_start tcp|behind: `socat TCP-LISTEN:PORT,bind=127.0.0.1,fork UNIX-CONNECT:SOCK`,
+# for `behind` run in the namespace (`ip netns exec` execs socat: the pid stays the same).
+eo_relay_start() {
+    local kind=$1 listen cmd=() probe
+    eo_relay_vars "$kind"
+    if [[ $kind == tcp ]]; then
+        listen=TCP-LISTEN:$EO_DOCKER_TCP_PORT,bind=127.0.0.1,reuseaddr,fork
+        probe=eo_docker_tcp_ping
+    else
+        listen=TCP-LISTEN:$EO_DOCKER_BEHIND_PORT,bind=127.0.0.1,reuseaddr,fork
+        cmd=(ip netns exec "$EO_BEHIND_NS")
+        probe=eo_docker_behind_ping
+    fi
+    if eo_relay_alive && ! "$probe"; then
+        # e.g. a relay left in a namespace that was deleted and made again
+        eo_log "$RELAY_WHAT: running but not answering; restarting it"
+        eo_relay_stop "$kind"
+    fi
+    if ! eo_relay_alive; then
+        if [[ $kind == tcp ]] && eo_port_open "$EO_DOCKER_TCP_PORT"; then
+            eo_die "docker: port $EO_DOCKER_TCP_PORT is already taken"
+        fi
+        eo_log "$RELAY_WHAT: starting ${cmd[*]:+${cmd[*]} }socat $listen -> $EO_DOCKER_SOCK"
+        setsid "${cmd[@]}" socat "$listen" "UNIX-CONNECT:$EO_DOCKER_SOCK" \
+            </dev/null >>"$EO_DOCKER_DIR/socat-$kind.log" 2>&1 9>&- &
+        echo "$!" >"$RELAY_PID"
+    fi
+    eo_wait_ready "$RELAY_WHAT" eo_relay_alive "$probe" || {
+        eo_show_log "$EO_DOCKER_DIR/socat-$kind.log"
+        eo_die "$RELAY_WHAT: does not answer /_ping"
+    }
+}
+
+eo_relay_stop() {
+    eo_relay_vars "$1"
+    eo_stop_pid "$RELAY_WHAT" "$(eo_pidfile_pid "$RELAY_PID")" socat TERM
+}
+
+# The sshd user may use the daemon's socket (direct-streamlocal channels open it as that
+# user): it joins the socket's group. sshd looks the groups up at each login.
+eo_docker_ssh_access() {
+    local group
+    group=$(stat -c %G "$EO_DOCKER_SOCK" 2>/dev/null) || return 0
+    if [[ $group == root || $group == UNKNOWN ]]; then
+        eo_log "docker: $EO_DOCKER_SOCK belongs to group $group; not adding $EO_SSH_USER to it (SSH-hop tests to the socket may fail)"
+        return 0
+    fi
+    if ! id -nG "$EO_SSH_USER" 2>/dev/null | tr ' ' '\n' | grep -qxF "$group"; then
+        eo_log "docker: adding $EO_SSH_USER to group $group (owner of $EO_DOCKER_SOCK)"
+        usermod -aG "$group" "$EO_SSH_USER" >&2 || eo_die "docker: usermod -aG $group $EO_SSH_USER failed"
+    fi
+}
+
+eo_docker_start() {
+    install -d -m 700 "$EO_DOCKER_DIR"
+    rm -f "$EO_DOCKER_DIR"/*.ok
+    if ! command -v docker >/dev/null 2>&1; then
+        eo_docker_unusable "no docker command on PATH"
+        return 0
+    fi
+    if ! eo_docker_ping; then
+        eo_docker_unusable "the daemon does not answer on $EO_DOCKER_SOCK ($(ls -l "$EO_DOCKER_SOCK" 2>&1))"
+        return 0
+    fi
+    local out
+    if ! out=$(docker version --format '{{.Server.APIVersion}}' 2>&1); then
+        eo_docker_unusable "docker version: $out"
+        return 0
+    fi
+    eo_docker_images
+    eo_registry_start open
+    eo_registry_push open || eo_die "registry open: could not push $EO_IMG_BUSYBOX"
+    eo_relay_start tcp
+    eo_docker_ssh_access
+    touch "$EO_DOCKER_DIR/docker.ok"
+    # the namespace relay must not be reachable from the host: that is what it is for
+    if eo_port_open "$EO_DOCKER_BEHIND_PORT"; then
+        eo_log "docker: 127.0.0.1:$EO_DOCKER_BEHIND_PORT answers on the HOST: the 'behind' Docker tests would prove nothing; not exporting EVENTOPS_TEST_DOCKER_BEHIND"
+        [[ ${EVENTOPS_TEST_REQUIRE_ALL:-0} == 1 ]] && eo_die "docker: host port $EO_DOCKER_BEHIND_PORT taken and EVENTOPS_TEST_REQUIRE_ALL=1"
+    else
+        eo_relay_start behind
+        touch "$EO_DOCKER_DIR/behind.ok"
+    fi
+    eo_registry_start auth
+    eo_registry_push auth || eo_die "registry auth: could not push $EO_IMG_BUSYBOX with a login"
+    touch "$EO_DOCKER_DIR/registry-auth.ok"
+}
+
+eo_docker_stop() {
+    eo_relay_stop tcp
+    eo_relay_stop behind
+    eo_registry_stop open
+    eo_registry_stop auth
+    rm -f "$EO_DOCKER_DIR"/*.ok
+}
+
+eo_docker_status() {
+    if eo_docker_ping; then eo_log "docker: the daemon answers on $EO_DOCKER_SOCK"; else eo_log "docker: the daemon does NOT answer on $EO_DOCKER_SOCK"; fi
+    local k
+    for k in open auth; do
+        eo_registry_vars "$k"
+        if eo_registry_alive; then eo_log "registry $k: running on 127.0.0.1:$REG_PORT"; else eo_log "registry $k: not running"; fi
+    done
+    for k in tcp behind; do
+        eo_relay_vars "$k"
+        if eo_relay_alive; then eo_log "$RELAY_WHAT: running"; else eo_log "$RELAY_WHAT: not running"; fi
+    done
+}
+
 # A local S3-compatible server for the MinIO (file storage) tests.
 # TODO(later work): start one here on a loopback port with a throwaway bucket dir and
 # export EVENTOPS_TEST_S3_URL / _ACCESS_KEY / _SECRET_KEY. MinIO itself is not a Debian
@@ -607,6 +1001,7 @@ eo_s3_start() { :; }
 eo_extra_services() {
     eo_sshd_start
     eo_behind_start
+    eo_docker_start
     eo_s3_start
 }
 
@@ -624,6 +1019,22 @@ eo_svc_print_env() {
     printf 'export EVENTOPS_TEST_BEHIND_NETNS=%q\n' "$EO_BEHIND_NS"
     printf 'export EVENTOPS_TEST_BEHIND_SERVER_ADDR=%q\n' "$EO_BEHIND_HOST_ADDR"
     printf 'export EVENTOPS_TEST_BEHIND_SSH_PORT=%q\n' "$EO_BEHIND_SSH_PORT"
+    # The Docker parts only when they came up (the tests skip without them).
+    if [[ -e $EO_DOCKER_DIR/docker.ok ]]; then
+        printf 'export EVENTOPS_TEST_DOCKER_SOCKET=%q\n' "$EO_DOCKER_SOCK"
+        printf 'export EVENTOPS_TEST_DOCKER_TCP=%q\n' "127.0.0.1:$EO_DOCKER_TCP_PORT"
+        printf 'export EVENTOPS_TEST_DOCKER_IMAGE=%q\n' "$EO_IMG_BUSYBOX"
+        printf 'export EVENTOPS_TEST_DOCKER_NOSH_IMAGE=%q\n' "$EO_IMG_NOSH"
+        printf 'export EVENTOPS_TEST_REGISTRY=%q\n' "127.0.0.1:$EO_REG_PORT"
+    fi
+    if [[ -e $EO_DOCKER_DIR/behind.ok ]]; then
+        printf 'export EVENTOPS_TEST_DOCKER_BEHIND=%q\n' "127.0.0.1:$EO_DOCKER_BEHIND_PORT"
+    fi
+    if [[ -e $EO_DOCKER_DIR/registry-auth.ok ]]; then
+        printf 'export EVENTOPS_TEST_REGISTRY_AUTH=%q\n' "127.0.0.1:$EO_REG_AUTH_PORT"
+        printf 'export EVENTOPS_TEST_REGISTRY_USER=%q\n' "$EO_REG_USER"
+        printf 'export EVENTOPS_TEST_REGISTRY_PASSWORD=%q\n' "$(cat "$EO_DOCKER_DIR/registry-auth/password" 2>/dev/null)"
+    fi
 }
 
 eo_svc_status() {
@@ -632,6 +1043,7 @@ eo_svc_status() {
         eo_log "postgres: running, pid $(eo_pidfile_pid "$EO_PG_DIR/data/postmaster.pid")"
     else eo_log "postgres: not running (from $EO_PG_DIR)"; fi
     if eo_pid_is "$(eo_pidfile_pid "$EO_SSH_DIR/sshd.main.pid")" sshd; then eo_log "sshd: running on 127.0.0.1:$EO_SSH_PORT"; fi
+    eo_docker_status
     local port
     for port in "$EO_MY_PORT" "$EO_PG_PORT"; do
         if eo_port_open "$port"; then eo_log "127.0.0.1:$port accepts connections"; else eo_log "127.0.0.1:$port closed"; fi
@@ -660,8 +1072,8 @@ eo_svc_main() {
         ;;
     reset)
         eo_stop_all
-        eo_log "wiping $EO_MY_DIR/data and $EO_PG_DIR/data"
-        rm -rf "$EO_MY_DIR/data" "$EO_PG_DIR/data"
+        eo_log "wiping $EO_MY_DIR/data, $EO_PG_DIR/data and the registries' storage"
+        rm -rf "$EO_MY_DIR/data" "$EO_PG_DIR/data" "$EO_DOCKER_DIR"/registry*/data "$EO_DOCKER_DIR"/registry*/pushed
         ;;
     esac
     eo_install_packages
@@ -671,7 +1083,9 @@ eo_svc_main() {
     eo_my_ensure_user
     eo_pg_ensure_user
     eo_extra_services
-    eo_log "ready in $((SECONDS - t0))s: MariaDB 127.0.0.1:$EO_MY_PORT, PostgreSQL 127.0.0.1:$EO_PG_PORT (user $EO_USER), sshd 127.0.0.1:$EO_SSH_PORT (user $EO_SSH_USER)"
+    local docker="Docker: NOT USABLE (its tests skip)"
+    [[ -e $EO_DOCKER_DIR/docker.ok ]] && docker="Docker: images, registries 127.0.0.1:$EO_REG_PORT/$EO_REG_AUTH_PORT, tcp 127.0.0.1:$EO_DOCKER_TCP_PORT"
+    eo_log "ready in $((SECONDS - t0))s: MariaDB 127.0.0.1:$EO_MY_PORT, PostgreSQL 127.0.0.1:$EO_PG_PORT (user $EO_USER), sshd 127.0.0.1:$EO_SSH_PORT (user $EO_SSH_USER), $docker"
     exec 9>&-
 }
 

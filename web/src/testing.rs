@@ -9,6 +9,7 @@ use crate::config::{Config, Secret};
 use std::path::PathBuf;
 use std::sync::mpsc;
 
+pub mod docker;
 pub mod own_db;
 
 pub struct TestServer {
