@@ -141,6 +141,7 @@ async fn start_engine(
         processing_over_time: std::time::Duration::from_secs(p.processing_over_time),
         callback_budget: std::time::Duration::from_secs(600),
         known_hosts: config.data_dir.join("known_hosts"),
+        task_logs: config.data_dir.join("task-logs"),
         tunnel_offline_wait: std::time::Duration::from_secs(config.tunnel.offline_wait_secs),
     };
     Ok(engine::runtime::Engine::start(db, settings).await?)

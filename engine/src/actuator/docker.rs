@@ -70,6 +70,8 @@ pub struct Docker {
     registry: Option<RegistrySpec>,
     keep: bool,
     instance: String,
+    /// Where a container's log is kept when it is removed.
+    task_logs: std::path::PathBuf,
 }
 
 /// The container of a task.
@@ -126,6 +128,7 @@ impl Docker {
         spec: &DockerSpec,
         route: Route,
         instance: &str,
+        task_logs: std::path::PathBuf,
     ) -> Docker {
         Docker {
             name: name.to_string(),
@@ -134,7 +137,52 @@ impl Docker {
             registry: spec.registry.clone(),
             keep: spec.keep_containers,
             instance: instance.to_string(),
+            task_logs,
         }
+    }
+
+    fn kept_log(&self, name: &str) -> std::path::PathBuf {
+        self.task_logs.join(format!("{name}.log"))
+    }
+
+    /// Copies the container's log (its tail) to the server before the container goes, so
+    /// `eoctl runtime logs` works after the task's end.
+    async fn keep_log(&self, name: &str) {
+        let log = match self.logs(name).await {
+            Ok(l) => l,
+            Err(e) => {
+                log::debug!("{}: {name}: no log to keep: {e}", self.name);
+                return;
+            }
+        };
+        let path = self.kept_log(name);
+        let dir = self.task_logs.clone();
+        let res = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)?;
+            let tmp = path.with_extension("tmp");
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&log)?;
+            std::fs::rename(&tmp, &path)
+        })
+        .await;
+        if let Ok(Err(e)) | Err(e) = res.map_err(std::io::Error::other) {
+            log::warn!("{}: {name}: keeping its log: {e}", self.name);
+        }
+    }
+
+    /// The kept log of a removed container.
+    async fn read_kept(&self, name: &str) -> Option<Vec<u8>> {
+        tokio::fs::read(self.kept_log(name)).await.ok()
     }
 
     /// The route a definition asks for.
@@ -595,6 +643,7 @@ impl Actuator for Docker {
                 Err(e) => return Err(self.err("stopping the container", e)),
             }
             if !self.keep {
+                self.keep_log(name).await;
                 self.remove_now(&c, name).await?;
             }
             Ok(())
@@ -608,6 +657,7 @@ impl Actuator for Docker {
                 return Ok(());
             }
             let c = self.client().await?;
+            self.keep_log(name).await;
             self.remove_now(&c, name).await
         })
     }
@@ -660,10 +710,13 @@ impl Actuator for Docker {
                         }
                     }
                     Err(e) if is_missing(&e) => {
-                        return Err(ActuatorError::permanent(format!(
-                            "{}: container {name} is gone (removed after its task ended)",
-                            self.name
-                        )))
+                        return match self.read_kept(name).await {
+                            Some(kept) => Ok(kept),
+                            None => Err(ActuatorError::permanent(format!(
+                                "{}: container {name} is gone and its log was not kept",
+                                self.name
+                            ))),
+                        };
                     }
                     Err(e) => return Err(self.err("reading the log", e)),
                 }
@@ -692,6 +745,16 @@ impl Actuator for Docker {
             let name = check_job(job_id)?.to_string();
             let c = self.client().await?;
             let (tx, rx) = mpsc::channel(64);
+            if let Ok(JobStatus::Missing) = self.status_of(&c, &name).await {
+                let kept = self.read_kept(&name).await.ok_or_else(|| {
+                    ActuatorError::permanent(format!(
+                        "{}: container {name} is gone and its log was not kept",
+                        self.name
+                    ))
+                })?;
+                let _ = tx.send(Ok(kept)).await;
+                return Ok(rx);
+            }
             let actuator = self.name.clone();
             tokio::spawn(async move {
                 let mut s = c.logs(&name, Some(log_options(true)));

@@ -178,6 +178,7 @@ pub struct Hub {
     ssh: super::ssh::SshPool,
     tunnels: Arc<Tunnels>,
     instance: String,
+    task_logs: std::path::PathBuf,
     actors: Mutex<HashMap<(String, String), (String, ActuatorRef)>>,
 }
 
@@ -210,6 +211,7 @@ fn connect(
                 spec,
                 route,
                 &hub.instance,
+                hub.task_logs.clone(),
             )))
         }
         Some(Target::Kubernetes(_)) => Err(format!(
@@ -226,12 +228,14 @@ impl Hub {
         ssh: super::ssh::SshPool,
         tunnels: Arc<Tunnels>,
         instance: &str,
+        task_logs: std::path::PathBuf,
     ) -> Hub {
         Hub {
             db,
             ssh,
             tunnels,
             instance: instance.to_string(),
+            task_logs,
             actors: Mutex::new(HashMap::new()),
         }
     }

@@ -45,6 +45,8 @@ pub struct Settings {
     pub callback_budget: Duration,
     /// Where SSH host keys are remembered.
     pub known_hosts: std::path::PathBuf,
+    /// Where the logs of removed containers are kept (their last 16 MiB).
+    pub task_logs: std::path::PathBuf,
     /// How long a task waits for an offline tunnel client before it errors.
     pub tunnel_offline_wait: Duration,
 }
@@ -110,6 +112,7 @@ impl Engine {
         let (intake, intake_rx) = mpsc::channel(4096);
         let tunnels = Arc::new(crate::tunnel::Tunnels::new(settings.tunnel_offline_wait));
         let instance = settings.instance_id.clone();
+        let task_logs = settings.task_logs.clone();
         let engine = Arc::new(Engine {
             db: db.retrying(),
             api_db: db.fail_fast(),
@@ -130,6 +133,7 @@ impl Engine {
                 ),
                 tunnels.clone(),
                 &instance,
+                task_logs,
             ),
             tunnels,
             lease: Duration::from_secs(30),

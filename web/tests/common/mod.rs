@@ -84,6 +84,22 @@ impl Api {
         Self::finish(req.call())
     }
 
+    /// A plain-text GET (a task log), panicking on a non-2xx answer; at most 64 MiB read.
+    #[allow(dead_code)]
+    pub fn get_text(&self, path: &str) -> String {
+        let mut req = self.agent.get(format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let mut r = req.call().unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_string()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
     pub fn delete(&self, path: &str) -> Resp {
         let mut req = self.agent.delete(format!("{}{path}", self.base));
         if let Some(t) = &self.token {

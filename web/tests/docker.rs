@@ -1,0 +1,387 @@
+//! The `docker` actuator end to end on this machine's Docker engine (test parts started by
+//! scripts/services.sh: the busybox and no-shell images, a TCP relay to the daemon, sshd, a
+//! loopback registry): events → runs → a container per task → outputs, logs, cleanup.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+use serde_json::Value;
+use web::testing::docker::DockerEnv;
+use web::testing::{wait_for, TestDb, TestServer, TestSsh};
+
+const EX: &str = "../examples";
+
+fn example(path: &str, image: &str) -> String {
+    std::fs::read_to_string(format!("{EX}/{path}"))
+        .unwrap()
+        .replace("busybox:latest", image)
+}
+
+/// Sends an event; the run it started.
+fn run_of(api: &Api, event: &str) -> i64 {
+    let id = api.post("/api/event/send", event).ok()["id"]
+        .as_i64()
+        .expect("id");
+    wait_for("event processed", 30, || {
+        let v = api.get(&format!("/api/event/{id}")).ok();
+        v["triggers"][0]["pipelineId"].as_i64()
+    })
+}
+
+fn finished(api: &Api, run: i64, secs: u64) -> Value {
+    wait_for("run end", secs, || {
+        let v = api.get(&format!("/api/pipeline/{run}")).ok();
+        (v["status"] != "running").then_some(v)
+    })
+}
+
+fn task<'a>(run: &'a Value, alias: &str) -> &'a Value {
+    run["tasks"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["alias"] == alias))
+        .unwrap_or_else(|| panic!("no task {alias} in {run}"))
+}
+
+/// No container of the run is left (removal follows the recorded end).
+fn no_container_left(d: &DockerEnv, run: i64) {
+    wait_for(&format!("containers of run {run} removed"), 20, || {
+        d.containers_labelled(&format!("eventops.run={run}"))
+            .is_empty()
+            .then_some(())
+    });
+}
+
+fn setup(actuator: &str) -> Option<(DockerEnv, TestServer, Api)> {
+    let d = DockerEnv::from_env()?;
+    let server = TestServer::start_on(TestDb::Sqlite)?;
+    let mut api = Api::new(&server.url);
+    api.login_as("kakj");
+    api.post("/api/actuator/apply", actuator).ok();
+    Some((d, server, api))
+}
+
+/// The hello-world example as a docker task on `actuator`; checks outputs, log and cleanup.
+fn hello_world(d: &DockerEnv, api: &Api) {
+    api.post(
+        "/api/pipeline-definition/apply",
+        example("docker/pipelineDefinition.yaml", &d.image),
+    )
+    .ok();
+    api.post(
+        "/api/trigger-definition/apply",
+        example("docker/triggerDefinition.yaml", &d.image),
+    )
+    .ok();
+    let run = run_of(api, &example("docker/event.yaml", &d.image));
+    let v = finished(api, run, 60);
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(v["outputs"]["greeted"], "world", "{v}");
+    let hello = task(&v, "hello");
+    assert_eq!(hello["exitCode"], 0, "{v}");
+    assert_eq!(hello["actuatorTag"], "docker");
+    let log = api.get_text(&format!("/api/pipeline/{run}/task/hello/log"));
+    assert!(log.contains("hello world from"), "{log}");
+    no_container_left(d, run);
+}
+
+#[test]
+fn hello_world_on_the_daemon_socket() {
+    let Some(d) = DockerEnv::from_env() else {
+        return;
+    };
+    let (_d, _server, api) = setup(&d.actuator_socket("docker-local", "docker")).unwrap();
+    hello_world(&d, &api);
+}
+
+#[test]
+fn hello_world_on_the_daemon_over_tcp() {
+    let Some(d) = DockerEnv::from_env() else {
+        return;
+    };
+    let (_d, _server, api) = setup(&d.actuator_tcp("docker-local", "docker")).unwrap();
+    hello_world(&d, &api);
+}
+
+#[test]
+fn hello_world_through_an_ssh_hop_to_the_socket_and_to_tcp() {
+    let (Some(d), Some(s)) = (DockerEnv::from_env(), TestSsh::from_env()) else {
+        return;
+    };
+    let hop = format!(
+        "{{user: {}, ip: {}, port: {}, password: \"{}\"}}",
+        s.user, s.host, s.port, s.password
+    );
+    // direct-streamlocal to the daemon's socket on the SSH host
+    let sock = format!(
+        "name: docker-local\ndocker: {{socket: {}, ssh: {hop}}}\ntags: [docker]\n",
+        d.socket
+    );
+    let (_d, _server, api) = setup(&sock).unwrap();
+    hello_world(&d, &api);
+    // direct-tcpip to the daemon's TCP address as the SSH host sees it
+    let (ip, port) = d.tcp_host_port();
+    let tcp = format!("name: docker-local\ndocker: {{ip: {ip}, port: {port}, ssh: {hop}}}\ntags: [docker]\n");
+    api.post("/api/actuator/apply", tcp).ok();
+    hello_world(&d, &api);
+}
+
+#[test]
+fn a_wrong_ssh_hop_password_ends_the_task_with_the_reason() {
+    let (Some(d), Some(s)) = (DockerEnv::from_env(), TestSsh::from_env()) else {
+        return;
+    };
+    let act = format!(
+        "name: docker-local\ndocker: {{socket: {}, ssh: {{user: {}, ip: {}, port: {}, password: wrong}}}}\ntags: [docker]\n",
+        d.socket, s.user, s.host, s.port
+    );
+    let (_d, _server, api) = setup(&act).unwrap();
+    let v = one_task(&api, &d.image, &["true"], 30);
+    assert_eq!(v["status"], "failed", "{v}");
+    let t = task(&v, "t");
+    assert_eq!(t["status"], "error", "{v}");
+    assert!(
+        t["error"].as_str().unwrap().contains("authentication failed"),
+        "{v}"
+    );
+}
+
+/// A one-task docker pipeline `one` (image, commands), run once; its end.
+fn one_task(api: &Api, image: &str, commands: &[&str], secs: u64) -> Value {
+    one_task_with(api, image, commands, "", secs)
+}
+
+fn one_task_with(api: &Api, image: &str, commands: &[&str], extra: &str, secs: u64) -> Value {
+    let run = start_one(api, image, commands, extra);
+    finished(api, run, secs)
+}
+
+fn start_one(api: &Api, image: &str, commands: &[&str], extra: &str) -> i64 {
+    let cmds: Vec<String> = commands
+        .iter()
+        .map(|c| serde_json::to_string(c).unwrap())
+        .collect();
+    api.post(
+        "/api/pipeline-definition/apply",
+        format!(
+            "version: 1.0\nname: one\nactuatorSelector: {{tags: [docker]}}\ninputs: [{{name: x, type: env}}]\n\
+             dag: [{{name: t, needs: [root]}}]\n\
+             tasks:\n  - alias: t\n    type: docker\n    image: {image:?}\n{extra}    commands: [{}]\n    \
+             outputs: [{{name: out, value: OUT, type: env}}]\n\
+             outputs: [{{name: out, value: \"${{{{ outputs.t.out }}}}\"}}]\n",
+            cmds.join(", ")
+        ),
+    )
+    .ok();
+    api.post(
+        "/api/trigger-definition/apply",
+        "name: one\neventName: one\neventCreater: kakj\neventVersion: 1.0\n\
+         pipelines: [{image: 'one:1.0', inputs: [{name: x, value: values.x}]}]\n",
+    )
+    .ok();
+    run_of(
+        api,
+        "name: one\nversion: 1.0\nvalues: {x: \"$(touch /tmp/eo-pwned) `id` '; echo hacked; '\"}\nlabels: {user: kakj}\n",
+    )
+}
+
+#[test]
+fn bad_input_gets_a_precise_task_error_and_leaves_no_container() {
+    let Some(d) = DockerEnv::from_env() else {
+        return;
+    };
+    let (_d, _server, api) = setup(&d.actuator_socket("docker-local", "docker")).unwrap();
+    // hostile event values stay literal inside the container
+    let v = one_task(
+        &api,
+        &d.image,
+        &["export OUT=\"${{ inputs.x }}\"", "test ! -e /tmp/eo-pwned"],
+        60,
+    );
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(
+        v["outputs"]["out"],
+        "$(touch /tmp/eo-pwned) `id` '; echo hacked; '",
+        "{v}"
+    );
+    no_container_left(&d, v["id"].as_i64().unwrap());
+    // a missing image and no registry that has it: the image is named at once
+    let v = one_task(&api, "eventops-test/absent:1", &["true"], 120);
+    let t = task(&v, "t");
+    assert_eq!(t["status"], "error", "{v}");
+    assert!(
+        t["error"].as_str().unwrap().contains("eventops-test/absent:1"),
+        "{v}"
+    );
+    // an image without sh
+    let v = one_task(&api, &d.nosh_image, &["true"], 60);
+    let t = task(&v, "t");
+    assert!(["error", "failed"].contains(&t["status"].as_str().unwrap()), "{v}");
+    assert!(t["error"].as_str().unwrap().contains("sh"), "{v}");
+    no_container_left(&d, v["id"].as_i64().unwrap());
+    // a container that exits at once with a code
+    let v = one_task(&api, &d.image, &["exit 3"], 60);
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(task(&v, "t")["exitCode"], 3, "{v}");
+    no_container_left(&d, v["id"].as_i64().unwrap());
+}
+
+#[test]
+fn a_container_killed_from_outside_fails_its_task_with_the_reason() {
+    let Some(d) = DockerEnv::from_env() else {
+        return;
+    };
+    let (_d, _server, api) = setup(&d.actuator_socket("docker-local", "docker")).unwrap();
+    let run = start_one(&api, &d.image, &["sleep 300"], "");
+    let name = wait_for("the container runs", 30, || {
+        let names = d.containers_labelled(&format!("eventops.run={run}"));
+        let n = names.into_iter().next()?;
+        (d.inspect(&n)?["State"]["Running"] == true).then_some(n)
+    });
+    d.ok(&["kill", &name]);
+    let v = finished(&api, run, 60);
+    let t = task(&v, "t");
+    assert_eq!(t["status"], "failed", "{v}");
+    assert!(t["error"].as_str().unwrap().contains("killed"), "{v}");
+    no_container_left(&d, run);
+}
+
+#[test]
+fn cancel_and_timeout_stop_the_container_and_remove_it() {
+    let Some(d) = DockerEnv::from_env() else {
+        return;
+    };
+    let (_d, _server, api) = setup(&d.actuator_socket("docker-local", "docker")).unwrap();
+    let run = start_one(&api, &d.image, &["sleep 300"], "");
+    wait_for("the container runs", 30, || {
+        let v = api.get(&format!("/api/pipeline/{run}")).ok();
+        (task(&v, "t")["status"] == "running").then_some(())
+    });
+    api.post(&format!("/api/pipeline/{run}/cancel"), "").ok();
+    let v = finished(&api, run, 30);
+    assert_eq!(v["status"], "cancel", "{v}");
+    assert_eq!(task(&v, "t")["status"], "cancel", "{v}");
+    no_container_left(&d, run);
+    let v = one_task_with(&api, &d.image, &["sleep 300"], "    timeout: 2\n", 60);
+    assert_eq!(task(&v, "t")["status"], "timeout", "{v}");
+    no_container_left(&d, v["id"].as_i64().unwrap());
+}
+
+#[test]
+fn an_image_absent_from_the_daemon_is_pulled_from_the_registry() {
+    let Some(d) = DockerEnv::from_env() else {
+        return;
+    };
+    let (_d, _server, api) = setup(&d.actuator_socket("docker-local", "docker")).unwrap();
+    let image = format!("{}/eventops-test/busybox:1", d.registry);
+    d.remove_image(&image);
+    assert!(!d.image_present(&image));
+    let v = one_task(&api, &image, &["export OUT=pulled"], 120);
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(v["outputs"]["out"], "pulled", "{v}");
+    assert!(d.image_present(&image));
+    d.remove_image(&image);
+    // a registry that wants a login: refused without credentials, pulled with them
+    let Some(login) = d.registry_login() else {
+        return;
+    };
+    let image = format!("{}/eventops-test/busybox:1", login.server);
+    d.remove_image(&image);
+    let v = one_task(&api, &image, &["true"], 120);
+    let t = task(&v, "t");
+    assert_eq!(t["status"], "error", "{v}");
+    assert!(t["error"].as_str().unwrap().contains(&image), "{v}");
+    api.post(
+        "/api/actuator/apply",
+        format!(
+            "name: docker-local\ndocker: {{socket: {}, registry: {{server: {:?}, user: {:?}, password: {:?}}}}}\ntags: [docker]\n",
+            d.socket, login.server, login.user, login.password
+        ),
+    )
+    .ok();
+    // the password is never shown
+    let shown = api.get("/api/actuator/docker-local").ok();
+    assert!(!shown.to_string().contains(&login.password), "{shown}");
+    let v = one_task(&api, &image, &["export OUT=pulled"], 120);
+    assert_eq!(v["status"], "success", "{v}");
+    d.remove_image(&image);
+}
+
+#[test]
+fn tasks_over_max_concurrent_tasks_wait_in_order() {
+    let Some(d) = DockerEnv::from_env() else {
+        return;
+    };
+    let act = format!(
+        "name: docker-local\ndocker: {{socket: {}}}\ntags: [docker]\nmaxConcurrentTasks: 1\n",
+        d.socket
+    );
+    let (_d, _server, api) = setup(&act).unwrap();
+    let first = start_one(&api, &d.image, &["sleep 3"], "");
+    let second = run_of(
+        &api,
+        "name: one\nversion: 1.0\nvalues: {x: b}\nlabels: {user: kakj}\n",
+    );
+    // the second waits `created`, saying why, while the first runs
+    let waiting = wait_for("the second task waits", 20, || {
+        let v = api.get(&format!("/api/pipeline/{second}")).ok();
+        let t = task(&v, "t").clone();
+        (t["status"] == "created" && t["error"].as_str().unwrap_or("").contains("waiting for a slot"))
+            .then_some(t)
+    });
+    assert!(
+        waiting["error"].as_str().unwrap().contains("docker-local"),
+        "{waiting}"
+    );
+    let a = finished(&api, first, 60);
+    let b = finished(&api, second, 60);
+    assert_eq!((a["status"].as_str(), b["status"].as_str()), (Some("success"), Some("success")));
+    // never more than one at once: the second started after the first ended
+    let (ta, tb) = (task(&a, "t"), task(&b, "t"));
+    assert!(
+        tb["startedAt"].as_i64().unwrap() >= ta["endedAt"].as_i64().unwrap(),
+        "{a}\n{b}"
+    );
+    assert_eq!(tb["error"], "", "{b}");
+}
+
+#[test]
+fn a_big_log_is_served_and_followed() {
+    let Some(d) = DockerEnv::from_env() else {
+        return;
+    };
+    let (_d, _server, api) = setup(&d.actuator_socket("docker-local", "docker")).unwrap();
+    // 100 MB of log, then a last line without a newline
+    let v = one_task_with(
+        &api,
+        &d.image,
+        &["yes 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ | head -c 100000000", "printf 'the end'"],
+        "    timeout: 300\n",
+        300,
+    );
+    assert_eq!(v["status"], "success", "{v}");
+    let _ = v;
+}
+
+#[test]
+fn the_mixed_pipeline_passes_values_from_host_to_container_to_child() {
+    let (Some(d), Some(s)) = (DockerEnv::from_env(), TestSsh::from_env()) else {
+        return;
+    };
+    let (_d, _server, api) = setup(&d.actuator_socket("docker-local", "docker")).unwrap();
+    api.post("/api/actuator/apply", s.actuator("os-runner", "os-runner"))
+        .ok();
+    for f in ["childPipeline.yaml", "pipelineDefinition.yaml", "triggerDefinition.yaml"] {
+        let url = if f == "triggerDefinition.yaml" {
+            "/api/trigger-definition/apply"
+        } else {
+            "/api/pipeline-definition/apply"
+        };
+        api.post(url, example(&format!("mixed/{f}"), &d.image)).ok();
+    }
+    let run = run_of(&api, &example("mixed/event.yaml", &d.image));
+    let v = finished(&api, run, 90);
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(v["outputs"]["result"], "40", "{v}");
+    assert_eq!(v["contexts"]["ctx_n"], "2", "{v}");
+    no_container_left(&d, run);
+}
