@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use web::testing::TestServer;
 
 mod auth_bench;
+mod docker_bench;
 mod input_bench;
 mod outage_bench;
 mod secrets_bench;
@@ -747,6 +748,7 @@ fn main() {
         "outage" => outage_bench::outage(opt("--outage-secs", 10) as u64),
         "secrets" => secrets_bench::run(),
         "auth" => auth_bench::run(),
+        "docker" => docker_bench::run(),
         "all" => {
             idle();
             matching();
@@ -758,7 +760,7 @@ fn main() {
             outage_bench::outage(10);
         }
         other => {
-            eprintln!("unknown benchmark {other:?}: intake | latency | sequential | matching | parked | idle | tunnel-bulk | tunnel-streams | agent-sequential | fanout | tunnel | outage | all");
+            eprintln!("unknown benchmark {other:?}: intake | latency | sequential | matching | parked | idle | tunnel-bulk | tunnel-streams | agent-sequential | fanout | tunnel | outage | docker | all");
             std::process::exit(2);
         }
     }

@@ -16,12 +16,15 @@
 //!
 //! A test takes a [`DockerEnv`] with [`DockerEnv::from_env`] and skips when it is `None` (with
 //! `EVENTOPS_TEST_REQUIRE_ALL=1`, as in `scripts/test`, a missing part fails instead). Poll with
-//! [`super::wait_for`].
+//! [`super::wait_for`]. Check "never more than N containers at once" with [`EventWatch`] (or
+//! [`DockerEnv::concurrency`] for a few containers) and [`concurrency`].
 
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The label the Docker actuator puts on a task's container: the run (pipeline) id.
 pub const LABEL_RUN: &str = "eventops.run";
@@ -210,6 +213,10 @@ impl DockerEnv {
     /// The daemon's container events between two times, for containers matching a label
     /// filter (`docker events --since --until --filter type=container --filter label=…`).
     /// `until` in the future makes this wait until then: the CLI streams until `until`.
+    ///
+    /// The daemon replays past events from a buffer of its last 256 events of every kind
+    /// (a container makes 4–6: create, start, die, destroy, network connect/disconnect), so
+    /// for more than ~40 containers, or on a busy daemon, watch live with [`EventWatch`].
     pub fn events(
         &self,
         since: SystemTime,
@@ -236,7 +243,8 @@ impl DockerEnv {
 
     /// How many containers matching a label filter started between `since` and `until`, and
     /// the most that were running at once — from the daemon's own start/die events, so it
-    /// checks a concurrency limit without trusting the code that enforces it.
+    /// checks a concurrency limit without trusting the code that enforces it. Replayed
+    /// events: see [`DockerEnv::events`] for the daemon's limit, [`EventWatch`] beyond it.
     pub fn concurrency(
         &self,
         since: SystemTime,
@@ -244,6 +252,87 @@ impl DockerEnv {
         label_filter: &str,
     ) -> Concurrency {
         concurrency(&self.events(since, until, label_filter))
+    }
+}
+
+/// The daemon's container events for a label filter, watched live from [`EventWatch::start`]
+/// on (a `docker events --since <start>` process of its own, read by a thread), so none is
+/// lost however many there are: the daemon only replays its last 256 events.
+pub struct EventWatch {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EventWatch {
+    /// Starts watching; events from this instant on are seen (`--since` covers the moment the
+    /// CLI takes to subscribe).
+    pub fn start(env: &DockerEnv, label_filter: &str) -> EventWatch {
+        let since = docker_time(SystemTime::now());
+        let mut child = env
+            .docker()
+            .args(["events", "--since", &since, "--filter", "type=container"])
+            .args(["--filter", &format!("label={label_filter}")])
+            .args(["--format", "{{json .}}"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker events");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let reader = child.stdout.take().map(|out| {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for l in BufReader::new(out).lines().map_while(Result::ok) {
+                    if let Ok(mut v) = lines.lock() {
+                        v.push(l);
+                    }
+                }
+            })
+        });
+        EventWatch {
+            child,
+            lines,
+            reader,
+        }
+    }
+
+    /// The events seen so far.
+    pub fn events(&self) -> Vec<DockerEvent> {
+        let text = self.lines.lock().map(|v| v.join("\n")).unwrap_or_default();
+        parse_events(&text)
+    }
+
+    /// Stops watching once the stream has been quiet for 300 ms (at most 3 s: the last events
+    /// of a run arrive a moment after the run is seen ended); every event seen.
+    pub fn stop(mut self) -> Vec<DockerEvent> {
+        let count = |w: &EventWatch| w.lines.lock().map(|v| v.len()).unwrap_or(0);
+        let start = Instant::now();
+        let (mut last, mut quiet_since) = (count(&self), Instant::now());
+        while start.elapsed() < Duration::from_secs(3)
+            && quiet_since.elapsed() < Duration::from_millis(300)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = count(&self);
+            if now != last {
+                (last, quiet_since) = (now, Instant::now());
+            }
+        }
+        self.halt();
+        self.events()
+    }
+
+    fn halt(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+impl Drop for EventWatch {
+    fn drop(&mut self) {
+        self.halt();
     }
 }
 
@@ -309,10 +398,7 @@ pub fn parse_events(text: &str) -> Vec<DockerEvent> {
                 .unwrap_or_default();
             Some(DockerEvent {
                 action: v["Action"].as_str()?.to_string(),
-                id: v["Actor"]["ID"]
-                    .as_str()
-                    .or(v["id"].as_str())?
-                    .to_string(),
+                id: v["Actor"]["ID"].as_str().or(v["id"].as_str())?.to_string(),
                 name: attributes.get("name").cloned().unwrap_or_default(),
                 time_nano: v["timeNano"]
                     .as_i64()
@@ -482,6 +568,7 @@ mod tests {
         let label = format!("{LABEL_RUN}=helpers-{}", std::process::id());
         let _clean = RemoveOnDrop::new(&env, &label);
         let since = SystemTime::now();
+        let watch = EventWatch::start(&env, &label);
         let kids: Vec<_> = (0..3)
             .map(|i| {
                 env.docker()
@@ -507,6 +594,8 @@ mod tests {
             c.max_at_once >= 2,
             "three 1 s containers started together: {c:?}"
         );
+        // the live watch saw the same
+        assert_eq!(concurrency(&watch.stop()), c);
         assert_eq!(env.remove_containers_labelled(&label), 3);
         assert!(env.containers_labelled(&label).is_empty());
     }
