@@ -337,8 +337,9 @@ fn tasks_over_max_concurrent_tasks_wait_in_order() {
     assert_eq!((a["status"].as_str(), b["status"].as_str()), (Some("success"), Some("success")));
     // never more than one at once: the second started after the first ended
     let (ta, tb) = (task(&a, "t"), task(&b, "t"));
+    // (RFC 3339 in UTC: the strings order as the times)
     assert!(
-        tb["startedAt"].as_i64().unwrap() >= ta["endedAt"].as_i64().unwrap(),
+        tb["startedAt"].as_str().unwrap() >= ta["endedAt"].as_str().unwrap(),
         "{a}\n{b}"
     );
     assert_eq!(tb["error"], "", "{b}");
