@@ -120,7 +120,9 @@ fn hello_world_through_an_ssh_hop_to_the_socket_and_to_tcp() {
     hello_world(&d, &api);
     // direct-tcpip to the daemon's TCP address as the SSH host sees it
     let (ip, port) = d.tcp_host_port();
-    let tcp = format!("name: docker-local\ndocker: {{ip: {ip}, port: {port}, ssh: {hop}}}\ntags: [docker]\n");
+    let tcp = format!(
+        "name: docker-local\ndocker: {{ip: {ip}, port: {port}, ssh: {hop}}}\ntags: [docker]\n"
+    );
     api.post("/api/actuator/apply", tcp).ok();
     hello_world(&d, &api);
 }
@@ -140,7 +142,10 @@ fn a_wrong_ssh_hop_password_ends_the_task_with_the_reason() {
     let t = task(&v, "t");
     assert_eq!(t["status"], "error", "{v}");
     assert!(
-        t["error"].as_str().unwrap().contains("authentication failed"),
+        t["error"]
+            .as_str()
+            .unwrap()
+            .contains("authentication failed"),
         "{v}"
     );
 }
@@ -199,8 +204,7 @@ fn bad_input_gets_a_precise_task_error_and_leaves_no_container() {
     );
     assert_eq!(v["status"], "success", "{v}");
     assert_eq!(
-        v["outputs"]["out"],
-        "$(touch /tmp/eo-pwned) `id` '; echo hacked; '",
+        v["outputs"]["out"], "$(touch /tmp/eo-pwned) `id` '; echo hacked; '",
         "{v}"
     );
     no_container_left(&d, v["id"].as_i64().unwrap());
@@ -209,13 +213,19 @@ fn bad_input_gets_a_precise_task_error_and_leaves_no_container() {
     let t = task(&v, "t");
     assert_eq!(t["status"], "error", "{v}");
     assert!(
-        t["error"].as_str().unwrap().contains("eventops-test/absent:1"),
+        t["error"]
+            .as_str()
+            .unwrap()
+            .contains("eventops-test/absent:1"),
         "{v}"
     );
     // an image without sh
     let v = one_task(&api, &d.nosh_image, &["true"], 60);
     let t = task(&v, "t");
-    assert!(["error", "failed"].contains(&t["status"].as_str().unwrap()), "{v}");
+    assert!(
+        ["error", "failed"].contains(&t["status"].as_str().unwrap()),
+        "{v}"
+    );
     assert!(t["error"].as_str().unwrap().contains("sh"), "{v}");
     no_container_left(&d, v["id"].as_i64().unwrap());
     // a container that exits at once with a code
@@ -325,8 +335,12 @@ fn tasks_over_max_concurrent_tasks_wait_in_order() {
     let waiting = wait_for("the second task waits", 20, || {
         let v = api.get(&format!("/api/pipeline/{second}")).ok();
         let t = task(&v, "t").clone();
-        (t["status"] == "created" && t["error"].as_str().unwrap_or("").contains("waiting for a slot"))
-            .then_some(t)
+        (t["status"] == "created"
+            && t["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("waiting for a slot"))
+        .then_some(t)
     });
     assert!(
         waiting["error"].as_str().unwrap().contains("docker-local"),
@@ -334,7 +348,10 @@ fn tasks_over_max_concurrent_tasks_wait_in_order() {
     );
     let a = finished(&api, first, 60);
     let b = finished(&api, second, 60);
-    assert_eq!((a["status"].as_str(), b["status"].as_str()), (Some("success"), Some("success")));
+    assert_eq!(
+        (a["status"].as_str(), b["status"].as_str()),
+        (Some("success"), Some("success"))
+    );
     // never more than one at once: the second started after the first ended
     let (ta, tb) = (task(&a, "t"), task(&b, "t"));
     // (RFC 3339 in UTC: the strings order as the times)
@@ -360,7 +377,43 @@ fn a_big_log_is_served_and_followed() {
         300,
     );
     assert_eq!(v["status"], "success", "{v}");
-    let _ = v;
+    let run = v["id"].as_i64().unwrap();
+    no_container_left(&d, run);
+    // the container is gone; its log's tail was kept, and says it is a tail
+    let log = api.get_text(&format!("/api/pipeline/{run}/task/t/log"));
+    assert!(log.len() <= (16 << 20) + 200, "{} bytes", log.len());
+    // (the daemon may keep less than the whole log: its json-file driver rotates)
+    if log.len() > 16 << 20 {
+        assert!(
+            log.starts_with("[eventops: the log is longer than 16 MiB"),
+            "{}",
+            &log[..200]
+        );
+    }
+    // the last line has no newline (the callback's note may follow it)
+    let tail = &log[log.len().saturating_sub(400)..];
+    assert!(
+        tail.contains("wxyzABCDEFGHIJKLMNOPQRSTUVWXYZ\n") && tail.contains("the end"),
+        "{tail:?}"
+    );
+    // following a running task: every line as it comes, the last one without a newline too
+    let run = start_one(
+        &api,
+        &d.image,
+        &[
+            "for i in 1 2 3 4 5; do echo line$i; sleep 0.3; done",
+            "printf last",
+        ],
+        "",
+    );
+    wait_for("the task runs", 30, || {
+        let v = api.get(&format!("/api/pipeline/{run}")).ok();
+        (task(&v, "t")["status"] == "running").then_some(())
+    });
+    let followed = api.get_text(&format!("/api/pipeline/{run}/task/t/log?follow=true"));
+    assert!(followed.contains("line5\nlast"), "{followed:?}");
+    assert!(followed.contains("line1\nline2\n"), "{followed:?}");
+    assert_eq!(finished(&api, run, 30)["status"], "success");
 }
 
 #[test]
@@ -371,7 +424,11 @@ fn the_mixed_pipeline_passes_values_from_host_to_container_to_child() {
     let (_d, _server, api) = setup(&d.actuator_socket("docker-local", "docker")).unwrap();
     api.post("/api/actuator/apply", s.actuator("os-runner", "os-runner"))
         .ok();
-    for f in ["childPipeline.yaml", "pipelineDefinition.yaml", "triggerDefinition.yaml"] {
+    for f in [
+        "childPipeline.yaml",
+        "pipelineDefinition.yaml",
+        "triggerDefinition.yaml",
+    ] {
         let url = if f == "triggerDefinition.yaml" {
             "/api/trigger-definition/apply"
         } else {

@@ -42,7 +42,9 @@ fn cases() -> Vec<(&'static str, &'static str, String, &'static str)> {
         ("actuator: no secret", "actuator", "name: a1\nos: {user: u, ip: h}\ntags: [t]\n".into(), "os: set password or privateKey"),
         ("actuator: empty name", "actuator", "name: ''\nos: {user: u, ip: h, password: p}\ntags: [t]\n".into(), "actuator name is empty"),
         ("actuator: tunnel without token", "actuator", "name: a1\ntunnel: {clientId: c}\ntags: [t]\n".into(), "tunnel.clientToken"),
-        ("actuator: docker without port", "actuator", "name: a1\ndocker: {ip: h}\ntags: [t]\n".into(), "docker.port"),
+        ("actuator: docker with ip and socket", "actuator", "name: a1\ndocker: {ip: h, socket: /run/d.sock}\ntags: [t]\n".into(), "set ip (and port) or socket, not both"),
+        ("actuator: docker port 0", "actuator", "name: a1\ndocker: {ip: h, port: 0}\ntags: [t]\n".into(), "docker.port is 0"),
+        ("actuator: kubernetes not built", "actuator", "name: a1\nkubernetes: {config: x}\ntags: [t]\n".into(), "kubernetes actuators are not supported yet"),
         ("actuator: unknown field", "actuator", "name: a1\nos: {user: u, ip: h, password: p, passwd: q}\ntags: [t]\n".into(), "passwd"),
         // ---- §5.2 pipelines
         ("pipeline: empty name", "pipeline", pl("name: pl", "name: ''"), "pipeline name is empty"),

@@ -58,7 +58,9 @@ fn split(job_id: &str) -> Result<(Option<&str>, &str)> {
     if ok {
         Ok((label, dir))
     } else {
-        Err(ActuatorError::transient(format!("not an agent job id: {job_id:?}")))
+        Err(ActuatorError::transient(format!(
+            "not an agent job id: {job_id:?}"
+        )))
     }
 }
 
@@ -202,7 +204,9 @@ impl Actuator for Agent {
                     follow: false,
                 })
                 .await
-                .map_err(|e| ActuatorError::transient(format!("tunnel client {}: {e}", client.name())))?;
+                .map_err(|e| {
+                    ActuatorError::transient(format!("tunnel client {}: {e}", client.name()))
+                })?;
             if !reply.ok {
                 return Err(ActuatorError::transient(
                     reply.error.unwrap_or_else(|| "no log yet".into()),
@@ -225,7 +229,9 @@ impl Actuator for Agent {
                     follow: true,
                 })
                 .await
-                .map_err(|e| ActuatorError::transient(format!("tunnel client {}: {e}", client.name())))?;
+                .map_err(|e| {
+                    ActuatorError::transient(format!("tunnel client {}: {e}", client.name()))
+                })?;
             if !reply.ok {
                 return Err(ActuatorError::transient(
                     reply.error.unwrap_or_else(|| "no log yet".into()),
@@ -324,7 +330,10 @@ mod tests {
             .start(job("m3:pipelines/7/tasks/8"))
             .await
             .unwrap_err();
-        assert!(err.message.starts_with("tunnel client f (m3) offline"), "{err}");
+        assert!(
+            err.message.starts_with("tunnel client f (m3) offline"),
+            "{err}"
+        );
         assert_eq!(starts.lock().unwrap().len(), 1);
     }
 

@@ -105,9 +105,13 @@ fn name_of_dir(dir: &str) -> Result<String> {
     match parts.as_slice() {
         ["pipelines", p, "tasks", t] => match (p.parse::<i64>(), t.parse::<i64>()) {
             (Ok(p), Ok(t)) => Ok(container_name(p, t)),
-            _ => Err(ActuatorError::permanent(format!("bad task directory {dir:?}"))),
+            _ => Err(ActuatorError::permanent(format!(
+                "bad task directory {dir:?}"
+            ))),
         },
-        _ => Err(ActuatorError::permanent(format!("bad task directory {dir:?}"))),
+        _ => Err(ActuatorError::permanent(format!(
+            "bad task directory {dir:?}"
+        ))),
     }
 }
 
@@ -257,7 +261,10 @@ impl Docker {
         let negotiated = tokio::time::timeout(Duration::from_secs(30), raw.negotiate_version())
             .await
             .map_err(|_| {
-                ActuatorError::transient(format!("{}: the daemon did not answer in 30 s", self.name))
+                ActuatorError::transient(format!(
+                    "{}: the daemon did not answer in 30 s",
+                    self.name
+                ))
             })?
             .map_err(|e| {
                 ActuatorError::transient(format!(
@@ -424,9 +431,10 @@ impl Docker {
                 } else if callback.is_none() && (code == 126 || code == 127) {
                     JobStatus::Killed(format!(
                         "run.sh could not run in the container (exit code {code}): {}",
-                        state.error.filter(|e| !e.is_empty()).unwrap_or_else(|| {
-                            "no shell or no such file in the image".into()
-                        })
+                        state
+                            .error
+                            .filter(|e| !e.is_empty())
+                            .unwrap_or_else(|| { "no shell or no such file in the image".into() })
                     ))
                 } else {
                     JobStatus::Exited { code, callback }
@@ -517,8 +525,7 @@ fn custom(dial: Dial) -> std::result::Result<Client, DockerError> {
             async move {
                 let io = dial().await?;
                 let (mut sender, conn) =
-                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
-                        .await?;
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
                 tokio::spawn(async move {
                     let _ = conn.await;
                 });
@@ -530,9 +537,10 @@ fn custom(dial: Dial) -> std::result::Result<Client, DockerError> {
                     .map(|p| p.as_str().to_string())
                     .unwrap_or_else(|| "/".into());
                 parts.uri = pq.parse().map_err(http_err)?;
-                parts
-                    .headers
-                    .insert(hyper::header::HOST, hyper::header::HeaderValue::from_static("docker"));
+                parts.headers.insert(
+                    hyper::header::HOST,
+                    hyper::header::HeaderValue::from_static("docker"),
+                );
                 Ok(sender
                     .send_request(BollardRequest::from_parts(parts, body))
                     .await?)
@@ -709,16 +717,19 @@ impl Actuator for Docker {
                             dropped = true;
                         }
                     }
-                    Err(e) if is_missing(&e) => {
-                        return match self.read_kept(name).await {
-                            Some(kept) => Ok(kept),
-                            None => Err(ActuatorError::permanent(format!(
+                    // gone, or removed while we read: the copy kept at its removal
+                    Err(e) => {
+                        if let Some(kept) = self.read_kept(name).await {
+                            return Ok(kept);
+                        }
+                        if is_missing(&e) {
+                            return Err(ActuatorError::permanent(format!(
                                 "{}: container {name} is gone and its log was not kept",
                                 self.name
-                            ))),
-                        };
+                            )));
+                        }
+                        return Err(self.err("reading the log", e));
                     }
-                    Err(e) => return Err(self.err("reading the log", e)),
                 }
             }
             if out.len() > MAX_LOG {
@@ -817,9 +828,18 @@ mod tests {
 
     #[test]
     fn job_ids_are_the_names_we_give() {
-        assert_eq!(name_of_dir("pipelines/12/tasks/34").unwrap(), "eventops-12-34");
+        assert_eq!(
+            name_of_dir("pipelines/12/tasks/34").unwrap(),
+            "eventops-12-34"
+        );
         assert!(check_job("eventops-12-34").is_ok());
-        for bad in ["eventops-12", "eventops--3", "x-1-2", "eventops-1-2;rm", "pipelines/1/tasks/2"] {
+        for bad in [
+            "eventops-12",
+            "eventops--3",
+            "x-1-2",
+            "eventops-1-2;rm",
+            "pipelines/1/tasks/2",
+        ] {
             assert!(check_job(bad).is_err(), "{bad}");
         }
         assert!(name_of_dir("pipelines/x/tasks/1").is_err());
@@ -829,12 +849,21 @@ mod tests {
     fn image_references_split_into_registry_repo_and_tag() {
         assert_eq!(registry_of("busybox"), "docker.io");
         assert_eq!(registry_of("library/busybox:1"), "docker.io");
-        assert_eq!(registry_of("127.0.0.1:5000/eventops-test/busybox:1"), "127.0.0.1:5000");
+        assert_eq!(
+            registry_of("127.0.0.1:5000/eventops-test/busybox:1"),
+            "127.0.0.1:5000"
+        );
         assert_eq!(registry_of("localhost/x"), "localhost");
         assert_eq!(split_tag("busybox"), ("busybox", "latest"));
         assert_eq!(split_tag("a/b:1.2"), ("a/b", "1.2"));
-        assert_eq!(split_tag("127.0.0.1:5000/a/b"), ("127.0.0.1:5000/a/b", "latest"));
-        assert_eq!(split_tag("127.0.0.1:5000/a/b:3"), ("127.0.0.1:5000/a/b", "3"));
+        assert_eq!(
+            split_tag("127.0.0.1:5000/a/b"),
+            ("127.0.0.1:5000/a/b", "latest")
+        );
+        assert_eq!(
+            split_tag("127.0.0.1:5000/a/b:3"),
+            ("127.0.0.1:5000/a/b", "3")
+        );
     }
 
     #[test]

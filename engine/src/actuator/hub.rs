@@ -204,7 +204,9 @@ fn connect(
                 .ssh
                 .as_ref()
                 .map(|s| hub.ssh.session(&os::target(s).via(via.clone())));
-            let tunnel = via.filter(|_| hop.is_none()).map(|v| (hub.tunnels.clone(), v));
+            let tunnel = via
+                .filter(|_| hop.is_none())
+                .map(|v| (hub.tunnels.clone(), v));
             let route = docker::Docker::route(spec, hop, tunnel);
             Ok(Arc::new(docker::Docker::new(
                 &format!("docker actuator {} ({})", def.name, def.address()),

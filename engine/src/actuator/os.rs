@@ -53,7 +53,9 @@ fn check_job(job_id: &str) -> Result<&str> {
     if ok {
         Ok(job_id)
     } else {
-        Err(ActuatorError::transient(format!("not an os job id: {job_id:?}")))
+        Err(ActuatorError::transient(format!(
+            "not an os job id: {job_id:?}"
+        )))
     }
 }
 
@@ -112,7 +114,9 @@ impl Actuator for Os {
                 match out.next_chunk().await {
                     Some(Ok(chunk)) => text.extend_from_slice(&chunk),
                     Some(Err(e)) => {
-                        return Err(ActuatorError::transient(format!("starting the task failed: {e}")))
+                        return Err(ActuatorError::transient(format!(
+                            "starting the task failed: {e}"
+                        )))
                     }
                     None => {
                         return Err(ActuatorError::transient(format!(

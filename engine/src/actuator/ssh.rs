@@ -998,10 +998,7 @@ impl SshSession {
     /// A byte stream to an address as the SSH host sees it: `direct-tcpip` to `host:port`, or
     /// `direct-streamlocal` to a unix socket path on the host (`port` ignored). Used to reach a
     /// Docker daemon through the host; the channel counts against `max_channels` while open.
-    pub async fn open_stream(
-        &self,
-        dest: StreamDest<'_>,
-    ) -> Result<Box<dyn Io>, SshError> {
+    pub async fn open_stream(&self, dest: StreamDest<'_>) -> Result<Box<dyn Io>, SshError> {
         let permit = self
             .slot
             .channels

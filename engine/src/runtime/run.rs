@@ -9,8 +9,8 @@ use super::processor::{json, new_tasks};
 use super::{Engine, RunMsg};
 use crate::actuator::{ActuatorError, Job, JobStatus};
 use crate::dag::Dag;
-use crate::definition::pipeline::{TaskDef, TaskKind};
 use crate::definition::actuator::ActuatorKind;
+use crate::definition::pipeline::{TaskDef, TaskKind};
 use crate::definition::{ImageRef, PipelineDef, Selector};
 use crate::placeholder;
 use crate::script::{self, Values};
@@ -582,15 +582,9 @@ impl RunActor {
                     .map(|t| t.job_id.clone())
                     .filter(|j| !j.is_empty());
                 tokio::spawn(async move {
-                    let res = start_job_task(
-                        &engine,
-                        run,
-                        (id, kind),
-                        &tdef,
-                        (selector, prior),
-                        &values,
-                    )
-                    .await;
+                    let res =
+                        start_job_task(&engine, run, (id, kind), &tdef, (selector, prior), &values)
+                            .await;
                     tell(&tx, Internal::Started(id, res));
                 });
             }
@@ -1120,7 +1114,9 @@ async fn start_job_task(
         image: tdef.image.clone(),
         run_sh,
         env: Vec::new(),
-        timeout_secs: tdef.timeout.unwrap_or(crate::definition::pipeline::DEFAULT_TIMEOUT),
+        timeout_secs: tdef
+            .timeout
+            .unwrap_or(crate::definition::pipeline::DEFAULT_TIMEOUT),
         job_id,
     };
     let (job_id, ended) = act.start_watch(job, START_WATCH_SECS).await.map_err(at)?;
