@@ -242,7 +242,7 @@ impl Docker {
                         session
                             .open_stream(d)
                             .await
-                            .map_err(|e| std::io::Error::new(std::io::ErrorKind::Other, e))
+                            .map_err(std::io::Error::other)
                     })
                 }))
             }
