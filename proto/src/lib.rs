@@ -3,6 +3,8 @@
 //! Only serde lives here, so that the client binaries never compile the engine. Field names are
 //! the JSON names of the HTTP API (camelCase), see `SPEC.md` §4–§6.
 
+pub mod contract;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
