@@ -5,13 +5,20 @@
 //! assigned at the top of `run.sh` from a single-quoted literal; the reference is quoted for the
 //! quoting context it appears in, so `$(…)`, backticks, quotes, newlines and `${HOME}` in an
 //! event value come out literally.
+//!
+//! **Any POSIX `sh`.** `run.sh` runs under bash, dash and busybox ash alike (containers have
+//! whatever `sh` their image has); where bash runs it, the JSON escaping of outputs uses
+//! bash's parameter expansion and costs no fork. File names and the work directory come from
+//! [`proto::contract`], the one definition of the task contract.
 
 use crate::placeholder::{self, Part, Ref};
+use proto::contract as c;
 use std::collections::BTreeMap;
 
-/// The work directory of a task, relative to the actuator user's home.
+/// The work directory of a task, relative to the actuator user's home
+/// ([`proto::contract::task_dir`]).
 pub fn task_dir(pipeline_id: i64, task_id: i64) -> String {
-    format!("pipelines/{pipeline_id}/tasks/{task_id}")
+    c::task_dir(pipeline_id, task_id)
 }
 
 /// Single-quotes `s` for a POSIX shell.
@@ -155,47 +162,143 @@ pub struct RunScript<'a> {
     pub callback_in_background: bool,
 }
 
-const JSON_FN: &str = r#"__eo_json() {
-    local s=$1
-    s=${s//\\/\\\\}; s=${s//\"/\\\"}; s=${s//$'\n'/\\n}; s=${s//$'\r'/\\r}; s=${s//$'\t'/\\t}
-    s=${s//[$'\001'-$'\037']/}
-    printf '"%s"' "$s"
+/// `__eo_json VALUE` sets `__eo_j` to VALUE as a JSON string. Backslash and quote are
+/// escaped, newline, CR and tab get their short escapes (`\u00XX` in the no-awk fallback),
+/// every other control character (U+0001–U+001F) becomes `\u00XX`: none is dropped, the
+/// server gets the value back exactly. Everything else, UTF-8 included, passes through
+/// as it is (DEL too: JSON allows it).
+///
+/// Under bash (also bash as `sh`) parameter expansion does it without a fork: this version
+/// is defined through `eval` (of [`BASH_JSON_FN`]) so that no other shell has to parse it.
+/// The POSIX version ([`SH_JSON_FN`]) costs one small pipeline per output.
+fn json_fn() -> String {
+    format!(
+        "if [ -n \"${{BASH_VERSION-}}\" ]; then\neval {}\nelse\n{SH_JSON_FN}fi\n",
+        shell_quote(BASH_JSON_FN)
+    )
+}
+
+/// The bash `__eo_json` (no single quote in it: `eval '…'` stays readable). The replacements
+/// hold no `&`, so bash 5.2's `patsub_replacement` changes nothing. `[[:cntrl:]]` only
+/// decides whether the loop over the other control characters is needed at all (it also
+/// matches DEL, which the loop leaves alone: JSON allows it).
+const BASH_JSON_FN: &str = r#"__eo_json() {
+    local s=$1 c h
+    s=${s//\\/\\\\}; s=${s//\"/\\\"}
+    printf -v c "\n"; s=${s//"$c"/\\n}
+    printf -v c "\r"; s=${s//"$c"/\\r}
+    printf -v c "\t"; s=${s//"$c"/\\t}
+    case $s in
+    *[[:cntrl:]]*)
+        for h in 01 02 03 04 05 06 07 08 0b 0c 0e 0f 10 11 12 13 14 15 16 17 18 19 1a 1b 1c 1d 1e 1f; do
+            printf -v c "\\x$h"
+            case $s in *"$c"*) s=${s//"$c"/\\u00$h} ;; esac
+        done ;;
+    esac
+    __eo_j=\"$s\"
 }
 "#;
 
+/// The POSIX `__eo_json`: awk (any: mawk, gawk, busybox) escapes line by line, linear in the
+/// value; the value goes in on stdin with a `.` after it, so a trailing newline survives (and
+/// no argument or environment size limit applies). Without awk, a loop of builtins does it
+/// (slow for large values full of specials, but correct).
+const SH_JSON_FN: &str = r#"__eo_json() {
+    if command -v awk >/dev/null 2>&1; then
+        __eo_j=$(printf '%s.' "$1" | awk '
+            function esc(s,   i, c) {
+                gsub(/[\\"]/, "\\\\&", s); gsub(/\t/, "\\t", s); gsub(/\r/, "\\r", s)
+                for (i = 1; i < 32; i++) {
+                    c = sprintf("%c", i)
+                    if (index(s, c)) gsub(c, sprintf("\\u%04x", i), s)
+                }
+                printf "%s", s
+            }
+            BEGIN { printf "\"" }
+            NR > 1 { esc(prev); printf "\\n" }
+            { prev = $0 }
+            END { sub(/\.$/, "", prev); esc(prev); printf "\"" }')
+    else
+        __eo_j=$(__eo_json_sh "$1")
+    fi
+}
+__eo_json_sh() {
+    __eo_s=$1
+    printf '"'
+    while :; do
+        __eo_p=${__eo_s%%[\\\"[:cntrl:]]*}
+        printf '%s' "$__eo_p"
+        [ "${#__eo_p}" -eq "${#__eo_s}" ] && break
+        __eo_s=${__eo_s#"$__eo_p"}
+        __eo_r=${__eo_s#?}
+        __eo_c=${__eo_s%"$__eo_r"}
+        __eo_s=$__eo_r
+        case $__eo_c in
+            \\) printf '\\\\' ;;
+            \") printf '\\"' ;;
+            *) printf '\\u%04x' "'$__eo_c" ;;
+        esac
+    done
+    printf '"'
+}
+"#;
+
+/// `__eo_post`: delivers `callback.json` with curl, else wget. Budget 0 makes one short
+/// attempt (connect 2 s, 5 s in all) and returns: a container must end soon, and its
+/// `callback.json` is read from it afterwards. Otherwise it retries with backoff (0.2 s
+/// doubling to 10 s) while the server is unreachable or failing, until the sleeps add up to
+/// the budget. curl's 4xx is an answer too (retrying cannot help). wget gets no `-T`
+/// (Debian's busybox wget has none and crashes on it): `timeout` bounds each attempt.
+/// Integer arithmetic only (milliseconds): no `awk` fork between attempts.
 const POST_FN: &str = r#"__eo_post() {
-    # Deliver callback.json; retry with backoff while the server is unreachable or failing.
-    local delay=0.2 waited=0 code
+    if [ "$__eo_budget" -gt 0 ]; then __eo_ct=5 __eo_mt=10; else __eo_ct=2 __eo_mt=5; fi
+    __eo_delay=200 __eo_waited=0
     while :; do
         if command -v curl >/dev/null 2>&1; then
-            code=$(curl -sS -m 10 -o response.txt -w '%{http_code}' \
-                -H 'Content-Type: application/json' --data-binary @callback.json "$__eo_url" 2>/dev/null)
-            case "$code" in 2??|4??) return 0 ;; esac
+            __eo_http=$(curl -sS --connect-timeout "$__eo_ct" -m "$__eo_mt" -o @RESPONSE@ -w '%{http_code}' \
+                -H 'Content-Type: application/json' --data-binary @@CALLBACK@ "$__eo_url" 2>/dev/null)
+            case $__eo_http in 2??|4??) return 0 ;; esac
         elif command -v wget >/dev/null 2>&1; then
-            wget -q -T 10 -O response.txt --header='Content-Type: application/json' \
-                --post-file=callback.json "$__eo_url" && return 0
+            if command -v timeout >/dev/null 2>&1; then
+                timeout "$__eo_mt" wget -q -t 1 -O @RESPONSE@ --header='Content-Type: application/json' \
+                    --post-file=@CALLBACK@ "$__eo_url" && return 0
+            else
+                wget -q -t 1 -O @RESPONSE@ --header='Content-Type: application/json' \
+                    --post-file=@CALLBACK@ "$__eo_url" && return 0
+            fi
         else
-            echo "eventops: neither curl nor wget found; the server will learn the result by polling" >&2
+            echo "eventops: neither curl nor wget found; the server will learn the result otherwise" >&2
             return 1
         fi
-        if [ "${waited%.*}" -ge "$__eo_budget" ]; then
-            echo "eventops: callback to $__eo_url failed for ${__eo_budget}s; giving up (the server polls exit.code)" >&2
+        if [ "$__eo_waited" -ge "$((__eo_budget * 1000))" ]; then
+            echo "eventops: callback to $__eo_url failed for ${__eo_budget}s; giving up" >&2
             return 1
         fi
-        sleep "$delay"
-        waited=$(awk "BEGIN{print $waited + $delay}")
-        delay=$(awk "BEGIN{d=$delay*2; if (d>10) d=10; print d}")
+        sleep "$((__eo_delay / 1000)).$((__eo_delay % 1000 / 100))" 2>/dev/null ||
+            sleep "$(((__eo_delay + 999) / 1000))"
+        __eo_waited=$((__eo_waited + __eo_delay))
+        __eo_delay=$((__eo_delay * 2))
+        [ "$__eo_delay" -le 10000 ] || __eo_delay=10000
     done
 }
 "#;
 
-/// Renders `run.sh`. Errors when a placeholder has no value or an output names no variable.
+/// The shell text of the contract's names, so the templates above can say `@CALLBACK@`.
+fn with_names(template: &str) -> String {
+    template
+        .replace("@RESPONSE@", c::RESPONSE_TXT)
+        .replace("@CALLBACK@", c::CALLBACK_JSON)
+}
+
+/// Renders `run.sh`, a POSIX `sh` script (SPEC §7: hosts run it with bash when there is one,
+/// containers with their `sh`). Errors when a placeholder has no value or an output names no
+/// variable.
 pub fn render_run_sh(s: &RunScript<'_>) -> Result<String, String> {
     let mut vars = Vec::new();
     let mut by_ref = BTreeMap::new();
     let mut body = String::new();
-    for c in s.commands {
-        body.push_str(&render_command(c, s.values, &mut vars, &mut by_ref)?);
+    for cmd in s.commands {
+        body.push_str(&render_command(cmd, s.values, &mut vars, &mut by_ref)?);
         body.push('\n');
     }
     let mut collect = String::new();
@@ -210,42 +313,47 @@ pub fn render_run_sh(s: &RunScript<'_>) -> Result<String, String> {
                 "output {name:?}: {var:?} is not a shell variable name"
             ));
         }
-        if i > 0 {
-            collect.push_str("        __eo_outs=\"$__eo_outs,\"\n");
-        }
+        // the name is known now: escaped here, not at run time
+        let key = serde_json::to_string(name).map_err(|e| format!("output {name:?}: {e}"))?;
+        let sep = if i > 0 { "," } else { "" };
         collect.push_str(&format!(
-            "        __eo_outs=\"$__eo_outs$(__eo_json {})\":\"$(__eo_json \"${{{var}-}}\")\"\n",
-            shell_quote(name)
+            "        __eo_json \"${{{var}-}}\"; __eo_outs=$__eo_outs{}$__eo_j\n",
+            shell_quote(&format!("{sep}{key}:"))
         ));
     }
     let mut sh = String::new();
-    sh.push_str("#!/usr/bin/env bash\n");
+    sh.push_str("#!/bin/sh\n");
     sh.push_str(&format!(
         "# eventops: pipeline {}, task {} ({}). Generated; edits are lost.\n",
         s.pipeline_id,
         s.task_id,
-        s.alias.replace('\n', " ")
+        s.alias.replace(['\n', '\r'], " ")
     ));
     sh.push_str(&format!("__eo_url={}\n", shell_quote(s.callback_url)));
     sh.push_str(&format!("__eo_auth={}\n", shell_quote(s.secret)));
     sh.push_str(&format!("__eo_budget={}\n", s.callback_budget_secs));
     sh.push_str("__eo_dir=$PWD\n");
-    sh.push_str(JSON_FN);
-    sh.push_str(POST_FN);
-    // callback.json (it holds the task's secret) and response.txt are private to the user
-    sh.push_str("__eo_finish() {\n    local code=$1\n    set +e\n    umask 077\n    trap - EXIT\n    cd \"$__eo_dir\" || exit \"$code\"\n    local __eo_outs=\"\"\n    if [ \"$code\" -eq 0 ]; then\n");
+    sh.push_str(&json_fn());
+    sh.push_str(&with_names(POST_FN));
+    // Runs at the end, whatever ended the commands; undoes what they may have set (errexit,
+    // xtrace would log the secret, noclobber). callback.json (it holds the task's secret) and
+    // response.txt are private to the user.
+    sh.push_str(
+        "__eo_finish() {\n    __eo_code=$1\n    set +e +x +C\n    umask 077\n    trap - EXIT\n    \
+         cd \"$__eo_dir\" || exit \"$__eo_code\"\n    __eo_outs=\n    if [ \"$__eo_code\" -eq 0 ]; then\n",
+    );
     sh.push_str(&collect);
     sh.push_str("        :\n    fi\n");
     sh.push_str(&format!(
-        "    printf '{{\"pipelineId\":{},\"taskId\":{},\"auth\":\"%s\",\"exitCode\":%s,\"outputs\":{{%s}}}}\\n' \"$__eo_auth\" \"$code\" \"$__eo_outs\" > callback.json\n",
-        s.pipeline_id, s.task_id
+        "    printf '{{\"pipelineId\":{},\"taskId\":{},\"auth\":\"%s\",\"exitCode\":%s,\"outputs\":{{%s}}}}\\n' \"$__eo_auth\" \"$__eo_code\" \"$__eo_outs\" > {}\n",
+        s.pipeline_id, s.task_id, c::CALLBACK_JSON
     ));
     if s.callback_in_background {
-        sh.push_str("    __eo_post > /dev/null 2>&1 &\n    exit \"$code\"\n}\n");
+        sh.push_str("    __eo_post > /dev/null 2>&1 &\n    exit \"$__eo_code\"\n}\n");
     } else {
-        sh.push_str("    __eo_post\n    exit \"$code\"\n}\n");
+        sh.push_str("    __eo_post\n    exit \"$__eo_code\"\n}\n");
     }
-    sh.push_str("trap '__eo_finish $?' EXIT\n");
+    sh.push_str("trap '__eo_finish \"$?\"' EXIT\n");
     for (var, value) in &vars {
         sh.push_str(&format!("{var}={}\n", shell_quote(value)));
     }
@@ -257,25 +365,77 @@ pub fn render_run_sh(s: &RunScript<'_>) -> Result<String, String> {
     Ok(sh)
 }
 
+/// A contract file name as a literal, for `concat!`.
+macro_rules! name {
+    ($name:ident) => {
+        proto::contract_file!($name)
+    };
+}
+
 /// `nohup.sh`: runs `run.sh` in a process group of its own (so cancel and timeout can kill
 /// the whole group), records its pid, waits for it and writes `exit.code`. No fork but the
 /// one of `run.sh`: it is on every task's critical path. `exit.code` is written by one
 /// `write` of a few bytes (no `mv`, a fork and an exec); readers take an empty `exit.code` as
 /// not written yet (`[ -s exit.code ]`).
-pub const NOHUP_SH: &str = r#"#!/usr/bin/env bash
-# eventops: parent of run.sh. Generated; edits are lost.
-case $0 in */*) cd "${0%/*}" || exit 1 ;; esac
-# nohup.log, nohup.pid, exit.code: private to the user (run.sh sets the task's own umask)
-umask 077
-# job control: run.sh gets a process group of its own (cancel and timeout kill that group)
-set -m
-bash ./run.sh > nohup.log 2>&1 < /dev/null &
-pid=$!
-echo "$pid" > nohup.pid
-wait "$pid"
-code=$?
-echo "$code" > exit.code
-"#;
+///
+/// Started with bash where there is one ([`start_command`], the agent): bash's job control
+/// makes the group and bash runs `run.sh` (bash-isms in the user's commands keep working on
+/// hosts). Without bash, `setsid` makes the group (a POSIX `sh` has no job control without a
+/// terminal) and `sh` runs `run.sh`. `command -v` is a builtin: the check costs no fork.
+pub const NOHUP_SH: &str = concat!(
+    "#!/bin/sh\n",
+    "# eventops: parent of ",
+    name!(RUN_SH),
+    ". Generated; edits are lost.\n",
+    "case $0 in */*) cd \"${0%/*}\" || exit 1 ;; esac\n",
+    "# ",
+    name!(NOHUP_LOG),
+    ", ",
+    name!(NOHUP_PID),
+    ", ",
+    name!(EXIT_CODE),
+    ": private to the user (",
+    name!(RUN_SH),
+    " sets the task's own umask)\n",
+    "umask 077\n",
+    "if [ -n \"${BASH_VERSION-}\" ]; then\n",
+    "    set -m\n",
+    "    bash ./",
+    name!(RUN_SH),
+    " > ",
+    name!(NOHUP_LOG),
+    " 2>&1 < /dev/null &\n",
+    "elif command -v bash > /dev/null 2>&1; then\n",
+    "    setsid bash ./",
+    name!(RUN_SH),
+    " > ",
+    name!(NOHUP_LOG),
+    " 2>&1 < /dev/null &\n",
+    "else\n",
+    "    setsid sh ./",
+    name!(RUN_SH),
+    " > ",
+    name!(NOHUP_LOG),
+    " 2>&1 < /dev/null &\n",
+    "fi\n",
+    "pid=$!\n",
+    "echo \"$pid\" > ",
+    name!(NOHUP_PID),
+    "\n",
+    "wait \"$pid\"\n",
+    "code=$?\n",
+    "echo \"$code\" > ",
+    name!(EXIT_CODE),
+    "\n",
+);
+
+/// Starts `nohup.sh` in a session of its own, with bash if there is one (no fork to know),
+/// else `sh`; `$!` is its pid (`setsid` execs it).
+const SPAWN_NOHUP: &str = concat!(
+    "b=sh; command -v bash > /dev/null 2>&1 && b=bash; setsid \"$b\" ./",
+    name!(NOHUP_SH),
+    " > /dev/null 2>&1 < /dev/null &"
+);
 
 /// The command that installs both scripts (run.sh, `run_sh_len` bytes, arrives on stdin) and
 /// starts the task (under umask 077: the task directory tree is 0700, the files in it 0600
@@ -286,19 +446,24 @@ echo "$code" > exit.code
 pub fn start_command(dir: &str, run_sh_len: usize) -> String {
     format!(
         "umask 077; d=\"$HOME\"/{dir}; mkdir -p \"$d\" && cd \"$d\" || exit 1; \
-         if [ -e nohup.pid ]; then cat > /dev/null; echo already-started; exit 0; fi; \
-         cat > run.sh.tmp || exit 1; \
-         if [ \"$(wc -c < run.sh.tmp)\" -ne {run_sh_len} ]; then echo 'run.sh arrived incomplete' >&2; exit 1; fi; \
-         mv run.sh.tmp run.sh && printf %s {nohup} > nohup.sh && chmod 700 run.sh nohup.sh || exit 1; \
-         setsid bash ./nohup.sh > /dev/null 2>&1 < /dev/null & echo started",
+         if [ -e {pid} ]; then cat > /dev/null; echo already-started; exit 0; fi; \
+         cat > {tmp} || exit 1; \
+         if [ \"$(wc -c < {tmp})\" -ne {run_sh_len} ]; then echo '{run} arrived incomplete' >&2; exit 1; fi; \
+         mv {tmp} {run} && printf %s {nohup} > {nohup_sh} && chmod 700 {run} {nohup_sh} || exit 1; \
+         {SPAWN_NOHUP} echo started",
         dir = shell_quote(dir),
         nohup = shell_quote(NOHUP_SH),
+        pid = c::NOHUP_PID,
+        tmp = c::RUN_SH_TMP,
+        run = c::RUN_SH,
+        nohup_sh = c::NOHUP_SH,
     )
 }
 
 /// Watches a started task for up to `secs` (GNU `tail --pid`: no polling forks) and, if it
 /// ended by then, prints `exit CODE` and the callback body. Short tasks are so known to have
-/// ended without waiting for their callback.
+/// ended without waiting for their callback. (Where `tail` has no `--pid`, busybox, it
+/// reports nothing and the server polls: slower, not wrong.)
 pub fn watch_command(dir: &str, secs: u32) -> String {
     format!(
         "cd \"$HOME\"/{dir} 2>/dev/null || exit 0; {watch}",
@@ -311,16 +476,26 @@ pub fn watch_command(dir: &str, secs: u32) -> String {
 /// `nohup.pid`), then for `exit.code`.
 fn watch_started(secs: u32) -> String {
     format!(
-        "i=0; while [ ! -s nohup.pid ] && [ $i -lt 200 ]; do sleep 0.01; i=$((i+1)); done; \
-         read -r pid < nohup.pid 2>/dev/null; [ -n \"$pid\" ] || exit 0; \
+        "i=0; while [ ! -s {pid} ] && [ $i -lt 200 ]; do sleep 0.01; i=$((i+1)); done; \
+         read -r pid < {pid} 2>/dev/null; [ -n \"$pid\" ] || exit 0; \
          timeout {secs} tail --pid=\"$pid\" -s 0.005 -f /dev/null > /dev/null 2>&1; \
-         i=0; while [ ! -s exit.code ] && ! kill -0 \"$pid\" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.01; i=$((i+1)); done; \
-         {PRINT_EXIT} exit 0"
+         i=0; while [ ! -s {code} ] && ! kill -0 \"$pid\" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.01; i=$((i+1)); done; \
+         {PRINT_EXIT} exit 0",
+        pid = c::NOHUP_PID,
+        code = c::EXIT_CODE,
     )
 }
 
 /// Prints `exit CODE` and the callback body if `exit.code` is written (no fork for the code).
-const PRINT_EXIT: &str = "if [ -s exit.code ]; then read -r c < exit.code; echo \"exit $c\"; cat callback.json 2>/dev/null; fi;";
+const PRINT_EXIT: &str = concat!(
+    "if [ -s ",
+    name!(EXIT_CODE),
+    " ]; then read -r c < ",
+    name!(EXIT_CODE),
+    "; echo \"exit $c\"; cat ",
+    name!(CALLBACK_JSON),
+    " 2>/dev/null; fi;"
+);
 
 /// The largest `run.sh` (quoted) that [`start_watch_command`] carries in the command itself;
 /// a larger one goes on stdin ([`start_command`]).
@@ -340,37 +515,45 @@ pub fn start_watch_command(dir: &str, run_sh: &str, secs: u32) -> Option<String>
     }
     Some(format!(
         "umask 077; d=\"$HOME\"/{dir}; mkdir -p \"$d\" && cd \"$d\" || exit 1; \
-         if [ -e nohup.pid ]; then echo already-started; {watch}; fi; \
-         printf %s {run} > run.sh && printf %s {nohup} > nohup.sh && chmod 700 run.sh nohup.sh || exit 1; \
-         setsid bash ./nohup.sh > /dev/null 2>&1 < /dev/null & p=$!; echo started; \
+         if [ -e {pid} ]; then echo already-started; {watch}; fi; \
+         printf %s {run} > {run_sh} && printf %s {nohup} > {nohup_sh} && chmod 700 {run_sh} {nohup_sh} || exit 1; \
+         {SPAWN_NOHUP} p=$!; echo started; \
          timeout {secs} tail --pid=\"$p\" -s 0.005 -f /dev/null > /dev/null 2>&1; \
-         if [ ! -s exit.code ] && ! kill -0 \"$p\" 2>/dev/null; then {watch}; fi; \
+         if [ ! -s {code} ] && ! kill -0 \"$p\" 2>/dev/null; then {watch}; fi; \
          {PRINT_EXIT} exit 0",
         dir = shell_quote(dir),
         watch = watch_started(secs),
         nohup = shell_quote(NOHUP_SH),
+        pid = c::NOHUP_PID,
+        code = c::EXIT_CODE,
+        run_sh = c::RUN_SH,
+        nohup_sh = c::NOHUP_SH,
     ))
 }
 
 /// Prints `exit CODE` and the callback body, `running`, or `lost` / `missing`.
 pub fn status_command(dir: &str) -> String {
     format!(
-        "cd \"$HOME\"/{} 2>/dev/null || {{ echo missing; exit 0; }}; \
-         if [ -s exit.code ]; then echo \"exit $(cat exit.code)\"; cat callback.json 2>/dev/null; \
-         elif [ -e nohup.pid ] && kill -0 \"$(cat nohup.pid)\" 2>/dev/null; then echo running; \
-         elif [ -s exit.code ]; then echo \"exit $(cat exit.code)\"; cat callback.json 2>/dev/null; \
-         elif [ -e nohup.pid ]; then echo lost; else echo starting; fi",
-        shell_quote(dir)
+        "cd \"$HOME\"/{dir} 2>/dev/null || {{ echo missing; exit 0; }}; \
+         if [ -s {code} ]; then echo \"exit $(cat {code})\"; cat {cb} 2>/dev/null; \
+         elif [ -e {pid} ] && kill -0 \"$(cat {pid})\" 2>/dev/null; then echo running; \
+         elif [ -s {code} ]; then echo \"exit $(cat {code})\"; cat {cb} 2>/dev/null; \
+         elif [ -e {pid} ]; then echo lost; else echo starting; fi",
+        dir = shell_quote(dir),
+        code = c::EXIT_CODE,
+        cb = c::CALLBACK_JSON,
+        pid = c::NOHUP_PID,
     )
 }
 
 /// Kills the task's whole process group: TERM, then KILL after three seconds.
 pub fn cancel_command(dir: &str) -> String {
     format!(
-        "cd \"$HOME\"/{} 2>/dev/null || exit 0; pid=$(cat nohup.pid 2>/dev/null); [ -n \"$pid\" ] || exit 0; \
+        "cd \"$HOME\"/{dir} 2>/dev/null || exit 0; pid=$(cat {pid} 2>/dev/null); [ -n \"$pid\" ] || exit 0; \
          kill -TERM -- \"-$pid\" 2>/dev/null; for i in $(seq 1 30); do kill -0 -- \"-$pid\" 2>/dev/null || exit 0; sleep 0.1; done; \
          kill -KILL -- \"-$pid\" 2>/dev/null; true",
-        shell_quote(dir)
+        dir = shell_quote(dir),
+        pid = c::NOHUP_PID,
     )
 }
 
@@ -378,84 +561,739 @@ pub fn cancel_command(dir: &str) -> String {
 pub fn log_command(dir: &str, follow: bool) -> String {
     if follow {
         format!(
-            "cd \"$HOME\"/{} 2>/dev/null || {{ echo 'no such task directory' >&2; exit 1; }}; \
-             while [ ! -e nohup.pid ]; do sleep 0.1; done; touch nohup.log; \
-             exec tail -n +1 --pid=\"$(cat nohup.pid)\" -f nohup.log",
-            shell_quote(dir)
+            "cd \"$HOME\"/{dir} 2>/dev/null || {{ echo 'no such task directory' >&2; exit 1; }}; \
+             while [ ! -e {pid} ]; do sleep 0.1; done; touch {log}; \
+             exec tail -n +1 --pid=\"$(cat {pid})\" -f {log}",
+            dir = shell_quote(dir),
+            pid = c::NOHUP_PID,
+            log = c::NOHUP_LOG,
         )
     } else {
-        format!("cat \"$HOME\"/{}/nohup.log", shell_quote(dir))
+        format!("cat \"$HOME\"/{}/{}", shell_quote(dir), c::NOHUP_LOG)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Output, Stdio};
+    use std::time::{Duration, Instant};
 
-    fn values(v: &str) -> Values {
-        let mut vals = Values::default();
-        vals.inputs.insert("x".into(), v.into());
-        vals
+    /// A shell to run `run.sh` with: its name and the command line that runs a script.
+    type Shell = (&'static str, &'static [&'static str]);
+
+    /// bash (also in POSIX mode, as when it is `/bin/sh`), dash and busybox ash. A shell
+    /// that is not installed is skipped, unless `EVENTOPS_TEST_REQUIRE_ALL=1` (CI), where it
+    /// fails the test.
+    fn shells() -> Vec<Shell> {
+        const ALL: [Shell; 4] = [
+            ("bash", &["bash"]),
+            ("bash --posix", &["bash", "--posix"]),
+            ("dash", &["dash"]),
+            ("busybox sh", &["busybox", "sh"]),
+        ];
+        let require = std::env::var("EVENTOPS_TEST_REQUIRE_ALL").is_ok_and(|v| v == "1");
+        ALL.into_iter()
+            .filter(|(name, argv)| {
+                let there = Command::new(argv[0])
+                    .args(&argv[1..])
+                    .args(["-c", "true"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(
+                    there || !require,
+                    "{name} is missing (EVENTOPS_TEST_REQUIRE_ALL=1): install dash and busybox-static"
+                );
+                if !there {
+                    eprintln!("skipping {name}: not installed");
+                }
+                there
+            })
+            .collect()
     }
 
-    fn run(commands: &[&str], v: &str) -> String {
+    /// The full path of a program on the usual PATH (for test bin directories of links).
+    fn which(prog: &str) -> Option<PathBuf> {
+        ["/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+            .iter()
+            .map(|d| Path::new(d).join(prog))
+            .find(|p| p.exists())
+    }
+
+    /// A directory of symlinks `name → target`, for a PATH with exactly those programs.
+    fn bin_dir(links: &[(&str, PathBuf)]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let cmds: Vec<String> = commands.iter().map(|s| s.to_string()).collect();
-        let vals = values(v);
-        let sh = render_run_sh(&RunScript {
-            pipeline_id: 1,
-            task_id: 2,
-            alias: "t",
-            secret: "s3cret",
-            callback_url: "http://127.0.0.1:9/api/pipeline/callback",
-            commands: &cmds,
-            env_outputs: &[("out".into(), "OUT".into())],
-            values: &vals,
-            callback_budget_secs: 0,
-            callback_in_background: false,
-        })
-        .unwrap();
-        std::fs::write(dir.path().join("run.sh"), sh).unwrap();
-        let out = std::process::Command::new("bash")
-            .arg("run.sh")
+        for (name, target) in links {
+            std::os::unix::fs::symlink(target, dir.path().join(name)).unwrap();
+        }
+        dir
+    }
+
+    struct Script<'a> {
+        commands: &'a [String],
+        values: Values,
+        outputs: Vec<(String, String)>,
+        url: &'a str,
+        budget: u64,
+    }
+
+    impl Default for Script<'_> {
+        fn default() -> Self {
+            Script {
+                commands: &[],
+                values: Values::default(),
+                outputs: vec![("out".into(), "OUT".into())],
+                url: "http://127.0.0.1:9/api/pipeline/callback",
+                budget: 0,
+            }
+        }
+    }
+
+    impl Script<'_> {
+        fn render(&self) -> String {
+            render_run_sh(&RunScript {
+                pipeline_id: 1,
+                task_id: 2,
+                alias: "t",
+                secret: "s3cret",
+                callback_url: self.url,
+                commands: self.commands,
+                env_outputs: &self.outputs,
+                values: &self.values,
+                callback_budget_secs: self.budget,
+                callback_in_background: false,
+            })
+            .unwrap()
+        }
+    }
+
+    /// What one run of `run.sh` did.
+    struct Ran {
+        out: Output,
+        dir: tempfile::TempDir,
+        took: Duration,
+    }
+
+    impl Ran {
+        fn stdout(&self) -> String {
+            String::from_utf8_lossy(&self.out.stdout).into_owned()
+        }
+        fn callback(&self) -> serde_json::Value {
+            let text = std::fs::read_to_string(self.dir.path().join(c::CALLBACK_JSON))
+                .unwrap_or_else(|e| panic!("no callback.json ({e}): {:?}", self.out));
+            serde_json::from_str(&text).unwrap_or_else(|e| {
+                let start: String = text.chars().take(400).collect();
+                panic!("callback.json is not JSON ({e}): {start:?}…")
+            })
+        }
+    }
+
+    /// Runs `script` with `shell` in a fresh directory, with `path` as PATH and no other
+    /// environment (no proxy settings from the machine).
+    fn run_with(shell: Shell, script: &Script<'_>, path: &str) -> Ran {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(c::RUN_SH), script.render()).unwrap();
+        let started = Instant::now();
+        // by its full path: PATH is the script's, which need not hold the shell
+        let out = Command::new(which(shell.1[0]).unwrap())
+            .args(&shell.1[1..])
+            .arg(c::RUN_SH)
             .current_dir(dir.path())
-            .env("PATH", "/usr/bin:/bin")
+            .env_clear()
+            .env("PATH", path)
+            .env("HOME", dir.path())
+            .stdin(Stdio::null())
             .output()
             .unwrap();
-        let cb = std::fs::read_to_string(dir.path().join("callback.json")).unwrap_or_default();
-        format!("{}|{}", String::from_utf8_lossy(&out.stdout), cb)
+        Ran {
+            out,
+            dir,
+            took: started.elapsed(),
+        }
+    }
+
+    fn run(shell: Shell, commands: &[&str], v: &str) -> Ran {
+        let commands: Vec<String> = commands.iter().map(|s| s.to_string()).collect();
+        let mut script = Script {
+            commands: &commands,
+            ..Script::default()
+        };
+        script.values.inputs.insert("x".into(), v.into());
+        run_with(shell, &script, "/usr/bin:/bin")
     }
 
     #[test]
     fn hostile_values_come_out_literally_in_every_quoting_context() {
         let hostile = "$(touch /tmp/eo-pwned) `id` '; echo hacked; ' \"q\" ${HOME} \\ \n line2 * ";
-        for cmd in [
-            "printf '%s|' ${{ inputs.x }}",
-            "printf '%s|' \"${{ inputs.x }}\"",
-            "printf '%s|' '${{ inputs.x }}'",
-            "printf '%s|' pre-${{ inputs.x }}-post",
-        ] {
-            let out = run(&[cmd], hostile);
-            let printed = out.split('|').next().unwrap();
-            let printed = printed.trim_start_matches("pre-");
-            assert!(printed.starts_with(hostile), "{cmd}: {out:?}");
-            assert!(!std::path::Path::new("/tmp/eo-pwned").exists());
+        for shell in shells() {
+            for cmd in [
+                "printf '%s|' ${{ inputs.x }}",
+                "printf '%s|' \"${{ inputs.x }}\"",
+                "printf '%s|' '${{ inputs.x }}'",
+                "printf '%s|' pre-${{ inputs.x }}-post",
+            ] {
+                let out = run(shell, &[cmd], hostile).stdout();
+                let printed = out.split('|').next().unwrap();
+                let printed = printed.trim_start_matches("pre-");
+                assert!(printed.starts_with(hostile), "{}: {cmd}: {out:?}", shell.0);
+                assert!(!Path::new("/tmp/eo-pwned").exists(), "{}", shell.0);
+            }
         }
     }
 
     #[test]
     fn outputs_are_json_escaped_and_first_failure_stops() {
-        let out = run(&["export OUT=\"${{ inputs.x }}\""], "a\"b\\c\nd");
-        let cb = out.split_once('|').unwrap().1;
-        let v: serde_json::Value = serde_json::from_str(cb).unwrap();
-        assert_eq!(v["outputs"]["out"], "a\"b\\c\nd");
-        assert_eq!(v["exitCode"], 0);
-        assert_eq!(v["auth"], "s3cret");
-        let out = run(&["echo one", "false", "echo two"], "");
-        assert!(out.contains("one") && !out.contains("two"), "{out}");
-        let v: serde_json::Value = serde_json::from_str(out.split_once('|').unwrap().1).unwrap();
-        assert_eq!(v["exitCode"], 1);
-        assert_eq!(v["outputs"], serde_json::json!({}));
+        for shell in shells() {
+            let ran = run(shell, &["export OUT=\"${{ inputs.x }}\""], "a\"b\\c\nd");
+            let v = ran.callback();
+            assert_eq!(v["outputs"]["out"], "a\"b\\c\nd", "{}", shell.0);
+            assert_eq!(v["exitCode"], 0, "{}", shell.0);
+            assert_eq!(v["auth"], "s3cret", "{}", shell.0);
+            assert_eq!(
+                (v["pipelineId"].as_i64(), v["taskId"].as_i64()),
+                (Some(1), Some(2))
+            );
+            assert_eq!(ran.out.status.code(), Some(0), "{}", shell.0);
+
+            let ran = run(shell, &["echo one", "false", "echo two"], "");
+            let out = ran.stdout();
+            assert!(
+                out.contains("one") && !out.contains("two"),
+                "{}: {out}",
+                shell.0
+            );
+            let v = ran.callback();
+            assert_eq!(v["exitCode"], 1, "{}", shell.0);
+            assert_eq!(v["outputs"], serde_json::json!({}), "{}", shell.0);
+            assert_eq!(ran.out.status.code(), Some(1), "{}", shell.0);
+
+            // an explicit exit, a failing pipeline's last command, a failing subshell
+            for (cmd, code) in [("exit 3", 3), ("true | false", 1), ("(exit 4)", 4)] {
+                let ran = run(shell, &[cmd, "echo after"], "");
+                assert!(!ran.stdout().contains("after"), "{}: {cmd}", shell.0);
+                assert_eq!(ran.callback()["exitCode"], code, "{}: {cmd}", shell.0);
+                assert_eq!(ran.out.status.code(), Some(code), "{}: {cmd}", shell.0);
+            }
+        }
+    }
+
+    #[test]
+    fn our_files_are_private_and_the_users_are_not() {
+        for shell in shells() {
+            let ran = run(shell, &["echo hi > mine.txt", "OUT=x"], "");
+            let mode = |f: &str| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::metadata(ran.dir.path().join(f))
+                    .unwrap()
+                    .permissions()
+                    .mode()
+                    & 0o777
+            };
+            assert_eq!(mode("mine.txt"), 0o644, "{}", shell.0);
+            assert_eq!(mode(c::CALLBACK_JSON), 0o600, "{}", shell.0);
+        }
+    }
+
+    /// Values that JSON escaping gets wrong easily, one output each.
+    fn json_edge_cases() -> Vec<String> {
+        let controls: String = (1u8..32).map(char::from).collect();
+        let mut cases: Vec<String> = [
+            "",
+            "plain",
+            "\n",
+            "a\n",
+            "\n\n",
+            "a\n\n\nb\n",
+            "\r\n",
+            "\t",
+            "\u{7f}",
+            "\\",
+            "\\\\\\",
+            "\\n",
+            "\"",
+            "\"\"",
+            "'",
+            "%s %d %% \\0 \\u0041",
+            "& \\& \\\\& $0 $1",
+            "* ? [a] ~",
+            "$(id) `id` ${HOME}",
+            "ü 漢字 🎉 \u{200b}",
+            ".",
+            "a.",
+            "..\n",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        cases.push(controls.clone());
+        cases.push(format!("x{controls}y{controls}\n"));
+        cases
+    }
+
+    /// Runs the edge cases as outputs (plus an output name that needs escaping) and checks
+    /// every value comes back exactly.
+    fn check_json(shell: Shell, path: &str, cases: &[String]) {
+        let mut script = Script {
+            outputs: Vec::new(),
+            ..Script::default()
+        };
+        let mut commands = Vec::new();
+        for (i, v) in cases.iter().enumerate() {
+            script.values.inputs.insert(format!("x{i}"), v.clone());
+            commands.push(format!("O{i}=\"${{{{ inputs.x{i} }}}}\""));
+            script.outputs.push((format!("o{i}"), format!("O{i}")));
+        }
+        commands.push("W=weird".into());
+        script.outputs.push(("we\"i\\rd\n'".into(), "W".into()));
+        script.commands = &commands;
+        let ran = run_with(shell, &script, path);
+        let v = ran.callback();
+        assert_eq!(v["exitCode"], 0, "{}: {:?}", shell.0, ran.out);
+        for (i, case) in cases.iter().enumerate() {
+            assert_eq!(
+                v["outputs"][format!("o{i}")].as_str(),
+                Some(case.as_str()),
+                "{}, PATH={path}: value {i}",
+                shell.0
+            );
+        }
+        assert_eq!(v["outputs"]["we\"i\\rd\n'"], "weird", "{}", shell.0);
+        assert_eq!(
+            v["outputs"].as_object().map(|o| o.len()),
+            Some(cases.len() + 1)
+        );
+    }
+
+    #[test]
+    fn json_escaping_round_trips_every_edge_case_in_every_shell() {
+        let mut cases = json_edge_cases();
+        // large, with many lines and specials: the sh version stays linear, and a value
+        // beyond the kernel's limit for one argument or environment string (128 KiB) works
+        let line = "line \"q\" \\ \t tab ü\n";
+        cases.push(line.repeat(200_000 / line.len()));
+        for shell in shells() {
+            let started = Instant::now();
+            check_json(shell, "/usr/bin:/bin", &cases);
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{}: slow",
+                shell.0
+            );
+            // locales change what a character is for bash, gawk and busybox
+            for locale in ["C.UTF-8", "C"] {
+                let mut script = Script::default();
+                let commands = vec![format!("OUT=\"${{{{ inputs.x }}}}\"")];
+                script.commands = &commands;
+                let all = json_edge_cases().concat();
+                script.values.inputs.insert("x".into(), all.clone());
+                let dir = tempfile::tempdir().unwrap();
+                std::fs::write(dir.path().join(c::RUN_SH), script.render()).unwrap();
+                let out = Command::new(shell.1[0])
+                    .args(&shell.1[1..])
+                    .arg(c::RUN_SH)
+                    .current_dir(dir.path())
+                    .env_clear()
+                    .env("PATH", "/usr/bin:/bin")
+                    .env("LC_ALL", locale)
+                    .output()
+                    .unwrap();
+                let cb = std::fs::read_to_string(dir.path().join(c::CALLBACK_JSON)).unwrap();
+                let v: serde_json::Value = serde_json::from_str(&cb)
+                    .unwrap_or_else(|e| panic!("{} {locale}: {e}: {cb:?} {out:?}", shell.0));
+                // (small: the large value is only in the PATH run above)
+                assert_eq!(
+                    v["outputs"]["out"].as_str(),
+                    Some(all.as_str()),
+                    "{} {locale}",
+                    shell.0
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn json_escaping_without_awk_is_still_right() {
+        // dash with nothing on its PATH: the builtin-only fallback (busybox always has its
+        // awk applet, bash never needs awk)
+        let empty = tempfile::tempdir().unwrap();
+        let path = empty.path().to_str().unwrap().to_string();
+        for shell in shells().into_iter().filter(|s| s.0 == "dash") {
+            check_json(shell, &path, &json_edge_cases());
+        }
+    }
+
+    #[test]
+    fn nohup_runs_run_sh_with_bash_if_there_is_one_and_sh_otherwise() {
+        /// Who starts nohup.sh, the programs on its PATH, and whether bash runs run.sh.
+        struct Case {
+            name: &'static str,
+            argv: &'static [&'static str],
+            links: Vec<(&'static str, PathBuf)>,
+            bash_runs_it: bool,
+        }
+        let mut cases = Vec::new();
+        let (bash, setsid) = (which("bash"), which("setsid"));
+        for shell in shells() {
+            match shell.0 {
+                "bash" => cases.push(Case {
+                    name: "bash",
+                    argv: &["bash"],
+                    links: vec![
+                        ("bash", which("bash").unwrap()),
+                        ("setsid", setsid.clone().unwrap()),
+                    ],
+                    bash_runs_it: true,
+                }),
+                "dash" => {
+                    let dash = which("dash").unwrap();
+                    // started by sh where bash is there: bash runs run.sh (setsid's group)
+                    if let Some(bash) = bash.clone() {
+                        cases.push(Case {
+                            name: "dash, bash present",
+                            argv: &["dash"],
+                            links: vec![
+                                ("sh", dash.clone()),
+                                ("bash", bash),
+                                ("setsid", setsid.clone().unwrap()),
+                            ],
+                            bash_runs_it: true,
+                        });
+                    }
+                    cases.push(Case {
+                        name: "dash, no bash",
+                        argv: &["dash"],
+                        links: vec![("sh", dash), ("setsid", setsid.clone().unwrap())],
+                        bash_runs_it: false,
+                    });
+                }
+                "busybox sh" => {
+                    let bb = which("busybox").unwrap();
+                    // a busybox image: every program is busybox
+                    cases.push(Case {
+                        name: "busybox, no bash",
+                        argv: &["busybox", "sh"],
+                        links: vec![("sh", bb.clone()), ("setsid", bb.clone()), ("busybox", bb)],
+                        bash_runs_it: false,
+                    });
+                }
+                _ => {}
+            }
+        }
+        for Case {
+            name,
+            argv,
+            links,
+            bash_runs_it: with_bash,
+        } in cases
+        {
+            let bin = bin_dir(&links);
+            let dir = tempfile::tempdir().unwrap();
+            let commands = vec![
+                "echo \"${BASH_VERSION:-none}\" > shell.txt".to_string(),
+                // field 5 of /proc/PID/stat is the process group (field 2, (comm), has no space)
+                "read -r _ _ _ _ pg _ < /proc/$$/stat; echo \"$$ $pg\" > group.txt".to_string(),
+                "OUT=done".to_string(),
+            ];
+            let script = Script {
+                commands: &commands,
+                ..Script::default()
+            };
+            std::fs::write(dir.path().join(c::RUN_SH), script.render()).unwrap();
+            std::fs::write(dir.path().join(c::NOHUP_SH), NOHUP_SH).unwrap();
+            // nohup.sh waits for run.sh: its end is the task's
+            let out = Command::new(which(argv[0]).unwrap())
+                .args(&argv[1..])
+                .arg(format!("./{}", c::NOHUP_SH))
+                .current_dir(dir.path())
+                .env_clear()
+                .env("PATH", bin.path())
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let read = |f: &str| {
+                std::fs::read_to_string(dir.path().join(f)).unwrap_or_else(|e| {
+                    let log = std::fs::read_to_string(dir.path().join(c::NOHUP_LOG));
+                    panic!("{name}: {f}: {e}; {out:?} {log:?}")
+                })
+            };
+            assert_eq!(
+                read(c::EXIT_CODE),
+                "0\n",
+                "{name}: {:?}",
+                read(c::NOHUP_LOG)
+            );
+            let shell = read("shell.txt");
+            assert_eq!(shell.trim() != "none", with_bash, "{name}: {shell}");
+            // run.sh leads its own process group, and nohup.pid names it
+            let group = read("group.txt");
+            let (pid, pg) = group.trim().split_once(' ').unwrap();
+            assert_eq!(pid, pg, "{name}: run.sh is not a group leader");
+            assert_eq!(read(c::NOHUP_PID).trim(), pid, "{name}");
+            let v: serde_json::Value = serde_json::from_str(&read(c::CALLBACK_JSON)).unwrap();
+            assert_eq!(v["outputs"]["out"], "done", "{name}");
+            use std::os::unix::fs::PermissionsExt;
+            for f in [c::NOHUP_LOG, c::NOHUP_PID, c::EXIT_CODE, c::CALLBACK_JSON] {
+                let mode = std::fs::metadata(dir.path().join(f))
+                    .unwrap()
+                    .permissions()
+                    .mode();
+                assert_eq!(mode & 0o777, 0o600, "{name}: {f}");
+            }
+        }
+    }
+
+    /// A local HTTP server answering request n with `statuses[n]` (the last one again after
+    /// that) and body `ok\n`; every request's head and body arrive on the channel.
+    fn http_server(statuses: Vec<u16>) -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!(
+            "http://{}/api/pipeline/callback",
+            listener.local_addr().unwrap()
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for (n, conn) in listener.incoming().enumerate() {
+                let Ok(mut conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break Some(i + 4);
+                    }
+                    match conn.read(&mut chunk) {
+                        Ok(0) | Err(_) => break None,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                };
+                let Some(head_end) = head_end else { continue };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < head_end + len {
+                    match conn.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                }
+                let status = statuses[n.min(statuses.len() - 1)];
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status} X\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
+                );
+                let _ = tx.send((head, buf[head_end..].to_vec()));
+            }
+        });
+        (url, rx)
+    }
+
+    /// A server that accepts connections and never answers.
+    fn silent_server() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!(
+            "http://{}/api/pipeline/callback",
+            listener.local_addr().unwrap()
+        );
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming() {
+                held.push(conn);
+            }
+        });
+        url
+    }
+
+    /// PATH directories offering one callback client each: curl, GNU wget, busybox wget
+    /// (with `timeout`, `sleep` and `awk` beside it, as any image with a wget has).
+    fn clients() -> Vec<(&'static str, tempfile::TempDir)> {
+        let mut out = Vec::new();
+        let tools = |timeout: PathBuf, extra: (&'static str, PathBuf)| {
+            let mut links = vec![extra];
+            for t in ["sleep", "awk"] {
+                if let Some(p) = which(t) {
+                    links.push((t, p));
+                }
+            }
+            links.push(("timeout", timeout));
+            links
+        };
+        let timeout = which("timeout");
+        if let (Some(curl), Some(t)) = (which("curl"), timeout.clone()) {
+            let links = tools(t, ("curl", curl));
+            out.push(("curl", bin_dir(&links)));
+        }
+        if let (Some(wget), Some(t)) = (which("wget"), timeout) {
+            let links = tools(t, ("wget", wget));
+            out.push(("wget", bin_dir(&links)));
+        }
+        if let Some(bb) = which("busybox") {
+            let links = tools(bb.clone(), ("wget", bb));
+            out.push(("busybox wget", bin_dir(&links)));
+        }
+        assert!(
+            out.len() == 3 || std::env::var("EVENTOPS_TEST_REQUIRE_ALL").is_err(),
+            "curl, wget and busybox-static are needed (EVENTOPS_TEST_REQUIRE_ALL=1)"
+        );
+        out
+    }
+
+    #[test]
+    fn the_callback_is_posted_with_curl_or_wget() {
+        for shell in shells() {
+            for (client, bin) in clients() {
+                let (url, got) = http_server(vec![200]);
+                let commands = vec!["OUT='posted \"ü\"'".to_string()];
+                let script = Script {
+                    commands: &commands,
+                    url: &url,
+                    ..Script::default()
+                };
+                let ran = run_with(shell, &script, bin.path().to_str().unwrap());
+                let what = format!("{} with {client}", shell.0);
+                assert_eq!(ran.out.status.code(), Some(0), "{what}: {:?}", ran.out);
+                let (head, body) = got
+                    .recv_timeout(Duration::from_secs(5))
+                    .unwrap_or_else(|_| panic!("{what}: nothing posted: {:?}", ran.out));
+                assert!(head.starts_with("post "), "{what}: {head}");
+                assert!(
+                    head.contains("content-type: application/json"),
+                    "{what}: {head}"
+                );
+                let posted: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(posted, ran.callback(), "{what}");
+                assert_eq!(posted["outputs"]["out"], "posted \"ü\"", "{what}");
+                let response = std::fs::read_to_string(ran.dir.path().join(c::RESPONSE_TXT));
+                assert_eq!(response.ok().as_deref(), Some("ok\n"), "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_callback_retries_within_its_budget() {
+        let clients = clients();
+        std::thread::scope(|scope| {
+            let mut runs = Vec::new();
+            for shell in shells() {
+                for (client, bin) in &clients {
+                    let path = bin.path().to_str().unwrap().to_string();
+                    runs.push(scope.spawn(move || {
+                        let what = format!("{} with {client}", shell.0);
+                        // fails twice, then answers: delivered on the third attempt (after
+                        // 0.2 + 0.4 s)
+                        let (url, got) = http_server(vec![503, 503, 200]);
+                        let script = Script {
+                            url: &url,
+                            budget: 30,
+                            ..Script::default()
+                        };
+                        let ran = run_with(shell, &script, &path);
+                        assert_eq!(ran.out.status.code(), Some(0), "{what}: {:?}", ran.out);
+                        assert_eq!(got.try_iter().count(), 3, "{what}");
+                        assert!(ran.took < Duration::from_secs(5), "{what}: {:?}", ran.took);
+                        // never answers well: gives up once the sleeps add up to the budget
+                        let (url, got) = http_server(vec![503]);
+                        let script = Script {
+                            url: &url,
+                            budget: 1,
+                            ..Script::default()
+                        };
+                        let ran = run_with(shell, &script, &path);
+                        assert_eq!(ran.out.status.code(), Some(0), "{what}: {:?}", ran.out);
+                        assert_eq!(got.try_iter().count(), 4, "{what}: 0, 0.2, 0.6 and 1.4 s");
+                        let err = String::from_utf8_lossy(&ran.out.stderr).into_owned();
+                        assert!(err.contains("giving up"), "{what}: {err}");
+                        assert_eq!(ran.callback()["exitCode"], 0, "{what}");
+                    }));
+                }
+            }
+            for r in runs {
+                if let Err(e) = r.join() {
+                    std::panic::resume_unwind(e);
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn budget_zero_makes_one_short_attempt_and_the_task_still_ends_with_its_code() {
+        let silent = silent_server();
+        let urls = [
+            "http://10.255.255.1:9/api/pipeline/callback",
+            "http://127.0.0.1:9/api/pipeline/callback",
+            silent.as_str(),
+        ];
+        let clients = clients();
+        std::thread::scope(|scope| {
+            let mut runs = Vec::new();
+            for shell in shells() {
+                for (client, bin) in &clients {
+                    for url in urls {
+                        let path = bin.path().to_str().unwrap().to_string();
+                        runs.push(scope.spawn(move || {
+                            let commands = vec!["OUT=x".to_string(), "exit 3".to_string()];
+                            let script = Script {
+                                commands: &commands,
+                                url,
+                                budget: 0,
+                                ..Script::default()
+                            };
+                            let ran = run_with(shell, &script, &path);
+                            let what = format!("{} with {client} to {url}", shell.0);
+                            assert!(ran.took < Duration::from_secs(8), "{what}: {:?}", ran.took);
+                            assert_eq!(ran.out.status.code(), Some(3), "{what}: {:?}", ran.out);
+                            assert_eq!(ran.callback()["exitCode"], 3, "{what}");
+                        }));
+                    }
+                }
+            }
+            for r in runs {
+                if let Err(e) = r.join() {
+                    std::panic::resume_unwind(e);
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn the_scripts_name_only_files_of_the_contract() {
+        let commands = vec!["echo hi".to_string(), "OUT=1".to_string()];
+        let script = Script {
+            commands: &commands,
+            ..Script::default()
+        };
+        let dir = task_dir(1, 2);
+        let texts = [
+            script.render(),
+            NOHUP_SH.to_string(),
+            start_command(&dir, 10),
+            start_watch_command(&dir, "echo hi\n", 5).unwrap(),
+            watch_command(&dir, 5),
+            status_command(&dir),
+            cancel_command(&dir),
+            log_command(&dir, true),
+            log_command(&dir, false),
+        ];
+        // a word with a dot in it, not a number (0.01) nor part of a path (/dev/null has none)
+        let file = regex::Regex::new(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+").unwrap();
+        for text in &texts {
+            let names: Vec<&str> = file.find_iter(text).map(|m| m.as_str()).collect();
+            for name in &names {
+                assert!(
+                    c::FILES.contains(name),
+                    "{name:?} is not in the contract: {text}"
+                );
+            }
+            assert!(!names.is_empty() || text.is_empty());
+        }
+        assert!(start_command(&dir, 1).contains(c::RUN_SH_TMP));
+        assert!(NOHUP_SH.contains(c::NOHUP_PID) && NOHUP_SH.contains(c::EXIT_CODE));
     }
 
     #[test]

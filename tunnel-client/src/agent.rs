@@ -1,13 +1,15 @@
 //! Agent mode (SPEC §7, §9): pipeline tasks run by the client itself, in
-//! `~/pipelines/<pipelineId>/tasks/<taskId>/`, with the files of the `os` contract. The server
-//! sends `run.sh` and `nohup.sh`; `nohup.sh` starts `run.sh` in a session of its own and
-//! writes `nohup.pid`, `nohup.log` and `exit.code` itself, so a task lives on when the client
-//! or the server goes away, and a client that comes back finds its state in the files.
+//! `~/pipelines/<pipelineId>/tasks/<taskId>/`, with the files of the host contract
+//! ([`proto::contract`]). The server sends `run.sh` and `nohup.sh`; `nohup.sh` starts `run.sh`
+//! in a process group of its own and writes `nohup.pid`, `nohup.log` and `exit.code` itself,
+//! so a task lives on when the client or the server goes away, and a client that comes back
+//! finds its state in the files.
 
 use crate::Ctx;
 use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
+use proto::contract as c;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -21,14 +23,12 @@ use tokio::time::{sleep, timeout_at, Instant};
 use tunnel::mux::Stream;
 use tunnel::wire::{self, Reply};
 
-/// `dir` as a path under the home directory, if it has the form
-/// `pipelines/<digits>/tasks/<digits>`.
+/// `dir` as a path under the home directory, if it is a task directory of the contract
+/// (`pipelines/<digits>/tasks/<digits>`: nothing that could leave the home).
 pub fn task_dir(ctx: &Ctx, dir: &str) -> Result<PathBuf, String> {
-    let parts: Vec<&str> = dir.split('/').collect();
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    match parts.as_slice() {
-        ["pipelines", p, "tasks", t] if digits(p) && digits(t) => Ok(ctx.home.join(dir)),
-        _ => Err(format!(
+    match c::parse_task_dir(dir) {
+        Some(_) => Ok(ctx.home.join(dir)),
+        None => Err(format!(
             "bad task directory {dir:?}: expected pipelines/<pipelineId>/tasks/<taskId>"
         )),
     }
@@ -73,24 +73,34 @@ pub async fn start(ctx: &Arc<Ctx>, dir: &str, run_sh: String, nohup_sh: String) 
     }
     // a process group of its own (no `setsid` exec: one process less on every task's path);
     // it outlives this client, and nohup.sh puts run.sh in a group of its own in turn
-    let child = Command::new("bash")
-        .arg("./nohup.sh")
-        .process_group(0)
-        .current_dir(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
+    let script = format!("./{}", c::NOHUP_SH);
+    let spawn = |shell: &str| {
+        Command::new(shell)
+            .arg(&script)
+            .process_group(0)
+            .current_dir(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    };
+    // bash where there is one (as over SSH); a minimal host has only `sh`, which nohup.sh
+    // and run.sh are written for
+    let child = match spawn("bash") {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => spawn("sh"),
+        r => r,
+    };
     let mut child = match child {
-        Ok(c) => c,
+        Ok(child) => child,
         Err(e) => {
             release();
-            log::warn!("start {dir}: cannot run bash ./nohup.sh: {e}");
-            return Reply::error(format!("start {dir}: cannot run bash ./nohup.sh: {e}"));
+            log::warn!("start {dir}: cannot run {script}: {e}");
+            return Reply::error(format!("start {dir}: cannot run {script}: {e}"));
         }
     };
     log::info!(
-        "started task {dir} (nohup.sh pid {})",
+        "started task {dir} ({} pid {})",
+        c::NOHUP_SH,
         child.id().unwrap_or_default()
     );
     let ctx = ctx.clone();
@@ -98,7 +108,7 @@ pub async fn start(ctx: &Arc<Ctx>, dir: &str, run_sh: String, nohup_sh: String) 
     tokio::spawn(async move {
         // reaps nohup.sh (no zombies) and tells watchers it ended
         let status = child.wait().await;
-        log::debug!("task {dir}: nohup.sh ended ({status:?})");
+        log::debug!("task {dir}: {} ended ({status:?})", c::NOHUP_SH);
         tx.send_replace(true);
         ctx.tasks().remove(&dir);
     });
@@ -120,14 +130,14 @@ fn install(path: &Path, run_sh: &str, nohup_sh: &str) -> io::Result<bool> {
     for dir in path.ancestors().take(4) {
         private(dir, 0o700)?;
     }
-    if path.join("nohup.pid").exists() {
+    if path.join(c::NOHUP_PID).exists() {
         return Ok(false);
     }
-    let tmp = path.join("run.sh.tmp");
+    let tmp = path.join(c::RUN_SH_TMP);
     write_private(&tmp, run_sh, 0o700)?;
-    std::fs::rename(&tmp, path.join("run.sh"))?;
-    write_private(&path.join("nohup.sh"), nohup_sh, 0o700)?;
-    write_private(&path.join("nohup.log"), "", 0o600)?;
+    std::fs::rename(&tmp, path.join(c::RUN_SH))?;
+    write_private(&path.join(c::NOHUP_SH), nohup_sh, 0o700)?;
+    write_private(&path.join(c::NOHUP_LOG), "", 0o600)?;
     Ok(true)
 }
 
@@ -157,11 +167,11 @@ fn write_private(path: &Path, text: &str, mode: u32) -> io::Result<()> {
 /// `exited` with the code and the callback body, if `exit.code` is written (`nohup.sh` writes
 /// it in one `write`: empty is not yet).
 fn exited(path: &Path) -> Option<Reply> {
-    let code = std::fs::read_to_string(path.join("exit.code")).ok()?;
+    let code = std::fs::read_to_string(path.join(c::EXIT_CODE)).ok()?;
     if code.trim().is_empty() {
         return None;
     }
-    let callback = std::fs::read_to_string(path.join("callback.json"))
+    let callback = std::fs::read_to_string(path.join(c::CALLBACK_JSON))
         .ok()
         .map(|c| c.trim().to_string())
         .filter(|c| !c.is_empty());
@@ -174,13 +184,13 @@ fn exited(path: &Path) -> Option<Reply> {
 
 /// `exit.code` is there and written.
 fn has_exit_code(path: &Path) -> bool {
-    std::fs::metadata(path.join("exit.code")).is_ok_and(|m| m.len() > 0)
+    std::fs::metadata(path.join(c::EXIT_CODE)).is_ok_and(|m| m.len() > 0)
 }
 
 /// The pid in `nohup.pid` (that of `run.sh`, leader of its process group), if it is one we
 /// may signal: never init, nor this client's own process group.
 fn read_pid(path: &Path) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(path.join("nohup.pid"))
+    let pid: i32 = std::fs::read_to_string(path.join(c::NOHUP_PID))
         .ok()?
         .trim()
         .parse()
@@ -238,7 +248,7 @@ pub async fn status(ctx: &Ctx, dir: &str) -> Reply {
     }
     // started by this process and its nohup.sh still runs
     let tracked = ctx.tasks().contains_key(dir);
-    if !path.join("nohup.pid").exists() {
+    if !path.join(c::NOHUP_PID).exists() {
         return Reply::status("starting");
     }
     match read_pid(&path) {
@@ -310,13 +320,13 @@ pub async fn logs(mut s: Stream, ctx: &Ctx, dir: &str, follow: bool) {
             return;
         }
     };
-    let mut f = match tokio::fs::File::open(path.join("nohup.log")).await {
+    let mut f = match tokio::fs::File::open(path.join(c::NOHUP_LOG)).await {
         Ok(f) => f,
         Err(e) => {
             let msg = if e.kind() == io::ErrorKind::NotFound {
                 "no log yet".to_string()
             } else {
-                format!("cannot read {dir}/nohup.log: {e}")
+                format!("cannot read {dir}/{}: {e}", c::NOHUP_LOG)
             };
             let _ = crate::reply_and_close(&mut s, &refuse(msg)).await;
             return;
