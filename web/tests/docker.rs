@@ -289,6 +289,7 @@ fn an_image_absent_from_the_daemon_is_pulled_from_the_registry() {
     assert_eq!(v["status"], "success", "{v}");
     assert_eq!(v["outputs"]["out"], "pulled", "{v}");
     assert!(d.image_present(&image));
+    no_container_left(&d, v["id"].as_i64().unwrap());
     d.remove_image(&image);
     // a registry that wants a login: refused without credentials, pulled with them
     let Some(login) = d.registry_login() else {
@@ -313,6 +314,7 @@ fn an_image_absent_from_the_daemon_is_pulled_from_the_registry() {
     assert!(!shown.to_string().contains(&login.password), "{shown}");
     let v = one_task(&api, &image, &["export OUT=pulled"], 120);
     assert_eq!(v["status"], "success", "{v}");
+    no_container_left(&d, v["id"].as_i64().unwrap());
     d.remove_image(&image);
 }
 
@@ -360,6 +362,8 @@ fn tasks_over_max_concurrent_tasks_wait_in_order() {
         "{a}\n{b}"
     );
     assert_eq!(tb["error"], "", "{b}");
+    no_container_left(&d, first);
+    no_container_left(&d, second);
 }
 
 #[test]

@@ -239,10 +239,7 @@ impl Docker {
                             HopDest::Unix(p) => StreamDest::Unix(p),
                             HopDest::Tcp(h, p) => StreamDest::Tcp(h, *p),
                         };
-                        session
-                            .open_stream(d)
-                            .await
-                            .map_err(std::io::Error::other)
+                        session.open_stream(d).await.map_err(std::io::Error::other)
                     })
                 }))
             }
