@@ -1083,12 +1083,13 @@ mod tests {
                         Ok(k) => buf.extend_from_slice(&chunk[..k]),
                     }
                 }
+                // counted before the answer: once the script has it, the test sees it
+                let _ = tx.send((head, buf[head_end..].to_vec()));
                 let status = statuses[n.min(statuses.len() - 1)];
                 let _ = write!(
                     conn,
                     "HTTP/1.1 {status} X\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
                 );
-                let _ = tx.send((head, buf[head_end..].to_vec()));
             }
         });
         (url, rx)
