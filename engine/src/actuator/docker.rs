@@ -764,12 +764,14 @@ impl Actuator for Docker {
                 return Ok(rx);
             }
             let actuator = self.name.clone();
+            let kept = self.kept_log(&name);
             tokio::spawn(async move {
                 let mut s = c.logs(&name, Some(log_options(true)));
+                let mut sent = 0usize;
                 loop {
                     let item = tokio::select! {
                         i = s.next() => i,
-                        _ = tx.closed() => break,
+                        _ = tx.closed() => return,
                     };
                     let msg = match item {
                         None => break,
@@ -777,8 +779,43 @@ impl Actuator for Docker {
                         Some(Err(e)) => Err(format!("{actuator}: reading the log: {}", brief(&e))),
                     };
                     let stop = msg.is_err();
+                    sent += msg.as_ref().map_or(0, Vec::len);
                     if tx.send(msg).await.is_err() || stop {
-                        break;
+                        return;
+                    }
+                }
+                // the daemon may end a follow before it wrote the last line that had no
+                // newline (it is flushed when the container's stdout closes): read the whole
+                // log once more and send what the follow missed
+                if sent < MAX_LOG {
+                    let mut all = Vec::new();
+                    let mut s = c.logs(&name, Some(log_options(false)));
+                    let mut complete = true;
+                    while let Some(chunk) = s.next().await {
+                        match chunk {
+                            Ok(chunk) => all.extend_from_slice(&log_bytes(chunk)),
+                            Err(_) => {
+                                complete = false;
+                                break;
+                            }
+                        }
+                        if all.len() > MAX_LOG {
+                            return;
+                        }
+                    }
+                    // removed meanwhile (its task ended): the copy kept at the removal
+                    for _ in 0..30 {
+                        if complete {
+                            break;
+                        }
+                        if let Ok(k) = tokio::fs::read(&kept).await {
+                            all = k;
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    if all.len() > sent {
+                        let _ = tx.send(Ok(all.split_off(sent))).await;
                     }
                 }
             });
