@@ -8,12 +8,11 @@
 #[path = "../../web/tests/common/mod.rs"]
 mod common;
 
-use common::Api;
-use serde_json::Value;
+use common::{finished, task, Api};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use web::testing::docker::{DockerEnv, LABEL_RUN};
+use web::testing::docker::{DockerEnv, RemoveOnDrop, LABEL_RUN};
 use web::testing::{wait_for, TestServer};
 
 const TOKEN: &str = "s3cret-tunnel-token";
@@ -88,46 +87,7 @@ fn free_port() -> u16 {
 
 /// Sends the example event; the run it started.
 fn fire(api: &Api, image: &str) -> i64 {
-    let id = api
-        .post("/api/event/send", example("docker/event.yaml", image))
-        .ok()["id"]
-        .as_i64()
-        .expect("id");
-    wait_for("event processed", 30, || {
-        let v = api.get(&format!("/api/event/{id}")).ok();
-        v["triggers"][0]["pipelineId"].as_i64()
-    })
-}
-
-fn finished(api: &Api, run: i64, secs: u64) -> Value {
-    wait_for("run end", secs, || {
-        let v = api.get(&format!("/api/pipeline/{run}")).ok();
-        (v["status"] != "running").then_some(v)
-    })
-}
-
-fn task<'a>(run: &'a Value, alias: &str) -> &'a Value {
-    run["tasks"]
-        .as_array()
-        .and_then(|ts| ts.iter().find(|t| t["alias"] == alias))
-        .unwrap_or_else(|| panic!("no task {alias} in {run}"))
-}
-
-fn no_container_left(d: &DockerEnv, run: i64) {
-    wait_for(&format!("containers of run {run} removed"), 20, || {
-        d.containers_labelled(&format!("{LABEL_RUN}={run}"))
-            .is_empty()
-            .then_some(())
-    });
-}
-
-/// Removes the containers of a run when dropped, so a failing test leaves none behind.
-struct Cleanup(DockerEnv, String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        self.0.remove_containers_labelled(&self.1);
-    }
+    common::run_of(api, &example("docker/event.yaml", image))
 }
 
 #[test]
@@ -174,7 +134,7 @@ fn the_docker_example_runs_on_a_daemon_reached_through_the_tunnel() {
 
     // no client yet: the task says the tunnel client is offline
     let run = fire(&api, &d.image);
-    let _c0 = Cleanup(d.clone(), format!("{LABEL_RUN}={run}"));
+    let _c0 = RemoveOnDrop::new(&d, &format!("{LABEL_RUN}={run}"));
     let v = finished(&api, run, 60);
     assert_eq!(v["status"], "failed", "{v}");
     let err = task(&v, "hello")["error"].as_str().unwrap().to_string();
@@ -186,7 +146,7 @@ fn the_docker_example_runs_on_a_daemon_reached_through_the_tunnel() {
     let client = Client::start_in(&netns, &ws, "behind", home.path(), &[]);
     client.wait_log("connected to", 20);
     let run = fire(&api, &d.image);
-    let _c1 = Cleanup(d.clone(), format!("{LABEL_RUN}={run}"));
+    let _c1 = RemoveOnDrop::new(&d, &format!("{LABEL_RUN}={run}"));
     let v = finished(&api, run, 90);
     assert_eq!(v["status"], "success", "{v}");
     assert_eq!(v["outputs"]["greeted"], "world", "{v}");
@@ -195,7 +155,7 @@ fn the_docker_example_runs_on_a_daemon_reached_through_the_tunnel() {
     assert_eq!(hello["actuator"], "docker-behind", "{v}");
     let log = api.get_text(&format!("/api/pipeline/{run}/task/hello/log"));
     assert!(log.contains("hello world from"), "{log}");
-    no_container_left(&d, run);
+    d.wait_gone(run);
     assert!(
         client.log().contains(&behind),
         "the client logs its dials to {behind}"
@@ -214,7 +174,7 @@ fn the_docker_example_runs_on_a_daemon_reached_through_the_tunnel() {
     client.wait_log("connected to", 20);
     let started = std::time::Instant::now();
     let run = fire(&api, &d.image);
-    let _c2 = Cleanup(d.clone(), format!("{LABEL_RUN}={run}"));
+    let _c2 = RemoveOnDrop::new(&d, &format!("{LABEL_RUN}={run}"));
     let v = finished(&api, run, 60);
     assert!(
         started.elapsed() < std::time::Duration::from_secs(60),
@@ -227,5 +187,5 @@ fn the_docker_example_runs_on_a_daemon_reached_through_the_tunnel() {
     assert!(err.contains("not in this client's --allow"), "{v}");
     assert!(err.contains(&behind), "the refused address is named: {v}");
     client.wait_log("refused", 10);
-    no_container_left(&d, run);
+    d.wait_gone(run);
 }

@@ -7,7 +7,7 @@
 #[path = "../../web/tests/common/mod.rs"]
 mod common;
 
-use common::Api;
+use common::{finished, task, Api};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -144,20 +144,6 @@ fn fire(api: &Api, event: &str, who: &str) -> i64 {
         let v = api.get(&format!("/api/event/{id}")).ok();
         v["triggers"][0]["pipelineId"].as_i64()
     })
-}
-
-fn finished(api: &Api, run: i64, secs: u64) -> Value {
-    wait_for("run end", secs, || {
-        let v = api.get(&format!("/api/pipeline/{run}")).ok();
-        (v["status"] != "running").then_some(v)
-    })
-}
-
-fn task<'a>(run: &'a Value, alias: &str) -> &'a Value {
-    run["tasks"]
-        .as_array()
-        .and_then(|ts| ts.iter().find(|t| t["alias"] == alias))
-        .unwrap_or_else(|| panic!("no task {alias} in {run}"))
 }
 
 fn task_dir(home: &Path, run: &Value, alias: &str) -> PathBuf {

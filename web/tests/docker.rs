@@ -17,47 +17,18 @@ fn example(path: &str, image: &str) -> String {
         .replace("busybox:latest", image)
 }
 
-/// Sends an event; the run it started.
-fn run_of(api: &Api, event: &str) -> i64 {
-    let id = api.post("/api/event/send", event).ok()["id"]
-        .as_i64()
-        .expect("id");
-    wait_for("event processed", 30, || {
-        let v = api.get(&format!("/api/event/{id}")).ok();
-        v["triggers"][0]["pipelineId"].as_i64()
-    })
-}
-
-fn finished(api: &Api, run: i64, secs: u64) -> Value {
-    wait_for("run end", secs, || {
-        let v = api.get(&format!("/api/pipeline/{run}")).ok();
-        (v["status"] != "running").then_some(v)
-    })
-}
-
-fn task<'a>(run: &'a Value, alias: &str) -> &'a Value {
-    run["tasks"]
-        .as_array()
-        .and_then(|ts| ts.iter().find(|t| t["alias"] == alias))
-        .unwrap_or_else(|| panic!("no task {alias} in {run}"))
-}
-
-/// No container of the run is left (removal follows the recorded end).
-fn no_container_left(d: &DockerEnv, run: i64) {
-    wait_for(&format!("containers of run {run} removed"), 20, || {
-        d.containers_labelled(&format!("eventops.run={run}"))
-            .is_empty()
-            .then_some(())
-    });
-}
-
-fn setup(actuator: &str) -> Option<(DockerEnv, TestServer, Api)> {
+fn setup(actuator: impl FnOnce(&DockerEnv) -> String) -> Option<(DockerEnv, TestServer, Api)> {
     let d = DockerEnv::from_env()?;
     let server = TestServer::start_on(TestDb::Sqlite)?;
     let mut api = Api::new(&server.url);
     api.login_as("kakj");
-    api.post("/api/actuator/apply", actuator).ok();
+    api.post("/api/actuator/apply", actuator(&d)).ok();
     Some((d, server, api))
+}
+
+/// A server with the actuator `docker-local` (tag `docker`) on the daemon's socket.
+fn on_socket() -> Option<(DockerEnv, TestServer, Api)> {
+    setup(|d| d.actuator_socket("docker-local", "docker"))
 }
 
 /// The hello-world example as a docker task on `actuator`; checks outputs, log and cleanup.
@@ -81,24 +52,22 @@ fn hello_world(d: &DockerEnv, api: &Api) {
     assert_eq!(hello["actuatorTag"], "docker");
     let log = api.get_text(&format!("/api/pipeline/{run}/task/hello/log"));
     assert!(log.contains("hello world from"), "{log}");
-    no_container_left(d, run);
+    d.wait_gone(run);
 }
 
 #[test]
 fn hello_world_on_the_daemon_socket() {
-    let Some(d) = DockerEnv::from_env() else {
+    let Some((d, _server, api)) = on_socket() else {
         return;
     };
-    let (_d, _server, api) = setup(&d.actuator_socket("docker-local", "docker")).unwrap();
     hello_world(&d, &api);
 }
 
 #[test]
 fn hello_world_on_the_daemon_over_tcp() {
-    let Some(d) = DockerEnv::from_env() else {
+    let Some((d, _server, api)) = setup(|d| d.actuator_tcp("docker-local", "docker")) else {
         return;
     };
-    let (_d, _server, api) = setup(&d.actuator_tcp("docker-local", "docker")).unwrap();
     hello_world(&d, &api);
 }
 
@@ -116,7 +85,7 @@ fn hello_world_through_an_ssh_hop_to_the_socket_and_to_tcp() {
         "name: docker-local\ndocker: {{socket: {}, ssh: {hop}}}\ntags: [docker]\n",
         d.socket
     );
-    let (_d, _server, api) = setup(&sock).unwrap();
+    let (_d, _server, api) = setup(|_| sock).unwrap();
     hello_world(&d, &api);
     // direct-tcpip to the daemon's TCP address as the SSH host sees it
     let (ip, port) = d.tcp_host_port();
@@ -136,7 +105,7 @@ fn a_wrong_ssh_hop_password_ends_the_task_with_the_reason() {
         "name: docker-local\ndocker: {{socket: {}, ssh: {{user: {}, ip: {}, port: {}, password: wrong}}}}\ntags: [docker]\n",
         d.socket, s.user, s.host, s.port
     );
-    let (_d, _server, api) = setup(&act).unwrap();
+    let (_d, _server, api) = setup(|_| act).unwrap();
     let v = one_task(&api, &d.image, &["true"], 30);
     assert_eq!(v["status"], "failed", "{v}");
     let t = task(&v, "t");
@@ -191,10 +160,9 @@ fn start_one(api: &Api, image: &str, commands: &[&str], extra: &str) -> i64 {
 
 #[test]
 fn bad_input_gets_a_precise_task_error_and_leaves_no_container() {
-    let Some(d) = DockerEnv::from_env() else {
+    let Some((d, _server, api)) = on_socket() else {
         return;
     };
-    let (_d, _server, api) = setup(&d.actuator_socket("docker-local", "docker")).unwrap();
     // hostile event values stay literal inside the container
     let v = one_task(
         &api,
@@ -207,7 +175,7 @@ fn bad_input_gets_a_precise_task_error_and_leaves_no_container() {
         v["outputs"]["out"], "$(touch /tmp/eo-pwned) `id` '; echo hacked; '",
         "{v}"
     );
-    no_container_left(&d, v["id"].as_i64().unwrap());
+    d.wait_gone(v["id"].as_i64().unwrap());
     // a missing image and no registry that has it: the image is named at once
     let v = one_task(&api, "eventops-test/absent:1", &["true"], 120);
     let t = task(&v, "t");
@@ -227,20 +195,19 @@ fn bad_input_gets_a_precise_task_error_and_leaves_no_container() {
         "{v}"
     );
     assert!(t["error"].as_str().unwrap().contains("sh"), "{v}");
-    no_container_left(&d, v["id"].as_i64().unwrap());
+    d.wait_gone(v["id"].as_i64().unwrap());
     // a container that exits at once with a code
     let v = one_task(&api, &d.image, &["exit 3"], 60);
     assert_eq!(v["status"], "failed", "{v}");
     assert_eq!(task(&v, "t")["exitCode"], 3, "{v}");
-    no_container_left(&d, v["id"].as_i64().unwrap());
+    d.wait_gone(v["id"].as_i64().unwrap());
 }
 
 #[test]
 fn a_container_killed_from_outside_fails_its_task_with_the_reason() {
-    let Some(d) = DockerEnv::from_env() else {
+    let Some((d, _server, api)) = on_socket() else {
         return;
     };
-    let (_d, _server, api) = setup(&d.actuator_socket("docker-local", "docker")).unwrap();
     let run = start_one(&api, &d.image, &["sleep 300"], "");
     let name = wait_for("the container runs", 30, || {
         let names = d.containers_labelled(&format!("eventops.run={run}"));
@@ -252,15 +219,14 @@ fn a_container_killed_from_outside_fails_its_task_with_the_reason() {
     let t = task(&v, "t");
     assert_eq!(t["status"], "failed", "{v}");
     assert!(t["error"].as_str().unwrap().contains("killed"), "{v}");
-    no_container_left(&d, run);
+    d.wait_gone(run);
 }
 
 #[test]
 fn cancel_and_timeout_stop_the_container_and_remove_it() {
-    let Some(d) = DockerEnv::from_env() else {
+    let Some((d, _server, api)) = on_socket() else {
         return;
     };
-    let (_d, _server, api) = setup(&d.actuator_socket("docker-local", "docker")).unwrap();
     let run = start_one(&api, &d.image, &["sleep 300"], "");
     wait_for("the container runs", 30, || {
         let v = api.get(&format!("/api/pipeline/{run}")).ok();
@@ -270,18 +236,17 @@ fn cancel_and_timeout_stop_the_container_and_remove_it() {
     let v = finished(&api, run, 30);
     assert_eq!(v["status"], "cancel", "{v}");
     assert_eq!(task(&v, "t")["status"], "cancel", "{v}");
-    no_container_left(&d, run);
+    d.wait_gone(run);
     let v = one_task_with(&api, &d.image, &["sleep 300"], "    timeout: 2\n", 60);
     assert_eq!(task(&v, "t")["status"], "timeout", "{v}");
-    no_container_left(&d, v["id"].as_i64().unwrap());
+    d.wait_gone(v["id"].as_i64().unwrap());
 }
 
 #[test]
 fn an_image_absent_from_the_daemon_is_pulled_from_the_registry() {
-    let Some(d) = DockerEnv::from_env() else {
+    let Some((d, _server, api)) = on_socket() else {
         return;
     };
-    let (_d, _server, api) = setup(&d.actuator_socket("docker-local", "docker")).unwrap();
     let image = format!("{}/eventops-test/busybox:1", d.registry);
     d.remove_image(&image);
     assert!(!d.image_present(&image));
@@ -289,7 +254,7 @@ fn an_image_absent_from_the_daemon_is_pulled_from_the_registry() {
     assert_eq!(v["status"], "success", "{v}");
     assert_eq!(v["outputs"]["out"], "pulled", "{v}");
     assert!(d.image_present(&image));
-    no_container_left(&d, v["id"].as_i64().unwrap());
+    d.wait_gone(v["id"].as_i64().unwrap());
     d.remove_image(&image);
     // a registry that wants a login: refused without credentials, pulled with them
     let Some(login) = d.registry_login() else {
@@ -314,7 +279,7 @@ fn an_image_absent_from_the_daemon_is_pulled_from_the_registry() {
     assert!(!shown.to_string().contains(&login.password), "{shown}");
     let v = one_task(&api, &image, &["export OUT=pulled"], 120);
     assert_eq!(v["status"], "success", "{v}");
-    no_container_left(&d, v["id"].as_i64().unwrap());
+    d.wait_gone(v["id"].as_i64().unwrap());
     d.remove_image(&image);
 }
 
@@ -327,7 +292,7 @@ fn tasks_over_max_concurrent_tasks_wait_in_order() {
         "name: docker-local\ndocker: {{socket: {}}}\ntags: [docker]\nmaxConcurrentTasks: 1\n",
         d.socket
     );
-    let (_d, _server, api) = setup(&act).unwrap();
+    let (_d, _server, api) = setup(|_| act).unwrap();
     let first = start_one(&api, &d.image, &["sleep 3"], "");
     let second = run_of(
         &api,
@@ -362,16 +327,15 @@ fn tasks_over_max_concurrent_tasks_wait_in_order() {
         "{a}\n{b}"
     );
     assert_eq!(tb["error"], "", "{b}");
-    no_container_left(&d, first);
-    no_container_left(&d, second);
+    d.wait_gone(first);
+    d.wait_gone(second);
 }
 
 #[test]
 fn a_big_log_is_served_and_followed() {
-    let Some(d) = DockerEnv::from_env() else {
+    let Some((d, _server, api)) = on_socket() else {
         return;
     };
-    let (_d, _server, api) = setup(&d.actuator_socket("docker-local", "docker")).unwrap();
     // 100 MB of log, then a last line without a newline
     let v = one_task_with(
         &api,
@@ -382,7 +346,7 @@ fn a_big_log_is_served_and_followed() {
     );
     assert_eq!(v["status"], "success", "{v}");
     let run = v["id"].as_i64().unwrap();
-    no_container_left(&d, run);
+    d.wait_gone(run);
     // the container is gone; its log's tail was kept, and says it is a tail
     let log = api.get_text(&format!("/api/pipeline/{run}/task/t/log"));
     assert!(log.len() <= (16 << 20) + 200, "{} bytes", log.len());
@@ -430,7 +394,7 @@ fn the_mixed_pipeline_passes_values_from_host_to_container_to_child() {
     let (Some(d), Some(s)) = (DockerEnv::from_env(), TestSsh::from_env()) else {
         return;
     };
-    let (_d, _server, api) = setup(&d.actuator_socket("docker-local", "docker")).unwrap();
+    let (_d, _server, api) = on_socket().unwrap();
     api.post("/api/actuator/apply", s.actuator("os-runner", "os-runner"))
         .ok();
     for f in [
@@ -450,5 +414,36 @@ fn the_mixed_pipeline_passes_values_from_host_to_container_to_child() {
     assert_eq!(v["status"], "success", "{v}");
     assert_eq!(v["outputs"]["result"], "40", "{v}");
     assert_eq!(v["contexts"]["ctx_n"], "2", "{v}");
-    no_container_left(&d, run);
+    d.wait_gone(run);
+}
+
+#[test]
+fn a_daemon_that_is_down_or_refuses_ends_the_task_at_once_with_the_reason() {
+    let Some((d, _server, api)) = setup(|_| {
+        // nothing listens on port 1: the connection is refused
+        "name: docker-local\ndocker: {ip: 127.0.0.1, port: 1}\ntags: [docker]\n".into()
+    }) else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let v = one_task(&api, &d.image, &["true"], 60);
+    let t = task(&v, "t");
+    assert_eq!(t["status"], "error", "{v}");
+    let err = t["error"].as_str().unwrap();
+    assert!(err.contains("cannot reach the Docker daemon"), "{v}");
+    assert!(err.contains("127.0.0.1:1"), "{v}");
+    // not polled until the task's timeout (3600 s)
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    // a daemon that answers with something other than Docker's API (the server itself)
+    let other = format!(
+        "name: docker-local\ndocker: {{ip: 127.0.0.1, port: {}}}\ntags: [docker]\n",
+        api.base.rsplit(':').next().unwrap()
+    );
+    api.post("/api/actuator/apply", other).ok();
+    let v = one_task(&api, &d.image, &["true"], 60);
+    let t = task(&v, "t");
+    assert_eq!(t["status"], "error", "{v}");
+    assert!(t["error"].as_str().unwrap().contains("docker-local"), "{v}");
+    // the server kept serving
+    api.get("/api/actuator/").ok();
 }

@@ -6,11 +6,12 @@
 
 mod common;
 use common::*;
-use serde_json::Value;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use web::testing::docker::{container_name, DockerEnv, EventWatch, LABEL_RUN, LABEL_TASK};
+use web::testing::docker::{
+    container_name, DockerEnv, EventWatch, RemoveOnDrop, LABEL_RUN, LABEL_TASK,
+};
 use web::testing::wait_for;
 
 /// The real server on `port`, with no config file in `dir` (SQLite under ./data). Killed
@@ -57,34 +58,11 @@ impl Drop for Server {
     }
 }
 
-/// Removes the containers of a run when dropped, so a failing test leaves none behind.
-struct Cleanup(DockerEnv, String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        self.0.remove_containers_labelled(&self.1);
-    }
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
-}
-
-fn finished(api: &Api, run: i64, secs: u64) -> Value {
-    wait_for("run end", secs, || {
-        let v = api.get(&format!("/api/pipeline/{run}")).ok();
-        (v["status"] != "running").then_some(v)
-    })
-}
-
-fn task<'a>(run: &'a Value, alias: &str) -> &'a Value {
-    run["tasks"]
-        .as_array()
-        .and_then(|ts| ts.iter().find(|t| t["alias"] == alias))
-        .unwrap_or_else(|| panic!("no task {alias} in {run}"))
 }
 
 /// One server, user kakj, the socket actuator, a one-task docker pipeline `slow` whose task
@@ -124,7 +102,7 @@ fn setup(d: &DockerEnv, dir: &Path, port: u16, secs: u32) -> (Server, Api) {
 
 /// Sends the event; waits until its task runs in its container. (event id, run id, task id,
 /// container name, the clean-up of the run's containers).
-fn send_until_running(d: &DockerEnv, api: &Api) -> (i64, i64, i64, String, Cleanup) {
+fn send_until_running(d: &DockerEnv, api: &Api) -> (i64, i64, i64, String, RemoveOnDrop) {
     let event = api
         .post(
             "/api/event/send",
@@ -137,7 +115,7 @@ fn send_until_running(d: &DockerEnv, api: &Api) -> (i64, i64, i64, String, Clean
         let v = api.get(&format!("/api/event/{event}")).ok();
         v["triggers"][0]["pipelineId"].as_i64()
     });
-    let cleanup = Cleanup(d.clone(), format!("{LABEL_RUN}={run}"));
+    let cleanup = RemoveOnDrop::new(d, &format!("{LABEL_RUN}={run}"));
     let task_id = wait_for("task running", 60, || {
         let v = api.get(&format!("/api/pipeline/{run}")).ok();
         let t = v["tasks"].as_array()?.iter().find(|t| t["alias"] == "t")?;

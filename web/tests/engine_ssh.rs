@@ -19,21 +19,6 @@ fn send(api: &Api, event: &str) -> Value {
     })
 }
 
-/// Waits for a run to end; returns its view.
-fn finished(api: &Api, run: i64, secs: u64) -> Value {
-    wait_for("run end", secs, || {
-        let v = api.get(&format!("/api/pipeline/{run}")).ok();
-        (v["status"] != "running").then_some(v)
-    })
-}
-
-fn task<'a>(run: &'a Value, alias: &str) -> &'a Value {
-    run["tasks"]
-        .as_array()
-        .and_then(|ts| ts.iter().find(|t| t["alias"] == alias))
-        .unwrap_or_else(|| panic!("no task {alias} in {run}"))
-}
-
 fn task_dir(s: &Ssh, run: &Value, alias: &str) -> PathBuf {
     s.home().join(format!(
         "pipelines/{}/tasks/{}",

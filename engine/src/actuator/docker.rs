@@ -50,15 +50,9 @@ pub enum Route {
     Unix(String),
     Tcp(String, u16),
     /// Through an SSH host: the daemon's socket path or TCP address as the host sees it.
-    Ssh(SshSession, HopDest),
+    Ssh(SshSession, StreamDest),
     /// Through a tunnel client (its route), to a TCP address as the client sees it.
     Tunnel(Arc<Tunnels>, String, String, u16),
-}
-
-#[derive(Clone)]
-pub enum HopDest {
-    Unix(String),
-    Tcp(String, u16),
 }
 
 pub struct Docker {
@@ -196,8 +190,8 @@ impl Docker {
         tunnel: Option<(Arc<Tunnels>, String)>,
     ) -> Route {
         match (hop, tunnel, &spec.socket) {
-            (Some(s), _, Some(sock)) => Route::Ssh(s, HopDest::Unix(sock.clone())),
-            (Some(s), _, None) => Route::Ssh(s, HopDest::Tcp(spec.ip.clone(), spec.port)),
+            (Some(s), _, Some(sock)) => Route::Ssh(s, StreamDest::Unix(sock.clone())),
+            (Some(s), _, None) => Route::Ssh(s, StreamDest::Tcp(spec.ip.clone(), spec.port)),
             (None, Some((t, via)), _) => Route::Tunnel(t, via, spec.ip.clone(), spec.port),
             (None, None, Some(sock)) => Route::Unix(sock.clone()),
             (None, None, None) => Route::Tcp(spec.ip.clone(), spec.port),
@@ -235,11 +229,10 @@ impl Docker {
                 custom(Arc::new(move || {
                     let (session, dest) = (session.clone(), dest.clone());
                     Box::pin(async move {
-                        let d = match &dest {
-                            HopDest::Unix(p) => StreamDest::Unix(p),
-                            HopDest::Tcp(h, p) => StreamDest::Tcp(h, *p),
-                        };
-                        session.open_stream(d).await.map_err(std::io::Error::other)
+                        session
+                            .open_stream(&dest)
+                            .await
+                            .map_err(std::io::Error::other)
                     })
                 }))
             }

@@ -35,6 +35,8 @@ enum Msg {
     Acquire {
         task_id: i64,
         granted: oneshot::Sender<()>,
+        /// Told when the task has to wait (dropped unused when it is granted at once).
+        queued: oneshot::Sender<()>,
     },
     Release(i64),
     /// Tasks found ended by a reconcile.
@@ -79,19 +81,20 @@ impl ActuatorRef {
         if self.limit.is_none() {
             return Ok(());
         }
-        let (tx, mut rx) = oneshot::channel();
+        let (tx, rx) = oneshot::channel();
+        let (queued_tx, queued_rx) = oneshot::channel();
         self.tx
             .send(Msg::Acquire {
                 task_id,
                 granted: tx,
+                queued: queued_tx,
             })
             .await
             .map_err(|_| stopped())?;
-        tokio::select! {
-            r = &mut rx => return r.map_err(|_| stopped()),
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        // the actor answers on one of the two: queued (then granted later), or granted
+        if queued_rx.await.is_ok() {
+            on_wait.await;
         }
-        on_wait.await;
         rx.await.map_err(|_| stopped())
     }
 
@@ -319,11 +322,12 @@ async fn run_actor(
             m = rx.recv() => match m {
                 None => break,
                 Some(Msg::Call(f)) => f(client.clone()),
-                Some(Msg::Acquire { task_id, granted }) => {
+                Some(Msg::Acquire { task_id, granted, queued }) => {
                     if held.contains(&task_id) || held.len() < max {
                         held.insert(task_id);
                         let _ = granted.send(());
                     } else {
+                        let _ = queued.send(());
                         waiting.push_back((task_id, granted));
                     }
                 }

@@ -77,13 +77,13 @@ pub struct SshTarget {
 }
 
 /// Where [`SshSession::open_stream`] forwards to.
-#[derive(Debug, Clone, Copy)]
-pub enum StreamDest<'a> {
-    Tcp(&'a str, u16),
-    Unix(&'a str),
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamDest {
+    Tcp(String, u16),
+    Unix(String),
 }
 
-impl fmt::Display for StreamDest<'_> {
+impl fmt::Display for StreamDest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StreamDest::Tcp(h, p) => write!(f, "{h}:{p}"),
@@ -936,8 +936,16 @@ impl SshSession {
     }
 
     /// A fresh session channel plus the permit that counts it against `max_channels`.
-    /// A connection that fails here is replaced once.
     async fn open_channel(&self) -> Result<(Channel, OwnedSemaphorePermit), SshError> {
+        self.open(None).await
+    }
+
+    /// A channel — a session (`dest` None) or a forward to `dest` — plus the permit that
+    /// counts it against `max_channels`. A connection that fails here is replaced once.
+    async fn open(
+        &self,
+        dest: Option<&StreamDest>,
+    ) -> Result<(Channel, OwnedSemaphorePermit), SshError> {
         let permit = self
             .slot
             .channels
@@ -952,15 +960,29 @@ impl SshSession {
         let mut pause = Duration::from_millis(2);
         loop {
             let conn = self.conn().await?;
-            match conn.handle.channel_open_session().await {
+            let opened = match dest {
+                None => conn.handle.channel_open_session().await,
+                Some(StreamDest::Tcp(host, port)) => {
+                    conn.handle
+                        .channel_open_direct_tcpip(host.as_str(), u32::from(*port), "127.0.0.1", 0)
+                        .await
+                }
+                Some(StreamDest::Unix(path)) => {
+                    conn.handle
+                        .channel_open_direct_streamlocal(path.as_str())
+                        .await
+                }
+            };
+            match opened {
                 Ok(channel) => return Ok((channel, permit)),
                 Err(russh::Error::ChannelOpenFailure(reason)) => {
                     // sshd frees a session slot a little after the channel's close, and may
                     // allow fewer sessions (MaxSessions) than `max_channels`: while other
-                    // channels of this connection are open, a refusal is worth a retry.
+                    // channels of this connection are open, a refused session is worth a
+                    // retry. A refused forward is the host's policy: final.
                     let others_open =
                         self.slot.channels.available_permits() + 1 < self.pool.config.max_channels;
-                    if others_open && started.elapsed() < CHANNEL_RETRY_FOR {
+                    if dest.is_none() && others_open && started.elapsed() < CHANNEL_RETRY_FOR {
                         log::debug!(
                             "ssh: {} refused a channel ({reason:?}) while others are open; retrying",
                             self.slot.target
@@ -969,9 +991,13 @@ impl SshSession {
                         pause = (pause * 2).min(Duration::from_millis(100));
                         continue;
                     }
+                    let reason = match dest {
+                        Some(d) => format!("forwarding to {d} refused ({reason:?})"),
+                        None => format!("{reason:?}"),
+                    };
                     return Err(SshError::ChannelRefused {
                         target: self.slot.target.to_string(),
-                        reason: format!("{reason:?}"),
+                        reason,
                     });
                 }
                 Err(e) if !retried => {
@@ -996,57 +1022,14 @@ impl SshSession {
     }
 
     /// A byte stream to an address as the SSH host sees it: `direct-tcpip` to `host:port`, or
-    /// `direct-streamlocal` to a unix socket path on the host (`port` ignored). Used to reach a
-    /// Docker daemon through the host; the channel counts against `max_channels` while open.
-    pub async fn open_stream(&self, dest: StreamDest<'_>) -> Result<Box<dyn Io>, SshError> {
-        let permit = self
-            .slot
-            .channels
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| SshError::Disconnected {
-                target: self.slot.target.to_string(),
-            })?;
-        let mut retried = false;
-        loop {
-            let conn = self.conn().await?;
-            let opened = match dest {
-                StreamDest::Tcp(host, port) => {
-                    conn.handle
-                        .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
-                        .await
-                }
-                StreamDest::Unix(path) => conn.handle.channel_open_direct_streamlocal(path).await,
-            };
-            match opened {
-                Ok(channel) => {
-                    return Ok(Box::new(PermitStream {
-                        inner: channel.into_stream(),
-                        _permit: permit,
-                    }))
-                }
-                Err(russh::Error::ChannelOpenFailure(reason)) => {
-                    return Err(SshError::ChannelRefused {
-                        target: self.slot.target.to_string(),
-                        reason: format!("forwarding to {dest} refused ({reason:?})"),
-                    })
-                }
-                Err(e) if !retried => {
-                    log::info!(
-                        "ssh: connection to {} is broken ({e}); reconnecting",
-                        self.slot.target
-                    );
-                    self.drop_conn(conn.id).await;
-                    retried = true;
-                }
-                Err(_) => {
-                    return Err(SshError::Disconnected {
-                        target: self.slot.target.to_string(),
-                    })
-                }
-            }
-        }
+    /// `direct-streamlocal` to a unix socket path on the host. Used to reach a Docker daemon
+    /// through the host; the channel counts against `max_channels` while open.
+    pub async fn open_stream(&self, dest: &StreamDest) -> Result<Box<dyn Io>, SshError> {
+        let (channel, permit) = self.open(Some(dest)).await?;
+        Ok(Box::new(PermitStream {
+            inner: channel.into_stream(),
+            _permit: permit,
+        }))
     }
 
     /// Run `cmd` through the remote user's shell, feed it `stdin` (then end of file; no

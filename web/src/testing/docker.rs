@@ -131,6 +131,16 @@ impl DockerEnv {
         format!("name: {name}\ndocker: {{ip: {ip}, port: {port}}}\ntags: [{tag}]\n")
     }
 
+    /// Waits (20 s at most) until no container of run `run` is left: a task's container is
+    /// removed once its end is recorded.
+    pub fn wait_gone(&self, run: i64) {
+        super::wait_for(&format!("containers of run {run} removed"), 20, || {
+            self.containers_labelled(&format!("{LABEL_RUN}={run}"))
+                .is_empty()
+                .then_some(())
+        });
+    }
+
     /// `docker` talking to the test daemon (`DOCKER_HOST` set to its socket).
     pub fn docker(&self) -> Command {
         let mut c = Command::new("docker");
@@ -336,8 +346,8 @@ impl Drop for EventWatch {
     }
 }
 
-/// Removes the containers matching a label filter when dropped (so a failing test leaves none
-/// behind), and once when made.
+/// Removes the containers matching a label filter when dropped, so a failing test leaves none
+/// behind.
 pub struct RemoveOnDrop {
     pub env: DockerEnv,
     pub label_filter: String,
@@ -345,7 +355,6 @@ pub struct RemoveOnDrop {
 
 impl RemoveOnDrop {
     pub fn new(env: &DockerEnv, label_filter: &str) -> RemoveOnDrop {
-        env.remove_containers_labelled(label_filter);
         RemoveOnDrop {
             env: env.clone(),
             label_filter: label_filter.to_string(),

@@ -203,3 +203,30 @@ pub fn collect_stderr(child: &mut std::process::Child) -> std::sync::Arc<std::sy
     });
     log
 }
+
+/// Waits up to `secs` for run `run` to end; its view.
+pub fn finished(api: &Api, run: i64, secs: u64) -> Value {
+    web::testing::wait_for("run end", secs, || {
+        let v = api.get(&format!("/api/pipeline/{run}")).ok();
+        (v["status"] != "running").then_some(v)
+    })
+}
+
+/// The task `alias` of a run view.
+pub fn task<'a>(run: &'a Value, alias: &str) -> &'a Value {
+    run["tasks"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["alias"] == alias))
+        .unwrap_or_else(|| panic!("no task {alias} in {run}"))
+}
+
+/// Sends an event and waits for the run its first trigger started; the run's id.
+pub fn run_of(api: &Api, event: &str) -> i64 {
+    let id = api.post("/api/event/send", event).ok()["id"]
+        .as_i64()
+        .expect("id");
+    web::testing::wait_for("event processed", 30, || {
+        let v = api.get(&format!("/api/event/{id}")).ok();
+        v["triggers"][0]["pipelineId"].as_i64()
+    })
+}
