@@ -53,9 +53,11 @@ pub async fn apply_actuator(
     hasher: &crate::users::Hasher,
     creator: &str,
     text: &str,
+    policy: &crate::definition::actuator::ActuatorPolicy,
 ) -> Result<ActuatorView> {
     let def: ActuatorDef = document::parse(text)?;
     def.validate().map_err(Error::Validation)?;
+    policy.check(&def).map_err(Error::Validation)?;
     let now = store::now_ms();
     let mut tags = def.tags.clone();
     tags.sort();

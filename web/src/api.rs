@@ -334,7 +334,8 @@ async fn apply_actuator(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let text = read_body(&req, body, state.max_body).await?;
-    let view = registry::apply_actuator(&state.db, &hasher, &user.0, &text).await?;
+    let policy = &state.engine.settings.actuator_policy;
+    let view = registry::apply_actuator(&state.db, &hasher, &user.0, &text, policy).await?;
     log::info!("actuator {:?} applied by {:?}", view.name, user.0);
     Ok(ok(view))
 }

@@ -57,6 +57,23 @@ pub struct Config {
     pub uc: UcConfig,
     pub http: HttpConfig,
     pub tunnel: TunnelConfig,
+    pub actuators: ActuatorsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ActuatorsConfig {
+    /// The unix sockets on this server's host that `docker: {socket: PATH}` actuators may
+    /// name (anyone who can apply an actuator drives what is behind it).
+    pub docker_sockets: Vec<String>,
+}
+
+impl Default for ActuatorsConfig {
+    fn default() -> Self {
+        ActuatorsConfig {
+            docker_sockets: vec!["/var/run/docker.sock".into(), "/run/docker.sock".into()],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -260,6 +277,7 @@ impl Default for Config {
             uc: UcConfig::default(),
             http: HttpConfig::default(),
             tunnel: TunnelConfig::default(),
+            actuators: ActuatorsConfig::default(),
         }
     }
 }
@@ -313,6 +331,7 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("http.maxEventBytes", Kind::Scalar),
     ("http.workers", Kind::Scalar),
     ("tunnel.offlineWaitSecs", Kind::Scalar),
+    ("actuators.dockerSockets", Kind::List),
 ];
 
 /// `event.process.bufferSize` → `EVENTOPS_EVENT_PROCESS_BUFFER_SIZE`.

@@ -142,6 +142,9 @@ async fn start_engine(
         callback_budget: std::time::Duration::from_secs(600),
         known_hosts: config.data_dir.join("known_hosts"),
         task_logs: config.data_dir.join("task-logs"),
+        actuator_policy: engine::definition::actuator::ActuatorPolicy {
+            docker_sockets: config.actuators.docker_sockets.clone(),
+        },
         tunnel_offline_wait: std::time::Duration::from_secs(config.tunnel.offline_wait_secs),
     };
     Ok(engine::runtime::Engine::start(db, settings).await?)

@@ -43,6 +43,7 @@ fn cases() -> Vec<(&'static str, &'static str, String, &'static str)> {
         ("actuator: empty name", "actuator", "name: ''\nos: {user: u, ip: h, password: p}\ntags: [t]\n".into(), "actuator name is empty"),
         ("actuator: tunnel without token", "actuator", "name: a1\ntunnel: {clientId: c}\ntags: [t]\n".into(), "tunnel.clientToken"),
         ("actuator: docker with ip and socket", "actuator", "name: a1\ndocker: {ip: h, socket: /run/d.sock}\ntags: [t]\n".into(), "set ip (and port) or socket, not both"),
+        ("actuator: docker socket the server does not allow", "actuator", "name: a1\ndocker: {socket: /run/mysqld/mysqld.sock}\ntags: [t]\n".into(), "is not one this server allows (actuators.dockerSockets"),
         ("actuator: docker port 0", "actuator", "name: a1\ndocker: {ip: h, port: 0}\ntags: [t]\n".into(), "docker.port is 0"),
         ("actuator: kubernetes not built", "actuator", "name: a1\nkubernetes: {config: x}\ntags: [t]\n".into(), "kubernetes actuators are not supported yet"),
         ("actuator: unknown field", "actuator", "name: a1\nos: {user: u, ip: h, password: p, passwd: q}\ntags: [t]\n".into(), "passwd"),

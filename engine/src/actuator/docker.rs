@@ -274,13 +274,8 @@ impl Docker {
         }
     }
 
-    /// Pulls `image` unless the daemon has it.
-    async fn ensure_image(&self, c: &Client, image: &str) -> Result<()> {
-        match c.inspect_image(image).await {
-            Ok(_) => return Ok(()),
-            Err(e) if is_missing(&e) => {}
-            Err(e) => return Err(self.err(&format!("inspecting image {image}"), e)),
-        }
+    /// Pulls `image` (the daemon said it does not have it).
+    async fn pull(&self, c: &Client, image: &str) -> Result<()> {
         let credentials = self
             .registry
             .as_ref()
@@ -321,7 +316,25 @@ impl Docker {
         Ok(())
     }
 
+    /// Creates the container; pulls its image first if the daemon has none (the usual case
+    /// costs one call, like `docker run`). False when it existed already (an earlier attempt).
     async fn create(&self, c: &Client, name: &str, job: &Job) -> Result<bool> {
+        match self.create_once(c, name, job).await? {
+            Some(fresh) => Ok(fresh),
+            None => {
+                self.pull(c, &job.image).await?;
+                self.create_once(c, name, job).await?.ok_or_else(|| {
+                    ActuatorError::permanent(format!(
+                        "{}: image {} is still missing on the daemon after it was pulled",
+                        self.name, job.image
+                    ))
+                })
+            }
+        }
+    }
+
+    /// `Some(true)` created, `Some(false)` it existed, `None` the image is missing.
+    async fn create_once(&self, c: &Client, name: &str, job: &Job) -> Result<Option<bool>> {
         let labels = HashMap::from([
             (LABEL_RUN.to_string(), job.pipeline_id.to_string()),
             (LABEL_TASK.to_string(), job.task_id.to_string()),
@@ -344,15 +357,10 @@ impl Docker {
         };
         let opts = q::CreateContainerOptionsBuilder::new().name(name).build();
         match c.create_container(Some(opts), body).await {
-            Ok(_) => Ok(true),
+            Ok(_) => Ok(Some(true)),
             // created by an earlier attempt (the server stopped after it)
-            Err(e) if status_code(&e) == Some(409) => Ok(false),
-            Err(e) if is_missing(&e) => Err(ActuatorError::permanent(format!(
-                "{}: image {} is missing on the daemon: {}",
-                self.name,
-                job.image,
-                brief(&e)
-            ))),
+            Err(e) if status_code(&e) == Some(409) => Ok(Some(false)),
+            Err(e) if is_missing(&e) => Ok(None),
             Err(e) => {
                 self.reset_on(&e).await;
                 Err(self.err("creating the container", e))
@@ -562,7 +570,6 @@ impl Actuator for Docker {
             if job.image.trim().is_empty() {
                 return Err(ActuatorError::permanent("the task has no image"));
             }
-            self.ensure_image(&c, &job.image).await?;
             let fresh = self.create(&c, &name, &job).await?;
             if !fresh {
                 match self.status_of(&c, &name).await? {

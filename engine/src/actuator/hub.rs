@@ -182,6 +182,7 @@ pub struct Hub {
     tunnels: Arc<Tunnels>,
     instance: String,
     task_logs: std::path::PathBuf,
+    policy: crate::definition::actuator::ActuatorPolicy,
     actors: Mutex<HashMap<(String, String), (String, ActuatorRef)>>,
 }
 
@@ -191,6 +192,8 @@ fn connect(
     owner: &str,
     def: &ActuatorDef,
 ) -> std::result::Result<Arc<dyn Actuator>, String> {
+    // applied before the server's configuration changed: refused now too
+    hub.policy.check(def)?;
     let via = def
         .tunnel
         .as_ref()
@@ -234,6 +237,7 @@ impl Hub {
         tunnels: Arc<Tunnels>,
         instance: &str,
         task_logs: std::path::PathBuf,
+        policy: crate::definition::actuator::ActuatorPolicy,
     ) -> Hub {
         Hub {
             db,
@@ -241,6 +245,7 @@ impl Hub {
             tunnels,
             instance: instance.to_string(),
             task_logs,
+            policy,
             actors: Mutex::new(HashMap::new()),
         }
     }

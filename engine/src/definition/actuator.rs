@@ -102,6 +102,33 @@ pub struct RegistrySpec {
     pub password: Option<String>,
 }
 
+/// What this server lets actuators reach on its own host (its configuration, `actuators.*`).
+#[derive(Debug, Clone, Default)]
+pub struct ActuatorPolicy {
+    /// The unix sockets a `docker: {socket}` actuator may name (without an SSH hop: through
+    /// a hop the socket is the SSH host's, reached with its credentials).
+    pub docker_sockets: Vec<String>,
+}
+
+impl ActuatorPolicy {
+    /// Refuses a definition that names a local socket the server does not allow.
+    pub fn check(&self, def: &ActuatorDef) -> Result<(), String> {
+        if let Some(Target::Docker(d)) = def.target() {
+            if let (Some(sock), None) = (&d.socket, &d.ssh) {
+                if !self.docker_sockets.iter().any(|s| s == sock) {
+                    return Err(format!(
+                        "actuator {}: docker.socket {sock:?} is not one this server allows \
+                         (actuators.dockerSockets: [{}])",
+                        def.name,
+                        self.docker_sockets.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The kinds of actuator (SPEC §5.1), parsed once from a definition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ActuatorKind {

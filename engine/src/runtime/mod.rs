@@ -47,6 +47,8 @@ pub struct Settings {
     pub known_hosts: std::path::PathBuf,
     /// Where the logs of removed containers are kept (their last 16 MiB).
     pub task_logs: std::path::PathBuf,
+    /// What actuators may reach on this server's host.
+    pub actuator_policy: crate::definition::actuator::ActuatorPolicy,
     /// How long a task waits for an offline tunnel client before it errors.
     pub tunnel_offline_wait: Duration,
 }
@@ -113,6 +115,7 @@ impl Engine {
         let tunnels = Arc::new(crate::tunnel::Tunnels::new(settings.tunnel_offline_wait));
         let instance = settings.instance_id.clone();
         let task_logs = settings.task_logs.clone();
+        let policy = settings.actuator_policy.clone();
         let engine = Arc::new(Engine {
             db: db.retrying(),
             api_db: db.fail_fast(),
@@ -134,6 +137,7 @@ impl Engine {
                 tunnels.clone(),
                 &instance,
                 task_logs,
+                policy,
             ),
             tunnels,
             lease: Duration::from_secs(30),
