@@ -304,6 +304,7 @@ mod tests {
             run_sh: "true\n".into(),
             env: Vec::new(),
             timeout_secs: 60,
+            has_outputs: false,
             job_id: job_id.into(),
         };
         assert_eq!(

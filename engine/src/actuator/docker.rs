@@ -396,7 +396,31 @@ impl Docker {
         Some(text.trim().to_string()).filter(|t| !t.is_empty())
     }
 
+    async fn watch_for(&self, job_id: &str, secs: u32, outputs: bool) -> Result<Ended> {
+        let name = check_job(job_id)?;
+        let c = self.client().await?;
+        let wait = async {
+            let mut s = c.wait_container(name, None::<q::WaitContainerOptions>);
+            s.next().await
+        };
+        match tokio::time::timeout(Duration::from_secs(u64::from(secs)), wait).await {
+            Err(_) | Ok(None) => Ok(None),
+            Ok(Some(_)) => match self.status_read(&c, name, outputs).await? {
+                JobStatus::Exited { code, callback } => Ok(Some((code, callback))),
+                // killed: the status poll reports it with its reason
+                _ => Ok(None),
+            },
+        }
+    }
+
     async fn status_of(&self, c: &Client, name: &str) -> Result<JobStatus> {
+        self.status_read(c, name, true).await
+    }
+
+    /// The container's state; `outputs`: read `callback.json` of an exited one even when
+    /// its exit code says `run.sh` ended normally (codes from 126 up always read it, to tell a
+    /// kill from the commands' own code).
+    async fn status_read(&self, c: &Client, name: &str, outputs: bool) -> Result<JobStatus> {
         let info = match c.inspect_container(name, None).await {
             Ok(i) => i,
             Err(e) if is_missing(&e) => return Ok(JobStatus::Missing),
@@ -415,7 +439,11 @@ impl Docker {
             ) => JobStatus::Running,
             Some(_) => {
                 let code = state.exit_code.unwrap_or(-1) as i32;
-                let callback = self.read_callback(c, name).await;
+                let callback = if outputs || !(0..126).contains(&code) {
+                    self.read_callback(c, name).await
+                } else {
+                    None
+                };
                 if state.oom_killed == Some(true) {
                     JobStatus::Killed(format!(
                         "the container was killed for lack of memory (OOMKilled, exit code {code})"
@@ -609,21 +637,22 @@ impl Actuator for Docker {
     }
 
     fn watch<'a>(&'a self, job_id: &'a str, secs: u32) -> BoxFuture<'a, Result<Ended>> {
+        Box::pin(self.watch_for(job_id, secs, true))
+    }
+
+    /// Start, then watch; a task without outputs is not asked for `callback.json` when it
+    /// exits normally (reading a file out of a stopped container costs as much as starting it).
+    fn start_watch(&self, job: Job, secs: u32) -> BoxFuture<'_, Result<super::Started<'_>>> {
         Box::pin(async move {
-            let name = check_job(job_id)?;
-            let c = self.client().await?;
-            let wait = async {
-                let mut s = c.wait_container(name, None::<q::WaitContainerOptions>);
-                s.next().await
-            };
-            match tokio::time::timeout(Duration::from_secs(u64::from(secs)), wait).await {
-                Err(_) | Ok(None) => Ok(None),
-                Ok(Some(_)) => match self.status_of(&c, name).await? {
-                    JobStatus::Exited { code, callback } => Ok(Some((code, callback))),
-                    // killed: the status poll reports it with its reason
-                    _ => Ok(None),
-                },
-            }
+            let outputs = job.has_outputs;
+            let job_id = self.start(job).await?;
+            let id = job_id.clone();
+            Ok(super::Started {
+                job_id,
+                ended: Box::pin(
+                    async move { self.watch_for(&id, secs, outputs).await.unwrap_or(None) },
+                ),
+            })
         })
     }
 

@@ -26,6 +26,8 @@ pub struct Job {
     /// Extra environment of the task's process (containers); hosts get it in `run.sh`.
     pub env: Vec<(String, String)>,
     pub timeout_secs: u64,
+    /// Whether the task declares outputs (its `callback.json` is worth reading at its end).
+    pub has_outputs: bool,
     /// The id [`Actuator::place`] gave it.
     pub job_id: String,
 }

@@ -353,9 +353,18 @@ impl RunActor {
         wake.max(now + Duration::from_millis(20))
     }
 
+    /// Re-reads a task; the first time it is seen ended, its actuator is told
+    /// ([`task_done`](Self::task_done)).
     async fn refresh(&mut self, id: i64) {
         match store::runs::task(&self.engine.db, id).await {
             Ok(Some(t)) => {
+                let was_live = self.tasks.get(&id).is_some_and(|old| {
+                    old.status == INITIALIZING || LIVE.contains(&old.status.as_str())
+                });
+                let ended = t.status != INITIALIZING && !LIVE.contains(&t.status.as_str());
+                if was_live && ended {
+                    self.task_done(&t);
+                }
                 self.tasks.insert(id, Box::new(t));
             }
             Ok(None) => {}
@@ -686,9 +695,6 @@ impl RunActor {
         let Some(t) = self.tasks.get(&id).cloned() else {
             return;
         };
-        if !LIVE.contains(&t.status.as_str()) && t.status != INITIALIZING {
-            self.task_done(&t);
-        }
         if t.status != SUCCESS {
             return;
         }
@@ -757,11 +763,6 @@ impl RunActor {
         log::info!("run {}: task {id} {status}: {msg}", self.run.id);
         self.polls.remove(&id);
         self.refresh(id).await;
-        if let Some(t) = self.tasks.get(&id) {
-            if !LIVE.contains(&t.status.as_str()) && t.status != INITIALIZING {
-                self.task_done(t);
-            }
-        }
         self.dirty = true;
     }
 
@@ -1117,6 +1118,7 @@ async fn start_job_task(
         timeout_secs: tdef
             .timeout
             .unwrap_or(crate::definition::pipeline::DEFAULT_TIMEOUT),
+        has_outputs: !tdef.outputs.is_empty(),
         job_id,
     };
     let (job_id, ended) = act.start_watch(job, START_WATCH_SECS).await.map_err(at)?;
