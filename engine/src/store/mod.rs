@@ -79,6 +79,8 @@ const TRANSIENT_TEXT: &[&str] = &[
     "shutdown in progress",
     "server shutdown",
     "connection was aborted",
+    // mysql_async, when the server went away mid-statement
+    "connection to the server is closed",
 ];
 
 impl StoreError {
@@ -576,4 +578,31 @@ pub fn new_id() -> i64 {
 pub fn format_ms(ms: i64) -> String {
     let t = UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
+}
+
+#[cfg(test)]
+mod transient_tests {
+    use super::*;
+
+    #[test]
+    fn what_each_driver_says_when_the_server_goes_away_is_transient() {
+        for msg in [
+            "Input/output error: Input/output error: Driver error: `Connection to the server is closed.'",
+            "Input/output error: Connection reset by peer (os error 104)",
+            "server closed the connection unexpectedly",
+            "terminating connection due to administrator command",
+            "Lost connection to MySQL server during query",
+        ] {
+            let e = StoreError::Query(DieselError::DatabaseError(
+                DatabaseErrorKind::Unknown,
+                Box::new(msg.to_string()),
+            ));
+            assert!(e.is_transient(), "{msg}");
+        }
+        let e = StoreError::Query(DieselError::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new("Duplicate entry 'x' for key 'name'".to_string()),
+        ));
+        assert!(!e.is_transient());
+    }
 }
