@@ -29,7 +29,15 @@
 # 127.0.0.1:5000 (open) and :5001 (htpasswd login) holding eventops-test/busybox:1 but with
 # no local tag of theirs (so tests pull for real), a socat from 127.0.0.1:23750 to the socket,
 # one inside the eo-behind namespace on ITS 127.0.0.1:2375, and the sshd user in the socket's
-# group (SSH-hop tests forward TCP or the unix socket through the test sshd).
+# group (SSH-hop tests forward TCP or the unix socket through the test sshd). Also the image
+# eventops-test/curl:1 (the busybox one plus the host's curl and its libraries).
+#
+# S3: no server is left running; tests start their own s3s-fs (a real S3 server over a folder,
+# checking SigV4 and presigned URLs) at EVENTOPS_TEST_S3_HOST, the host side of eo-behind
+# (10.231.0.1), the one address the host, the namespace and containers all reach. This
+# builds the binary once per machine (`cargo install s3s-fs` into the CI cache, minutes) and
+# checks it with a throwaway instance; without cargo, or when a check fails, it says so
+# loudly and exports no EVENTOPS_TEST_S3* variables (the S3 tests then skip).
 #
 # Environment knobs (all optional):
 #   EVENTOPS_SERVICES_DIR          state dir (default /tmp/eventops-services)
@@ -41,6 +49,8 @@
 #   EVENTOPS_SERVICES_DOCKER_SOCKET  the daemon's socket (default /var/run/docker.sock)
 #   EVENTOPS_SERVICES_DOCKER_TCP_PORT  default 23750
 #   EVENTOPS_SERVICES_REGISTRY_PORT  default 5000 (the login-protected one: this + 1)
+#   EVENTOPS_CI_CACHE              as in .ci/run (default /var/cache/eventops-ci): s3s-fs is
+#                                  installed to its tools/bin
 #
 # Everything this script says goes to stderr; with --env stdout carries only the exports.
 
@@ -69,6 +79,13 @@ eo_svc_vars() {
     EO_REG_USER=eotest
     EO_IMG_BUSYBOX=eventops-test/busybox:1
     EO_IMG_NOSH=eventops-test/nosh:1
+    EO_IMG_NOBODY=eventops-test/nobody:1
+    EO_IMG_CURL=eventops-test/curl:1
+    # The CI cache (as in .ci/run): tools built once per machine live under it.
+    EO_CI_CACHE=${EVENTOPS_CI_CACHE:-/var/cache/eventops-ci}
+    EO_S3S_VERSION=0.14.1
+    EO_S3S_FS=$EO_CI_CACHE/tools/bin/s3s-fs
+    EO_S3_DIR=$EO_STATE/s3
 }
 
 eo_log() { printf '[services %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -453,6 +470,7 @@ eo_stop_all() {
     eo_sshd_stop
     eo_behind_stop
     eo_docker_stop
+    eo_s3_probe_stop
 }
 
 # ---------------------------------------------------------------------------------------
@@ -676,28 +694,51 @@ eo_docker_import() {
         eo_die "docker: docker import $image failed"
 }
 
+# eo_busybox_rootfs DIR: the root of eventops-test/busybox:1 in the (empty) folder DIR.
+eo_busybox_rootfs() {
+    local tmp=$1 bb applet
+    bb=$(eo_busybox_bin)
+    install -d -m 755 "$tmp/bin" "$tmp/etc"
+    install -d -m 700 "$tmp/root"
+    install -d -m 1777 "$tmp/tmp"
+    install -m 755 "$bb" "$tmp/bin/busybox"
+    while read -r applet; do
+        case $applet in '' | bin/busybox | linuxrc) continue ;; esac
+        install -d -m 755 "$tmp/$(dirname "$applet")"
+        ln -sfn /bin/busybox "$tmp/$applet"
+    done < <("$bb" --list-full)
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$tmp/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' >"$tmp/etc/group"
+}
+
+# eo_curl_rootfs DIR: the host's /usr/bin/curl and every library `ldd` lists for it (the
+# dynamic loader included), each at the path ldd names, dereferenced, into DIR.
+eo_curl_rootfs() {
+    local tmp=$1 curl=/usr/bin/curl lib libs
+    [[ -x $curl ]] || eo_die "docker: no $curl (package curl)"
+    libs=$(ldd "$curl") || eo_die "docker: ldd $curl failed"
+    [[ $libs != *"not found"* ]] || eo_die "docker: ldd $curl: a library is missing: $libs"
+    install -d -m 755 "$tmp/usr/bin"
+    install -m 755 "$curl" "$tmp/usr/bin/curl"
+    # lines are `name => /path (0x...)`, `/lib64/ld-linux-x86-64.so.2 (0x...)` or the vdso's
+    while read -r lib; do
+        install -d -m 755 "$tmp$(dirname "$lib")"
+        cp -L "$lib" "$tmp$lib" || eo_die "docker: cannot copy $lib"
+    done < <(awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i }' <<<"$libs" | sort -u)
+}
+
 # eventops-test/busybox:1: a static busybox with a link for every applet (sh, wget, sleep,
 # cat, awk, sed, head, ...), /tmp, /root and a passwd with root. eventops-test/nosh:1: the
 # same binary with no links, so no /bin/sh (tasks on it must fail with a clear message).
+# eventops-test/curl:1: the busybox image's files plus the host's curl with its libraries
+# (a task can talk S3 with `curl --aws-sigv4` or fetch a presigned URL).
 # Built only when missing: `docker import` of a folder takes well under a second.
 eo_docker_images() {
     local bb tmp
     if ! eo_docker_has_image "$EO_IMG_BUSYBOX"; then
-        bb=$(eo_busybox_bin)
-        eo_log "docker: building $EO_IMG_BUSYBOX from $bb"
+        eo_log "docker: building $EO_IMG_BUSYBOX from $(eo_busybox_bin)"
         tmp=$(mktemp -d "$EO_DOCKER_DIR/rootfs.XXXXXX")
-        install -d -m 755 "$tmp/bin" "$tmp/etc"
-        install -d -m 700 "$tmp/root"
-        install -d -m 1777 "$tmp/tmp"
-        install -m 755 "$bb" "$tmp/bin/busybox"
-        local applet
-        while read -r applet; do
-            case $applet in '' | bin/busybox | linuxrc) continue ;; esac
-            install -d -m 755 "$tmp/$(dirname "$applet")"
-            ln -sfn /bin/busybox "$tmp/$applet"
-        done < <("$bb" --list-full)
-        printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$tmp/etc/passwd"
-        printf 'root:x:0:\nnogroup:x:65534:\n' >"$tmp/etc/group"
+        eo_busybox_rootfs "$tmp"
         eo_docker_import "$EO_IMG_BUSYBOX" "$tmp" \
             'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' 'CMD ["/bin/sh"]'
         rm -rf "$tmp"
@@ -706,6 +747,15 @@ eo_docker_images() {
         out=$(docker run --rm --network none "$EO_IMG_BUSYBOX" \
             sh -c 'for a in wget sleep cat awk sed head; do command -v $a >/dev/null || echo "missing $a"; done; echo ok' 2>&1) || true
         [[ $out == ok ]] || eo_die "docker: $EO_IMG_BUSYBOX does not work: $out"
+    fi
+    # eventops-test/nobody:1: the busybox image with `USER nobody` (a task must run as it).
+    if ! eo_docker_has_image "$EO_IMG_NOBODY"; then
+        eo_log "docker: building $EO_IMG_NOBODY (USER nobody)"
+        printf 'FROM %s\nUSER nobody\n' "$EO_IMG_BUSYBOX" |
+            DOCKER_BUILDKIT=0 docker build -q -t "$EO_IMG_NOBODY" - >/dev/null 2>&1 ||
+            eo_die "docker: docker build $EO_IMG_NOBODY failed"
+        [[ $(docker run --rm --network none "$EO_IMG_NOBODY" id -u 2>&1) == 65534 ]] ||
+            eo_die "docker: $EO_IMG_NOBODY does not run as nobody"
     fi
     if ! eo_docker_has_image "$EO_IMG_NOSH"; then
         bb=$(eo_busybox_bin)
@@ -719,6 +769,21 @@ eo_docker_images() {
         docker run --rm --network none "$EO_IMG_NOSH" >/dev/null 2>&1 || eo_die "docker: $EO_IMG_NOSH does not run /bin/busybox true"
         if docker run --rm --network none "$EO_IMG_NOSH" /bin/sh -c true >/dev/null 2>&1; then
             eo_die "docker: $EO_IMG_NOSH has a /bin/sh"
+        fi
+    fi
+    if ! eo_docker_has_image "$EO_IMG_CURL"; then
+        eo_log "docker: building $EO_IMG_CURL (busybox + the host's $(curl --version | head -n1 | cut -d' ' -f1-2))"
+        tmp=$(mktemp -d "$EO_DOCKER_DIR/rootfs.XXXXXX")
+        eo_busybox_rootfs "$tmp"
+        eo_curl_rootfs "$tmp"
+        eo_docker_import "$EO_IMG_CURL" "$tmp" \
+            'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' 'CMD ["/bin/sh"]'
+        rm -rf "$tmp"
+        local out
+        out=$(docker run --rm --network none "$EO_IMG_CURL" sh -c 'curl --version && echo ok' 2>&1) || true
+        if [[ $out != curl\ * || $out != *$'\n'ok ]]; then
+            docker image rm "$EO_IMG_CURL" >/dev/null 2>&1 || true
+            eo_die "docker: $EO_IMG_CURL does not run curl: $out"
         fi
     fi
 }
@@ -990,12 +1055,152 @@ eo_docker_status() {
     done
 }
 
-# A local S3-compatible server for the MinIO (file storage) tests.
-# TODO(later work): start one here on a loopback port with a throwaway bucket dir and
-# export EVENTOPS_TEST_S3_URL / _ACCESS_KEY / _SECRET_KEY. MinIO itself is not a Debian
-# package; candidates reachable here are `s3s-fs` (crates.io, `cargo install`) or moto's
-# server mode (PyPI `moto[server]`). Wait for readiness with a deadline, like above.
-eo_s3_start() { :; }
+# ---------------------------------------------------------------------------------------
+# S3: the s3s-fs binary (a real S3 server over a folder) for the file-storage tests
+# ---------------------------------------------------------------------------------------
+
+# No long-lived S3 server is started here: each test starts its own s3s-fs (see
+# web/src/testing/s3.rs) on a free port with its own keys and folder, and may stop it to stage
+# an outage. This part makes sure the binary exists (crates.io's s3s-fs, built once per
+# machine into the CI cache: $EO_S3S_FS) and checks with a throwaway instance what the tests
+# rely on: it verifies SigV4 signatures (a signed request passes; a wrong secret or no
+# signature gets 403), it maps bucket/key to the file ROOT/bucket/key, and ONE address
+# reaches it from the host, from inside eo-behind and from a container on Docker's default
+# bridge: the host side of the veth pair, $EO_BEHIND_HOST_ADDR (presigned URLs sign the host,
+# so every party must use the same one). $EO_S3_DIR/s3.ok tells eo_svc_print_env to export
+# EVENTOPS_TEST_S3S_FS and EVENTOPS_TEST_S3_HOST.
+
+# S3 cannot be used: say so loudly; fail only when every backend is required.
+eo_s3_unusable() {
+    eo_log "!!! S3 IS NOT USABLE: $*"
+    eo_log "!!! no EVENTOPS_TEST_S3S_FS / EVENTOPS_TEST_S3_HOST variables: the S3 tests skip"
+    if [[ ${EVENTOPS_TEST_REQUIRE_ALL:-0} == 1 ]]; then
+        eo_die "s3: not usable and EVENTOPS_TEST_REQUIRE_ALL=1"
+    fi
+}
+
+# The binary: `cargo install s3s-fs` into $EO_CI_CACHE/tools when it is missing (or another
+# version), with a target dir of its own in the cache, deleted afterwards (hundreds of MB).
+eo_s3s_install() {
+    local ver cargo rc=0
+    if [[ -x $EO_S3S_FS ]]; then
+        ver=$("$EO_S3S_FS" --version 2>/dev/null || true)
+        [[ $ver == "s3s-fs $EO_S3S_VERSION" ]] && return 0
+        eo_log "s3: $EO_S3S_FS says '$ver', not s3s-fs $EO_S3S_VERSION; installing again"
+    fi
+    # rustup's cargo may not be on PATH in a non-login shell (as in .ci/run)
+    cargo=$(command -v cargo || true)
+    if [[ -z $cargo && -x ${CARGO_HOME:-$HOME/.cargo}/bin/cargo ]]; then
+        cargo=${CARGO_HOME:-$HOME/.cargo}/bin/cargo
+    fi
+    if [[ -z $cargo ]]; then
+        eo_log "s3: no cargo here, so no s3s-fs (it is built with cargo install)"
+        return 1
+    fi
+    local target=$EO_CI_CACHE/s3s-build log=$EO_S3_DIR/install.log
+    eo_log "s3: building s3s-fs $EO_S3S_VERSION into $EO_CI_CACHE/tools (cargo install, once per machine: minutes; log $log)"
+    install -d -m 755 "$EO_CI_CACHE" "$EO_CI_CACHE/tools"
+    PATH=$(dirname "$cargo"):$PATH CARGO_TARGET_DIR=$target \
+        "$cargo" install "s3s-fs@$EO_S3S_VERSION" --features binary --locked --force --root "$EO_CI_CACHE/tools" \
+        </dev/null >"$log" 2>&1 9>&- || rc=$?
+    rm -rf "$target"
+    if ((rc != 0)) || [[ ! -x $EO_S3S_FS ]]; then
+        eo_show_log "$log"
+        eo_log "s3: cargo install s3s-fs@$EO_S3S_VERSION failed (exit $rc)"
+        return 1
+    fi
+}
+
+# Right after the launch the pid may still be this shell's fork, about to exec s3s-fs.
+eo_s3_probe_alive() {
+    local pid
+    pid=$(eo_pidfile_pid "$EO_S3_DIR/probe.pid")
+    eo_pid_is "$pid" s3s-fs || eo_pid_is "$pid" "$(cat "/proc/$$/comm" 2>/dev/null || echo bash)"
+}
+# The probe's port, from its log line `server is running at http://ADDR:PORT` (it binds port 0).
+eo_s3_probe_port() {
+    local line
+    line=$(grep -oE 'server is running at http://[0-9.]+:[0-9]+' "$EO_S3_DIR/probe.log" 2>/dev/null | head -n1 || true)
+    EO_S3_PROBE_PORT=${line##*:}
+    [[ -n $line && $EO_S3_PROBE_PORT =~ ^[0-9]+$ ]]
+}
+eo_s3_probe_stop() {
+    eo_stop_pid "s3 probe" "$(eo_pidfile_pid "$EO_S3_DIR/probe.pid")" s3s-fs TERM
+    rm -f "$EO_S3_DIR/probe.pid"
+}
+
+# eo_s3_probe_checks: the checks against the running probe; prints the first failure.
+eo_s3_probe_checks() {
+    local url="http://$EO_BEHIND_HOST_ADDR:$EO_S3_PROBE_PORT" code
+    # curl 7.88 signs no payload hash and s3s wants the header (400 without it): say unsigned
+    local h='x-amz-content-sha256: UNSIGNED-PAYLOAD'
+    local sig=(--aws-sigv4 aws:amz:us-east-1:s3 --user "eoprobe:eoprobe-secret" -H "$h")
+    local bad=(--aws-sigv4 aws:amz:us-east-1:s3 --user "eoprobe:not-the-secret" -H "$h")
+    local c=(-s -o /dev/null -w '%{http_code}' --noproxy '*' --max-time 10)
+    code=$(curl "${c[@]}" "${sig[@]}" -X PUT "$url/eo-probe" 2>&1 || true)
+    [[ $code == 200 ]] || { echo "a signed CreateBucket from the host got HTTP $code"; return 1; }
+    code=$(curl "${c[@]}" "${sig[@]}" -X PUT --data-binary probe-body "$url/eo-probe/dir/hello.txt" 2>&1 || true)
+    [[ $code == 200 ]] || { echo "a signed PutObject from the host got HTTP $code"; return 1; }
+    [[ $(cat "$EO_S3_DIR/probe-data/eo-probe/dir/hello.txt" 2>/dev/null) == probe-body ]] ||
+        { echo "the object eo-probe/dir/hello.txt is not the file ROOT/eo-probe/dir/hello.txt"; return 1; }
+    code=$(curl "${c[@]}" "${bad[@]}" "$url/eo-probe/dir/hello.txt" 2>&1 || true)
+    [[ $code == 403 ]] || { echo "a GetObject signed with a wrong secret got HTTP $code, not 403"; return 1; }
+    code=$(curl "${c[@]}" "$url/eo-probe/dir/hello.txt" 2>&1 || true)
+    [[ $code == 403 ]] || { echo "an unsigned GetObject got HTTP $code, not 403"; return 1; }
+    code=$(ip netns exec "$EO_BEHIND_NS" curl "${c[@]}" "${sig[@]}" "$url/eo-probe/dir/hello.txt" 2>&1 || true)
+    [[ $code == 200 ]] || { echo "a signed GetObject from inside $EO_BEHIND_NS got HTTP $code"; return 1; }
+    if [[ -e $EO_DOCKER_DIR/docker.ok ]]; then
+        code=$(docker run --rm "$EO_IMG_CURL" curl "${c[@]}" "${sig[@]}" "$url/eo-probe/dir/hello.txt" 2>&1 || true)
+        [[ $code == 200 ]] || { echo "a signed GetObject from a container ($EO_IMG_CURL, default bridge) got: $code"; return 1; }
+    else
+        eo_log "s3: Docker is not usable: not checking that containers reach $url"
+    fi
+}
+
+eo_s3_start() {
+    install -d -m 700 "$EO_S3_DIR"
+    rm -f "$EO_S3_DIR/s3.ok"
+    eo_s3_probe_stop # one left by a run that was killed
+    if ! eo_s3s_install; then
+        eo_s3_unusable "no s3s-fs binary at $EO_S3S_FS"
+        return 0
+    fi
+    if ! ip -4 -o addr show 2>/dev/null | grep -qF " $EO_BEHIND_HOST_ADDR/"; then
+        eo_s3_unusable "$EO_BEHIND_HOST_ADDR (the host side of $EO_BEHIND_NS) is not an address of this host"
+        return 0
+    fi
+    # A throwaway instance on the address the tests use, port 0 (the kernel picks one).
+    rm -rf "$EO_S3_DIR/probe-data"
+    install -d -m 700 "$EO_S3_DIR/probe-data"
+    : >"$EO_S3_DIR/probe.log"
+    RUST_LOG=s3s_fs=info "$EO_S3S_FS" --host "$EO_BEHIND_HOST_ADDR" --port 0 \
+        --access-key eoprobe --secret-key eoprobe-secret "$EO_S3_DIR/probe-data" \
+        </dev/null >>"$EO_S3_DIR/probe.log" 2>&1 9>&- &
+    echo "$!" >"$EO_S3_DIR/probe.pid"
+    local why=""
+    if ! eo_wait_ready "s3 probe" eo_s3_probe_alive eo_s3_probe_port; then
+        eo_show_log "$EO_S3_DIR/probe.log"
+        why="s3s-fs did not start on $EO_BEHIND_HOST_ADDR"
+    elif ! why=$(eo_s3_probe_checks); then
+        eo_show_log "$EO_S3_DIR/probe.log"
+    else
+        why=""
+    fi
+    eo_s3_probe_stop
+    rm -rf "$EO_S3_DIR/probe-data"
+    if [[ -n $why ]]; then
+        eo_s3_unusable "$why"
+        return 0
+    fi
+    local where="the host and $EO_BEHIND_NS"
+    [[ -e $EO_DOCKER_DIR/docker.ok ]] && where="the host, $EO_BEHIND_NS and containers"
+    eo_log "s3: s3s-fs $EO_S3S_VERSION checks SigV4 and answers on $EO_BEHIND_HOST_ADDR from $where"
+    touch "$EO_S3_DIR/s3.ok"
+}
+
+eo_s3_status() {
+    if [[ -x $EO_S3S_FS ]]; then eo_log "s3: $("$EO_S3S_FS" --version 2>&1) at $EO_S3S_FS (tests start their own)"; else eo_log "s3: no s3s-fs at $EO_S3S_FS"; fi
+}
 
 # The hook later work fills in; called after the databases are up.
 eo_extra_services() {
@@ -1025,6 +1230,8 @@ eo_svc_print_env() {
         printf 'export EVENTOPS_TEST_DOCKER_TCP=%q\n' "127.0.0.1:$EO_DOCKER_TCP_PORT"
         printf 'export EVENTOPS_TEST_DOCKER_IMAGE=%q\n' "$EO_IMG_BUSYBOX"
         printf 'export EVENTOPS_TEST_DOCKER_NOSH_IMAGE=%q\n' "$EO_IMG_NOSH"
+        printf 'export EVENTOPS_TEST_DOCKER_NOBODY_IMAGE=%q\n' "$EO_IMG_NOBODY"
+        printf 'export EVENTOPS_TEST_DOCKER_CURL_IMAGE=%q\n' "$EO_IMG_CURL"
         printf 'export EVENTOPS_TEST_REGISTRY=%q\n' "127.0.0.1:$EO_REG_PORT"
     fi
     if [[ -e $EO_DOCKER_DIR/behind.ok ]]; then
@@ -1035,6 +1242,11 @@ eo_svc_print_env() {
         printf 'export EVENTOPS_TEST_REGISTRY_USER=%q\n' "$EO_REG_USER"
         printf 'export EVENTOPS_TEST_REGISTRY_PASSWORD=%q\n' "$(cat "$EO_DOCKER_DIR/registry-auth/password" 2>/dev/null)"
     fi
+    # S3: the binary each test starts, and the one address every party reaches it at.
+    if [[ -e $EO_S3_DIR/s3.ok ]]; then
+        printf 'export EVENTOPS_TEST_S3S_FS=%q\n' "$EO_S3S_FS"
+        printf 'export EVENTOPS_TEST_S3_HOST=%q\n' "$EO_BEHIND_HOST_ADDR"
+    fi
 }
 
 eo_svc_status() {
@@ -1044,6 +1256,7 @@ eo_svc_status() {
     else eo_log "postgres: not running (from $EO_PG_DIR)"; fi
     if eo_pid_is "$(eo_pidfile_pid "$EO_SSH_DIR/sshd.main.pid")" sshd; then eo_log "sshd: running on 127.0.0.1:$EO_SSH_PORT"; fi
     eo_docker_status
+    eo_s3_status
     local port
     for port in "$EO_MY_PORT" "$EO_PG_PORT"; do
         if eo_port_open "$port"; then eo_log "127.0.0.1:$port accepts connections"; else eo_log "127.0.0.1:$port closed"; fi
@@ -1085,7 +1298,9 @@ eo_svc_main() {
     eo_extra_services
     local docker="Docker: NOT USABLE (its tests skip)"
     [[ -e $EO_DOCKER_DIR/docker.ok ]] && docker="Docker: images, registries 127.0.0.1:$EO_REG_PORT/$EO_REG_AUTH_PORT, tcp 127.0.0.1:$EO_DOCKER_TCP_PORT"
-    eo_log "ready in $((SECONDS - t0))s: MariaDB 127.0.0.1:$EO_MY_PORT, PostgreSQL 127.0.0.1:$EO_PG_PORT (user $EO_USER), sshd 127.0.0.1:$EO_SSH_PORT (user $EO_SSH_USER), $docker"
+    local s3="S3: NOT USABLE (its tests skip)"
+    [[ -e $EO_S3_DIR/s3.ok ]] && s3="S3: s3s-fs for the tests at $EO_BEHIND_HOST_ADDR"
+    eo_log "ready in $((SECONDS - t0))s: MariaDB 127.0.0.1:$EO_MY_PORT, PostgreSQL 127.0.0.1:$EO_PG_PORT (user $EO_USER), sshd 127.0.0.1:$EO_SSH_PORT (user $EO_SSH_USER), $docker, $s3"
     exec 9>&-
 }
 

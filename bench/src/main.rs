@@ -615,6 +615,7 @@ async fn insert_parked(db: &engine::store::Db, n: usize) -> Result<(), engine::s
                         job_id: format!("pipelines/{id}/tasks/{tid}"),
                         secret_hash: String::new(),
                         timeout_secs: 86_400,
+                        file_sizes: None,
                         created_at: now,
                         started_at: Some(now),
                         ended_at: None,

@@ -162,6 +162,17 @@ pub struct FileArg {
     pub file: String,
 }
 
+/// `eoctl event send -f EVENT.yaml [--attach NAME=PATH]...`
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub file: FileArg,
+    /// Upload a local file through the server and send the event with `files.NAME` set to
+    /// it (repeatable). Needs `minio` on the server.
+    #[arg(long = "attach", value_name = "NAME=PATH")]
+    pub attach: Vec<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ActuatorCmd {
     /// Create or update an actuator from a YAML file.
@@ -234,7 +245,7 @@ pub enum TriggerCmd {
 #[derive(Debug, Subcommand)]
 pub enum EventCmd {
     /// Send an event (YAML or JSON file) and print its id.
-    Send(FileArg),
+    Send(SendArgs),
     /// Show an event: its processing status and what each trigger did with it.
     Get {
         /// Event id (as printed by `eoctl event send`).
@@ -271,6 +282,21 @@ pub enum RuntimeCmd {
         /// Keep printing the log as it grows, until the task ends.
         #[arg(short = 'f', long)]
         follow: bool,
+    },
+    /// Download a file output of a task (to standard output without `-o`).
+    File {
+        /// Run id.
+        #[arg(long, value_name = "ID")]
+        id: i64,
+        /// Task alias or task id.
+        #[arg(long, value_name = "ALIAS_OR_ID")]
+        task: String,
+        /// The output's name.
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Write it to this file instead.
+        #[arg(short = 'o', long = "output-file", value_name = "PATH")]
+        output: Option<String>,
     },
 }
 

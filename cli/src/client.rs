@@ -174,6 +174,20 @@ impl Client {
         Ok(resp.into_body().into_reader())
     }
 
+    /// `POST path` with a file as the body (its length announced, streamed from disk, no
+    /// overall time limit) → the envelope's `data`.
+    pub fn post_file(&self, path: &str, file: std::fs::File) -> Result<Value> {
+        let mut req = self
+            .agent
+            .post(self.url(path))
+            .content_type("application/octet-stream");
+        if let Some(a) = self.auth() {
+            req = req.header("Authorization", a);
+        }
+        let req = req.config().timeout_global(None).build();
+        self.finish(req.send(file))
+    }
+
     /// `POST path` with a raw body of the given content type → the envelope's `data`.
     pub fn post_raw(&self, path: &str, content_type: &str, body: &[u8]) -> Result<Value> {
         let mut req = self.agent.post(self.url(path)).content_type(content_type);

@@ -54,6 +54,11 @@ pub fn content_type(path: &str, text: &str) -> &'static str {
     }
 }
 
+/// A document as JSON, through the server's parser (versions kept as written).
+pub fn parse(shown: &str, text: &str) -> Result<Value> {
+    docparse::parse_value(text).map_err(|e| anyhow!("{shown}: {e}"))
+}
+
 /// `name` and `version` of a pipeline definition document, versions kept as written.
 pub fn pipeline_identity(text: &str, shown: &str) -> Result<(String, String)> {
     let doc = docparse::parse_value(text).map_err(|e| anyhow!("{shown}: {e}"))?;

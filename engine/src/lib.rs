@@ -8,6 +8,7 @@
 //! - [`users`]: accounts and password hashing.
 //! - [`commands`]: the machine list and fan-out commands on tunnel clients (SPEC §10).
 //! - [`registry`]: apply/list/get/delete of definitions and event intake, as the API uses them.
+//! - [`files`]: file values in an S3 bucket, moved by tasks with presigned URLs.
 //! - [`secrets`]: the key that seals actuator secrets at rest; file-mode helpers.
 
 pub mod actuator;
@@ -16,6 +17,7 @@ pub mod dag;
 pub mod definition;
 pub mod document;
 pub mod error;
+pub mod files;
 pub mod placeholder;
 pub mod registry;
 pub mod runtime;

@@ -81,7 +81,8 @@ enum Quote {
 fn render_command(
     cmd: &str,
     values: &Values,
-    vars: &mut Vec<(String, String)>,
+    downloads: &BTreeMap<Ref, Download>,
+    vars: &mut Vec<(String, VarValue)>,
     by_ref: &mut BTreeMap<Ref, String>,
 ) -> Result<String, String> {
     let mut out = String::with_capacity(cmd.len());
@@ -110,10 +111,15 @@ fn render_command(
                 }
             }
             Part::Ref(r) => {
-                let value = values
-                    .resolve(&r)
-                    .ok_or_else(|| format!("{r} has no value"))?
-                    .to_string();
+                let value = match downloads.get(&r) {
+                    Some(d) => VarValue::Local(d.local.clone()),
+                    None => VarValue::Literal(
+                        values
+                            .resolve(&r)
+                            .ok_or_else(|| format!("{r} has no value"))?
+                            .to_string(),
+                    ),
+                };
                 let var = match by_ref.get(&r) {
                     Some(v) => v.clone(),
                     None => {
@@ -160,6 +166,40 @@ pub struct RunScript<'a> {
     /// actuator also watches for the end itself). Off where the process must outlive nothing
     /// (a container ends with its main process).
     pub callback_in_background: bool,
+    /// The file values the commands use: downloaded before them, and the placeholder stands
+    /// for the local path.
+    pub downloads: &'a BTreeMap<Ref, Download>,
+    /// The file outputs, uploaded after the commands succeeded.
+    pub uploads: &'a [Upload],
+}
+
+/// A file the task downloads before its commands (SPEC §8).
+#[derive(Debug, Clone)]
+pub struct Download {
+    /// A presigned GET.
+    pub url: String,
+    /// Its place, relative to the work directory (`files/1/report.txt`).
+    pub local: String,
+}
+
+/// A file output the task uploads after its commands.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub name: String,
+    /// The output's `value`: a path (relative to the work directory, or absolute) or `$VAR`.
+    pub path: String,
+    /// A presigned PUT.
+    pub url: String,
+    /// The object key, which becomes the output's value.
+    pub key: String,
+}
+
+/// How a variable of `run.sh` gets its value.
+enum VarValue {
+    /// A single-quoted literal.
+    Literal(String),
+    /// A path under the work directory: `"$__eo_dir"/'files/…'`.
+    Local(String),
 }
 
 /// `__eo_json VALUE` sets `__eo_j` to VALUE as a JSON string. Backslash and quote are
@@ -283,6 +323,66 @@ const POST_FN: &str = r#"__eo_post() {
 }
 "#;
 
+/// `__eo_get WHAT LOCAL URL` downloads a file the commands use; `__eo_put NAME PATH URL`
+/// uploads a file output and sets `__eo_size`. Both with curl, else wget (a PUT needs GNU
+/// wget's `--method`; busybox wget has none). A failure sets `__eo_err` to a message naming
+/// the file: `__eo_get` ends the task with it, `__eo_put` returns 1. `-g`: no URL globbing
+/// (`[`, `{` in a name); `-y 60 -Y 1`: a transfer stalled for a minute fails rather than
+/// hanging until the task's timeout.
+const FILES_FN: &str = r#"__eo_fail() {
+    __eo_err=$1
+    echo "eventops: $1" >&2
+    exit 1
+}
+__eo_http_err() {
+    case $1 in
+        000|'') echo "the file store is unreachable" ;;
+        403) echo "refused (HTTP 403: the URL is wrong or has expired)" ;;
+        404) echo "not found (HTTP 404)" ;;
+        *) echo "refused (HTTP $1)" ;;
+    esac
+}
+__eo_get() {
+    mkdir -p "${2%/*}" || __eo_fail "file $1: cannot create ${2%/*}"
+    if command -v curl >/dev/null 2>&1; then
+        __eo_http=$(curl -gsS --connect-timeout 10 -y 60 -Y 1 -o "$2" -w '%{http_code}' "$3") || __eo_http=${__eo_http:-000}
+        case $__eo_http in
+            2??) return 0 ;;
+            *) rm -f "$2"; __eo_fail "file $1: download $(__eo_http_err "$__eo_http")" ;;
+        esac
+    elif command -v wget >/dev/null 2>&1; then
+        wget -q -O "$2" "$3" || { rm -f "$2"; __eo_fail "file $1: download failed (wget)"; }
+    else
+        __eo_fail "file $1: downloading it needs curl or wget"
+    fi
+}
+__eo_put() {
+    case /$2/ in
+        //) __eo_err="file output $1: its path is empty"; return 1 ;;
+        */../*) __eo_err="file output $1: $2 leaves the work directory ('..' is not allowed)"; return 1 ;;
+    esac
+    if [ ! -f "$2" ]; then
+        __eo_err="file output $1: $2 does not exist after the commands (or is not a file)"
+        return 1
+    fi
+    __eo_size=$(($(wc -c < "$2")))
+    if command -v curl >/dev/null 2>&1; then
+        __eo_http=$(curl -gsS --connect-timeout 10 -y 60 -Y 1 -T "$2" -o /dev/null -w '%{http_code}' "$3") || __eo_http=${__eo_http:-000}
+        case $__eo_http in
+            2??) return 0 ;;
+            *) __eo_err="file output $1: upload $(__eo_http_err "$__eo_http")"; return 1 ;;
+        esac
+    elif wget --help 2>&1 | grep -q -- --method; then
+        wget -q --method=PUT --body-file="$2" -O /dev/null "$3" && return 0
+        __eo_err="file output $1: upload failed (wget)"
+        return 1
+    else
+        __eo_err="file output $1: uploading it needs curl (or GNU wget)"
+        return 1
+    fi
+}
+"#;
+
 /// The shell text of the contract's names, so the templates above can say `@CALLBACK@`.
 fn with_names(template: &str) -> String {
     template
@@ -298,7 +398,13 @@ pub fn render_run_sh(s: &RunScript<'_>) -> Result<String, String> {
     let mut by_ref = BTreeMap::new();
     let mut body = String::new();
     for cmd in s.commands {
-        body.push_str(&render_command(cmd, s.values, &mut vars, &mut by_ref)?);
+        body.push_str(&render_command(
+            cmd,
+            s.values,
+            s.downloads,
+            &mut vars,
+            &mut by_ref,
+        )?);
         body.push('\n');
     }
     let mut collect = String::new();
@@ -321,6 +427,42 @@ pub fn render_run_sh(s: &RunScript<'_>) -> Result<String, String> {
             shell_quote(&format!("{sep}{key}:"))
         ));
     }
+    // file outputs: uploaded once the env outputs are read; their value is the object key
+    let mut upload = String::new();
+    for (i, u) in s.uploads.iter().enumerate() {
+        let path = match u.path.strip_prefix('$') {
+            Some(v) => {
+                let v = v
+                    .strip_prefix('{')
+                    .and_then(|v| v.strip_suffix('}'))
+                    .unwrap_or(v);
+                if !is_shell_var(v) {
+                    return Err(format!(
+                        "file output {:?}: {:?} is not a shell variable name",
+                        u.name, u.path
+                    ));
+                }
+                format!("\"${{{v}-}}\"")
+            }
+            None => shell_quote(&u.path),
+        };
+        let name = serde_json::to_string(&u.name).map_err(|e| format!("{e}"))?;
+        let key = serde_json::to_string(&u.key).map_err(|e| format!("{e}"))?;
+        let sep = if i > 0 || !s.env_outputs.is_empty() { "," } else { "" };
+        let fsep = if i > 0 { "," } else { "" };
+        upload.push_str(&format!(
+            "        if [ \"$__eo_code\" -eq 0 ]; then\n            \
+             if __eo_put {} {path} {}; then __eo_outs=$__eo_outs{}; __eo_files=$__eo_files{}$__eo_size; \
+             else __eo_code=1; fi\n        fi\n",
+            shell_quote(&u.name),
+            shell_quote(&u.url),
+            shell_quote(&format!("{sep}{name}:{key}")),
+            shell_quote(&format!("{fsep}{name}:")),
+        ));
+    }
+    if !s.uploads.is_empty() {
+        upload.push_str("        [ \"$__eo_code\" -eq 0 ] || { __eo_outs=; __eo_files=; }\n");
+    }
     let mut sh = String::new();
     sh.push_str("#!/bin/sh\n");
     sh.push_str(&format!(
@@ -335,17 +477,21 @@ pub fn render_run_sh(s: &RunScript<'_>) -> Result<String, String> {
     sh.push_str("__eo_dir=$PWD\n");
     sh.push_str(&json_fn());
     sh.push_str(&with_names(POST_FN));
+    sh.push_str(FILES_FN);
     // Runs at the end, whatever ended the commands; undoes what they may have set (errexit,
     // xtrace would log the secret, noclobber). callback.json (it holds the task's secret) and
     // response.txt are private to the user.
     sh.push_str(
         "__eo_finish() {\n    __eo_code=$1\n    set +e +x +C\n    umask 077\n    trap - EXIT\n    \
-         cd \"$__eo_dir\" || exit \"$__eo_code\"\n    __eo_outs=\n    if [ \"$__eo_code\" -eq 0 ]; then\n",
+         cd \"$__eo_dir\" || exit \"$__eo_code\"\n    __eo_outs= __eo_files=\n    if [ \"$__eo_code\" -eq 0 ]; then\n",
     );
     sh.push_str(&collect);
+    sh.push_str(&upload);
     sh.push_str("        :\n    fi\n");
+    // the reason eventops itself gives for a failure (a download, an upload), if any
+    sh.push_str("    __eo_json \"${__eo_err-}\"; __eo_e=$__eo_j\n");
     sh.push_str(&format!(
-        "    printf '{{\"pipelineId\":{},\"taskId\":{},\"auth\":\"%s\",\"exitCode\":%s,\"outputs\":{{%s}}}}\\n' \"$__eo_auth\" \"$__eo_code\" \"$__eo_outs\" > {}\n",
+        "    printf '{{\"pipelineId\":{},\"taskId\":{},\"auth\":\"%s\",\"exitCode\":%s,\"outputs\":{{%s}},\"files\":{{%s}},\"error\":%s}}\\n' \"$__eo_auth\" \"$__eo_code\" \"$__eo_outs\" \"$__eo_files\" \"$__eo_e\" > {}\n",
         s.pipeline_id, s.task_id, c::CALLBACK_JSON
     ));
     if s.callback_in_background {
@@ -355,7 +501,25 @@ pub fn render_run_sh(s: &RunScript<'_>) -> Result<String, String> {
     }
     sh.push_str("trap '__eo_finish \"$?\"' EXIT\n");
     for (var, value) in &vars {
-        sh.push_str(&format!("{var}={}\n", shell_quote(value)));
+        match value {
+            VarValue::Literal(v) => sh.push_str(&format!("{var}={}\n", shell_quote(v))),
+            VarValue::Local(p) => {
+                sh.push_str(&format!("{var}=\"$__eo_dir\"/{}\n", shell_quote(p)))
+            }
+        }
+    }
+    // the files the commands use, before them (a failure names the file and ends the task)
+    for (r, d) in s.downloads {
+        if by_ref.contains_key(r) {
+            let what = r.to_string();
+            let what = what.trim_start_matches("${{ ").trim_end_matches(" }}");
+            sh.push_str(&format!(
+                "__eo_get {} {} {}\n",
+                shell_quote(what),
+                shell_quote(&d.local),
+                shell_quote(&d.url)
+            ));
+        }
     }
     // eventops' own files are created under umask 077 (start command, nohup.sh); the task's
     // commands get the usual 022 back, so what they create is as it would be without us
@@ -639,6 +803,8 @@ mod tests {
         outputs: Vec<(String, String)>,
         url: &'a str,
         budget: u64,
+        downloads: BTreeMap<Ref, Download>,
+        uploads: Vec<Upload>,
     }
 
     impl Default for Script<'_> {
@@ -649,6 +815,8 @@ mod tests {
                 outputs: vec![("out".into(), "OUT".into())],
                 url: "http://127.0.0.1:9/api/pipeline/callback",
                 budget: 0,
+                downloads: BTreeMap::new(),
+                uploads: Vec::new(),
             }
         }
     }
@@ -666,6 +834,8 @@ mod tests {
                 values: &self.values,
                 callback_budget_secs: self.budget,
                 callback_in_background: false,
+                downloads: &self.downloads,
+                uploads: &self.uploads,
             })
             .unwrap()
         }

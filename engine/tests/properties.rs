@@ -55,6 +55,8 @@ proptest! {
                 values: &values,
                 callback_budget_secs: 0,
                 callback_in_background: false,
+                downloads: &Default::default(),
+                uploads: &[],
             })
             .unwrap();
             std::fs::write(dir.path().join("run.sh"), sh).unwrap();

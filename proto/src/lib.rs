@@ -177,6 +177,9 @@ pub struct TaskView {
     pub actuator_tag: String,
     pub inputs: Value,
     pub outputs: Value,
+    /// The file outputs: `{name: {key, size}}` (the value in `outputs` is the key).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub files: std::collections::BTreeMap<String, FileView>,
     pub error: String,
     pub exit_code: Option<i32>,
     pub timeout: i64,
@@ -195,6 +198,38 @@ pub struct CallbackRequest {
     #[serde(default)]
     pub outputs: std::collections::BTreeMap<String, String>,
     pub exit_code: i32,
+    /// The sizes of the file outputs the script uploaded, `{name: bytes}`.
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, u64>,
+    /// Why eventops' part of the script failed (a download, an upload), when it did.
+    #[serde(default)]
+    pub error: String,
+}
+
+/// A file output of a task.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FileView {
+    /// The object key (under the bucket of the server's `minio.basePath`).
+    pub key: String,
+    pub size: u64,
+}
+
+/// `POST /api/file/upload`: the key a file was stored under.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadedFile {
+    pub key: String,
+    pub size: u64,
+}
+
+/// `GET …/file/{name}?presign=true`: a short-lived download URL.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresignedFile {
+    pub key: String,
+    pub url: String,
+    pub expires_in_secs: u64,
 }
 
 /// `GET /api/event/{id}`: an event's processing status and its event-trigger records.

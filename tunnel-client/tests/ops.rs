@@ -756,6 +756,8 @@ async fn task_files_are_private_to_the_user() {
         values: &engine::script::Values::default(),
         callback_budget_secs: 0,
         callback_in_background: false,
+        downloads: &Default::default(),
+        uploads: &[],
     })
     .unwrap();
     let r = s.start(d, &run_sh).await;

@@ -20,6 +20,8 @@ pub struct AppState {
     pub settings: Settings,
     pub max_body: usize,
     pub max_event: usize,
+    /// `minio.maxUploadBytes`.
+    pub max_upload: u64,
 }
 
 type State = web::Data<AppState>;
@@ -70,8 +72,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/", web::get().to(list_runs))
                 .route("/{id}", web::get().to(get_run))
                 .route("/{id}/cancel", web::post().to(cancel_run))
-                .route("/{id}/task/{task}/log", web::get().to(task_log)),
+                .route("/{id}/task/{task}/log", web::get().to(task_log))
+                .route("/{id}/task/{task}/file/{name}", web::get().to(task_file)),
         )
+        .route("/api/file/upload", web::post().to(upload_file))
         .configure(crate::fanout::routes);
 }
 
@@ -476,6 +480,7 @@ async fn send_event(
 ) -> Result<HttpResponse, ApiError> {
     let text = read_body(&req, body, state.max_event).await?;
     let row = registry::prepare_event(state.settings, &user.0, &text)?;
+    engine::runtime::task_files::check_event_files(&state.engine, &user.0, &row.content).await?;
     let id = state.engine.intake(row).await?;
     log::debug!("event {id} received from {:?}", user.0);
     Ok(ok(EventSent { id }))
@@ -609,4 +614,116 @@ async fn callback(
     let r: proto::CallbackRequest = json(&read_body(&req, body, state.max_body).await?)?;
     let outcome = state.engine.callback(&r).await?;
     Ok(ok(outcome))
+}
+
+// ------------------------------------------------------------------ files
+
+fn file_store(state: &State) -> Result<std::sync::Arc<engine::files::FileStore>, ApiError> {
+    state
+        .engine
+        .settings
+        .files
+        .clone()
+        .ok_or_else(|| ApiError::BadRequest(engine::definition::FILES_DISABLED.into()))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadQuery {
+    name: String,
+}
+
+/// `POST /api/file/upload?name=FILE`: stores the body (its `Content-Length` announced, at most
+/// `minio.maxUploadBytes`) as `uploads/<user>/<random>/<FILE>` and answers the key, for an
+/// event's `files`. Streamed through: the server holds a few chunks at a time, never the file.
+async fn upload_file(
+    state: State,
+    user: AuthUser,
+    req: HttpRequest,
+    mut payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let files = file_store(&state)?;
+    let q = web::Query::<UploadQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?;
+    let len = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| {
+            ApiError::BadRequest("an upload needs its Content-Length (no chunked body)".into())
+        })?;
+    if len > state.max_upload {
+        return Err(ApiError::TooLarge(
+            usize::try_from(state.max_upload).unwrap_or(usize::MAX),
+        ));
+    }
+    let key = engine::files::upload_key(&user.0, &q.name).map_err(ApiError::BadRequest)?;
+    // the request body is not Send; the upload's is: a small channel between the two keeps
+    // memory flat (the S3 side pulls at its pace)
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<web::Bytes, std::io::Error>>(8);
+    let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let pump = async move {
+        while let Some(chunk) = payload.next().await {
+            let item = chunk.map_err(|e| std::io::Error::other(e.to_string()));
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+    };
+    let (stored, ()) = futures_util::join!(files.put(&key, len, body), pump);
+    stored.map_err(engine::Error::from)?;
+    log::info!("file {key:?} ({len} bytes) uploaded by {:?}", user.0);
+    Ok(ok(proto::UploadedFile { key, size: len }))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileQuery {
+    #[serde(default)]
+    presign: bool,
+}
+
+/// How long a presigned download URL for the owner is valid.
+const PRESIGNED_GET_SECS: u64 = 300;
+
+/// `GET /api/pipeline/{id}/task/{task}/file/{name}`: a file output of the caller's run,
+/// streamed from the bucket; `?presign=true` answers a download URL valid for 5 minutes.
+async fn task_file(
+    state: State,
+    user: AuthUser,
+    path: web::Path<(String, String, String)>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let (id, task, name) = path.into_inner();
+    let id = parse_id(&id, "pipeline id")?;
+    let q = web::Query::<FileQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?;
+    let files = file_store(&state)?;
+    let (key, _) =
+        engine::runtime::task_files::task_file(&state.engine, &user.0, id, &task, &name).await?;
+    if q.presign {
+        let ttl = std::time::Duration::from_secs(PRESIGNED_GET_SECS);
+        return Ok(ok(proto::PresignedFile {
+            url: files.presign_get(&key, ttl),
+            key,
+            expires_in_secs: PRESIGNED_GET_SECS,
+        }));
+    }
+    let Some((len, stream)) = files.get(&key).await.map_err(engine::Error::from)? else {
+        return Err(ApiError::NotFound(format!(
+            "file {key:?} is no longer in the bucket"
+        )));
+    };
+    let mut r = HttpResponse::Ok();
+    r.content_type("application/octet-stream");
+    r.insert_header((
+        actix_web::http::header::CONTENT_DISPOSITION,
+        actix_web::http::header::ContentDisposition::attachment(engine::files::local_name(&key)),
+    ));
+    if let Some(len) = len {
+        r.no_chunking(len);
+    }
+    Ok(r.streaming(stream))
 }

@@ -58,6 +58,15 @@ pub struct Config {
     pub http: HttpConfig,
     pub tunnel: TunnelConfig,
     pub actuators: ActuatorsConfig,
+    pub runs: RunsConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct RunsConfig {
+    /// Runs that ended more than this many days ago are deleted, with their tasks and the
+    /// files they made; 0 (the default) keeps them all.
+    pub retention_days: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -124,7 +133,37 @@ pub struct MinioConfig {
     pub secret_access_key: Secret,
     #[serde(default)]
     pub ssl: bool,
+    /// The bucket of every file value; created at start when missing.
     pub base_path: String,
+    /// The region requests are signed for (MinIO and most servers accept any).
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// The largest file `POST /api/file/upload` (`eoctl event send --attach`) takes.
+    #[serde(default = "default_max_upload")]
+    pub max_upload_bytes: u64,
+}
+
+impl MinioConfig {
+    /// The engine's view of this section.
+    pub fn file_config(&self) -> engine::files::FileConfig {
+        engine::files::FileConfig {
+            server: self.server.clone(),
+            ssl: self.ssl,
+            access_key: self.access_key_id.clone(),
+            secret_key: self.secret_access_key.0.clone(),
+            bucket: self.base_path.clone(),
+            region: self.region.clone(),
+        }
+    }
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+/// 5 GiB: the most one S3 `PUT` stores.
+fn default_max_upload() -> u64 {
+    5 << 30
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -278,6 +317,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             tunnel: TunnelConfig::default(),
             actuators: ActuatorsConfig::default(),
+            runs: RunsConfig::default(),
         }
     }
 }
@@ -311,6 +351,8 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("minio.secretAccessKey", Kind::Text),
     ("minio.ssl", Kind::Scalar),
     ("minio.basePath", Kind::Text),
+    ("minio.region", Kind::Text),
+    ("minio.maxUploadBytes", Kind::Scalar),
     ("event.process.bufferSize", Kind::Scalar),
     ("event.process.workNum", Kind::Scalar),
     ("event.process.triggerCacheSize", Kind::Scalar),
@@ -332,6 +374,7 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("http.workers", Kind::Scalar),
     ("tunnel.offlineWaitSecs", Kind::Scalar),
     ("actuators.dockerSockets", Kind::List),
+    ("runs.retentionDays", Kind::Scalar),
 ];
 
 /// `event.process.bufferSize` → `EVENTOPS_EVENT_PROCESS_BUFFER_SIZE`.
@@ -618,6 +661,10 @@ impl Config {
         let id = format!("{host}-{:08x}", rand::random::<u32>());
         write_private(&file, &id).map_err(|e| ConfigError(format!("{}: {e}", file.display())))?;
         Ok(id)
+    }
+
+    pub fn max_upload_bytes(&self) -> u64 {
+        self.minio.as_ref().map_or(0, |m| m.max_upload_bytes)
     }
 
     pub fn files_enabled(&self) -> bool {

@@ -53,7 +53,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let listener = std::net::TcpListener::bind((config.bind_address.as_str(), config.port))
         .with_context(|| format!("cannot listen on {}:{}", config.bind_address, config.port))?;
     let addr = listener.local_addr()?;
-    let engine = start_engine(&config, addr.port(), db.clone()).await?;
+    let files = open_files(&config).await?;
+    let engine = start_engine(&config, addr.port(), db.clone(), files).await?;
     let state = web::Data::new(AppState {
         db,
         engine: engine.clone(),
@@ -62,6 +63,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         },
         max_body: config.http.max_body_bytes,
         max_event: config.http.max_event_bytes,
+        max_upload: config.max_upload_bytes(),
     });
     let mut server = HttpServer::new(move || {
         App::new()
@@ -100,6 +102,45 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     })
 }
 
+/// The file store of `minio:`, its bucket created when missing. A store that refuses (wrong
+/// keys, no right to create the bucket) stops start-up with its answer; one that cannot be
+/// reached does not (file tasks fail with that reason until it is back), and the bucket is
+/// checked again in the background until it answers.
+async fn open_files(
+    config: &Config,
+) -> anyhow::Result<Option<std::sync::Arc<engine::files::FileStore>>> {
+    let Some(m) = &config.minio else {
+        return Ok(None);
+    };
+    let store = engine::files::FileStore::new(&m.file_config()).map_err(anyhow::Error::msg)?;
+    let store = std::sync::Arc::new(store);
+    match store.ensure_bucket().await {
+        Ok(()) => {}
+        Err(e @ engine::files::FileError::Unreachable { .. }) => {
+            log::warn!("files: {e}; retrying in the background");
+            let s = store.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                    match s.ensure_bucket().await {
+                        Ok(()) => {
+                            log::info!("files: the file store answers again");
+                            return;
+                        }
+                        Err(engine::files::FileError::Unreachable { .. }) => {}
+                        Err(e) => {
+                            log::error!("files: {e}");
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        Err(e) => anyhow::bail!("minio: {e}"),
+    }
+    Ok(Some(store))
+}
+
 /// Seals the actuator secrets older versions stored in clear, and checks that the stored
 /// sealed ones open with the configured key: a wrong or lost key stops start-up here, naming
 /// the key, instead of failing every task later.
@@ -127,6 +168,7 @@ async fn start_engine(
     config: &Config,
     port: u16,
     db: Db,
+    files: Option<std::sync::Arc<engine::files::FileStore>>,
 ) -> anyhow::Result<std::sync::Arc<engine::runtime::Engine>> {
     let p = &config.event.process;
     let instance_id = config.instance_id()?;
@@ -146,6 +188,9 @@ async fn start_engine(
             docker_sockets: config.actuators.docker_sockets.clone(),
         },
         tunnel_offline_wait: std::time::Duration::from_secs(config.tunnel.offline_wait_secs),
+        files,
+        retention: (config.runs.retention_days > 0)
+            .then(|| std::time::Duration::from_secs(config.runs.retention_days * 86_400)),
     };
     Ok(engine::runtime::Engine::start(db, settings).await?)
 }

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 
 pub mod docker;
+pub mod s3;
 pub mod own_db;
 
 pub struct TestServer {

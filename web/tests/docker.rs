@@ -204,6 +204,23 @@ fn bad_input_gets_a_precise_task_error_and_leaves_no_container() {
 }
 
 #[test]
+fn an_image_with_a_non_root_user_runs_as_it_and_writes_its_outputs() {
+    let Some((d, _server, api)) = on_socket() else {
+        return;
+    };
+    // the work directory belongs to the image's USER: run.sh writes its files there
+    let v = one_task(
+        &api,
+        &d.nobody_image,
+        &["echo note > here.txt", "export OUT=\"$(id -u):$(cat here.txt)\""],
+        60,
+    );
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(v["outputs"]["out"], "65534:note", "{v}");
+    d.wait_gone(v["id"].as_i64().unwrap());
+}
+
+#[test]
 fn a_container_killed_from_outside_fails_its_task_with_the_reason() {
     let Some((d, _server, api)) = on_socket() else {
         return;

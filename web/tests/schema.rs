@@ -152,6 +152,7 @@ async fn round_trip(db: &Db) -> Result<(), StoreError> {
                 job_id: s(""),
                 secret_hash: s("h"),
                 timeout_secs: 3600,
+                file_sizes: None,
                 created_at: 1,
                 started_at: None,
                 ended_at: None,

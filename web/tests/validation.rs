@@ -186,6 +186,8 @@ fn type_rules_with_files_enabled() {
         secret_access_key: Secret("s".into()),
         ssl: false,
         base_path: "eventops".into(),
+        region: "us-east-1".into(),
+        max_upload_bytes: 1 << 20,
     });
     let server = TestServer::with_config(config);
     let mut api = Api::new(&server.url);

@@ -1,7 +1,7 @@
 //! `eoctl event send -f FILE`: sends the file as written (YAML or JSON) and prints the id;
 //! `eoctl event get ID`: the event's processing status and its event-trigger records.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::Ctx;
 use crate::args::EventCmd;
@@ -14,12 +14,16 @@ const REASON_WIDTH: usize = 80;
 
 pub fn run(ctx: &Ctx, cmd: EventCmd) -> Result<()> {
     match cmd {
-        EventCmd::Send(f) => {
-            let text = document::read(&f.file)?;
-            let content_type = document::content_type(&f.file, &text);
-            let data = ctx
-                .client()?
-                .post_raw("/api/event/send", content_type, text.as_bytes())?;
+        EventCmd::Send(a) => {
+            let f = &a.file;
+            let mut text = document::read(&f.file)?;
+            let mut content_type = document::content_type(&f.file, &text);
+            let client = ctx.client()?;
+            if !a.attach.is_empty() {
+                text = attach(&client, &f.file, &text, &a.attach)?;
+                content_type = "application/json";
+            }
+            let data = client.post_raw("/api/event/send", content_type, text.as_bytes())?;
             if output::print_structured(ctx.format, &data)? {
                 return Ok(());
             }
@@ -122,4 +126,45 @@ mod tests {
         assert!(text.trim_end().ends_with("-"), "{text}");
         assert!(!text.contains("Triggers:"), "{text}");
     }
+}
+
+/// Uploads each `NAME=PATH` through the server and answers the event (as JSON) with
+/// `files.NAME` naming the stored object.
+fn attach(
+    client: &crate::client::Client,
+    shown: &str,
+    text: &str,
+    attach: &[String],
+) -> Result<String> {
+    let mut doc = document::parse(shown, text)?;
+    let Some(obj) = doc.as_object_mut() else {
+        anyhow::bail!("{shown}: an event is a mapping");
+    };
+    let files = obj
+        .entry("files")
+        .or_insert_with(|| serde_json::Value::Object(Default::default()));
+    let Some(files) = files.as_object_mut() else {
+        anyhow::bail!("{shown}: files must be a mapping");
+    };
+    for a in attach {
+        let Some((name, path)) = a.split_once('=').filter(|(n, p)| !n.is_empty() && !p.is_empty())
+        else {
+            anyhow::bail!("--attach {a:?}: expected NAME=PATH");
+        };
+        let file = std::fs::File::open(path).with_context(|| format!("--attach {name}: cannot read {path}"))?;
+        let file_name = std::path::Path::new(path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| name.to_string());
+        let query = format!("/api/file/upload?name={}", crate::client::encode_segment(&file_name));
+        let data = client
+            .post_file(&query, file)
+            .with_context(|| format!("--attach {name}: uploading {path}"))?;
+        let up: proto::UploadedFile = typed(data, "uploaded file")?;
+        files.insert(
+            name.to_string(),
+            serde_json::json!({"value": up.key, "type": "minio"}),
+        );
+    }
+    Ok(serde_json::to_string(&doc)?)
 }

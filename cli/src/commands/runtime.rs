@@ -1,4 +1,4 @@
-//! `eoctl runtime list|get|cancel|logs`: pipeline runs (SPEC §6).
+//! `eoctl runtime list|get|cancel|logs|file`: pipeline runs (SPEC §6, §8).
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Read, Write};
@@ -22,6 +22,38 @@ pub fn run(ctx: &Ctx, cmd: RuntimeCmd) -> Result<()> {
         RuntimeCmd::Get { id } => get(ctx, id),
         RuntimeCmd::Cancel { id } => cancel(ctx, id),
         RuntimeCmd::Logs { id, task, follow } => logs(ctx, id, &task, follow),
+        RuntimeCmd::File {
+            id,
+            task,
+            name,
+            output,
+        } => file(ctx, id, &task, &name, output.as_deref()),
+    }
+}
+
+/// `eoctl runtime file --id=RUN --task=ALIAS NAME [-o PATH]`: streamed from the server (which
+/// checks the run is the caller's) to PATH, or to standard output.
+fn file(ctx: &Ctx, id: i64, task: &str, name: &str, output: Option<&str>) -> Result<()> {
+    if task.trim().is_empty() || name.trim().is_empty() {
+        return Err(anyhow!("task and NAME must not be empty"));
+    }
+    let path = api_path(&format!("{BASE}/{id}/task"), &[task, "file", name]);
+    let mut reader = ctx.client()?.get_stream(&path, true)?;
+    match output {
+        Some(p) if p != "-" => {
+            let tmp = format!("{p}.part");
+            let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {tmp}"))?;
+            io::copy(&mut reader, &mut f)
+                .with_context(|| format!("downloading {name:?} of task {task:?} broke off"))?;
+            f.sync_all().ok();
+            std::fs::rename(&tmp, p).with_context(|| format!("cannot write {p}"))?;
+            Ok(())
+        }
+        _ => {
+            let stdout = io::stdout();
+            copy_flushing(reader, &mut stdout.lock())
+                .with_context(|| format!("downloading {name:?} of task {task:?} broke off"))
+        }
     }
 }
 
@@ -163,7 +195,41 @@ fn render_run(run: &proto::RunView) -> Result<String> {
     } else {
         out.push_str(&task_table(&run.tasks).render());
     }
+    // file outputs with their sizes (`eoctl runtime file` downloads one)
+    let mut files = Table::new(&["TASK", "FILE", "SIZE", "KEY"]);
+    let mut any = false;
+    for t in &run.tasks {
+        for (name, f) in &t.files {
+            any = true;
+            files.row(vec![
+                t.alias.clone(),
+                name.clone(),
+                human_size(f.size),
+                f.key.clone(),
+            ]);
+        }
+    }
+    if any {
+        out.push('\n');
+        out.push_str(&files.render());
+    }
     Ok(out)
+}
+
+/// `1.5 MiB`, `512 B`.
+fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 /// The tasks, each child DAG (tasks whose `parentTaskId` is a pipeline-type task of this run)
@@ -302,6 +368,7 @@ mod tests {
             },
             inputs: Value::Null,
             outputs: Value::Null,
+            files: Default::default(),
             error: String::new(),
             exit_code: (kind == "os").then_some(0),
             timeout: 0,

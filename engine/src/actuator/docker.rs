@@ -612,7 +612,12 @@ impl Actuator for Docker {
                 }
             }
             let tar = run_sh_archive(&job.run_sh)?;
-            let opts = q::UploadToContainerOptionsBuilder::new().path("/").build();
+            // copyUIDGID: the daemon chowns what it unpacks to the container's user (the
+            // image's USER, looked up in its /etc/passwd), so a non-root image can write there.
+            let opts = q::UploadToContainerOptionsBuilder::new()
+                .path("/")
+                .copy_uidgid("1")
+                .build();
             c.upload_to_container(&name, Some(opts), bollard::body_full(tar.into()))
                 .await
                 .map_err(|e| self.err("copying run.sh into the container", e))?;

@@ -57,6 +57,7 @@ impl EventDoc {
             if f.value.trim().is_empty() {
                 return Err(p(format!("files.{k}.value is empty")));
             }
+            crate::files::parse_key(&f.value).map_err(|e| p(format!("files.{k}.value: {e}")))?;
             if f.kind != "minio" {
                 return Err(p(format!(
                     "files.{k}.type {:?} is not supported (expected minio)",

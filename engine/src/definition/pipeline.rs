@@ -335,6 +335,17 @@ impl PipelineDef {
                 if o.kind == Some(ValueType::File) && !ctx.files_enabled {
                     return Err(tp(format!("output {:?}: {FILES_DISABLED}", o.name)));
                 }
+                // a file output of a job task is a path in (or below) the work directory,
+                // or `$VAR`; a pipeline-type task's names an output of its child
+                if o.kind == Some(ValueType::File)
+                    && t.kind != "pipeline"
+                    && o.value.split('/').any(|s| s == "..")
+                {
+                    return Err(tp(format!(
+                        "output {:?}: path {:?} leaves the work directory ('..' is not allowed)",
+                        o.name, o.value
+                    )));
+                }
                 if let Some(cx) = &o.set_to_context {
                     let ty = task_outputs
                         .get(&t.alias)

@@ -14,6 +14,8 @@ pub mod loader;
 pub mod matching;
 pub mod processor;
 pub mod run;
+pub mod retention;
+pub mod task_files;
 pub mod views;
 
 use crate::actuator;
@@ -51,6 +53,10 @@ pub struct Settings {
     pub actuator_policy: crate::definition::actuator::ActuatorPolicy,
     /// How long a task waits for an offline tunnel client before it errors.
     pub tunnel_offline_wait: Duration,
+    /// The S3 bucket of file values (`minio:`), when configured.
+    pub files: Option<Arc<crate::files::FileStore>>,
+    /// Runs ended longer ago than this are deleted with their files (`runs.retentionDays`).
+    pub retention: Option<Duration>,
 }
 
 /// A trigger as the matcher uses it.
@@ -154,6 +160,9 @@ impl Engine {
         tokio::spawn(loader::run(engine.clone()));
         tokio::spawn(keep_leases(engine.clone()));
         tokio::spawn(reap_containers(engine.clone()));
+        if engine.settings.retention.is_some() {
+            tokio::spawn(retention::prune_forever(engine.clone()));
+        }
         let resumed = store::runs::claim_running(
             &engine.db,
             &engine.settings.instance_id,

@@ -291,6 +291,7 @@ pub fn new_tasks(
                     .min(crate::definition::pipeline::MAX_TIMEOUT),
             )
             .unwrap_or(i64::MAX / 2000),
+            file_sizes: None,
             created_at: now,
             started_at: None,
             ended_at: None,

@@ -13,6 +13,7 @@ use crate::definition::actuator::ActuatorKind;
 use crate::definition::pipeline::{TaskDef, TaskKind};
 use crate::definition::{ImageRef, PipelineDef, Selector};
 use crate::placeholder;
+use super::views::TaskEnd;
 use crate::script::{self, Values};
 use crate::store::models::{Pipeline, Task};
 use crate::store::runs::{RunChange, TaskChange};
@@ -582,7 +583,12 @@ impl RunActor {
                     .clone()
                     .or_else(|| def.actuator_selector.clone());
                 let engine = self.engine.clone();
-                let run = (self.run.id, self.run.creator.clone());
+                let run = RunOf {
+                    id: self.run.id,
+                    owner: self.run.creator.clone(),
+                    sender: self.run.event_creator.clone(),
+                    scope: def.clone(),
+                };
                 let tx = self.own.clone();
                 // an earlier attempt's job id (the server stopped after recording it)
                 let prior = self
@@ -592,7 +598,7 @@ impl RunActor {
                     .filter(|j| !j.is_empty());
                 tokio::spawn(async move {
                     let res =
-                        start_job_task(&engine, run, (id, kind), &tdef, (selector, prior), &values)
+                        start_job_task(&engine, &run, (id, kind), &tdef, (selector, prior), &values)
                             .await;
                     tell(&tx, Internal::Started(id, res));
                 });
@@ -674,9 +680,29 @@ impl RunActor {
                 child_outputs.get(&o.value).cloned().unwrap_or_default(),
             );
         }
+        // a file output passed up from the child keeps the size the child's task recorded
+        let mut sizes = BTreeMap::new();
+        for o in tdef.map(|d| d.outputs.as_slice()).unwrap_or_default() {
+            if o.kind != Some(crate::definition::ValueType::File) {
+                continue;
+            }
+            let key = outs.get(&o.name).cloned().unwrap_or_default();
+            let size = self.tasks.values().find_map(|x| {
+                let s: BTreeMap<String, u64> =
+                    serde_json::from_str(x.file_sizes.as_deref()?).ok()?;
+                let o: BTreeMap<String, String> = serde_json::from_str(&x.outputs).ok()?;
+                o.iter()
+                    .find(|(_, v)| **v == key)
+                    .and_then(|(n, _)| s.get(n).copied())
+            });
+            if let Some(size) = size {
+                sizes.insert(o.name.clone(), size);
+            }
+        }
         let change = TaskChange {
             status: Some(SUCCESS.into()),
             outputs: Some(json(&outs)),
+            file_sizes: Some((!sizes.is_empty()).then(|| json(&sizes))),
             ended_at: Some(Some(now_ms())),
             ..Default::default()
         };
@@ -919,11 +945,8 @@ impl RunActor {
         let mut lost_once = self.polls.get(&id).is_some_and(|p| p.lost_once);
         match res {
             Ok(JobStatus::Exited { code, callback }) => {
-                let outputs = callback
-                    .and_then(|c| serde_json::from_str::<proto::CallbackRequest>(&c).ok())
-                    .map(|c| c.outputs)
-                    .unwrap_or_default();
-                match self.engine.complete_task(id, code, outputs).await {
+                let end = TaskEnd::read(code, callback.as_deref());
+                match self.engine.complete_task(id, end).await {
                     Ok(_) => {
                         self.refresh(id).await;
                         self.on_task_ended(id).await;
@@ -1013,45 +1036,40 @@ async fn pick_actuator(
     Err(format!("no {what} with tags [{}]", sel.tags.join(", ")))
 }
 
+/// The run a task belongs to, as starting it needs it.
+struct RunOf {
+    id: i64,
+    owner: String,
+    /// Who sent the event that started the run.
+    sender: String,
+    /// The definition of the task's scope.
+    scope: PipelineDef,
+}
+
 async fn start_job_task(
     engine: &Arc<Engine>,
-    (run_id, creator): (i64, String),
+    run: &RunOf,
     (task_id, kind): (i64, TaskKind),
     tdef: &TaskDef,
     (selector, prior): (Option<Selector>, Option<String>),
     values: &Values,
 ) -> Result<(), String> {
-    let (row, tag) = pick_actuator(engine, &creator, kind, selector.as_ref(), &tdef.alias).await?;
+    let (run_id, creator) = (run.id, &run.owner);
+    let (row, tag) = pick_actuator(engine, creator, kind, selector.as_ref(), &tdef.alias).await?;
     let (adef, act) = engine
-        .actuator_for(&creator, &row)
+        .actuator_for(creator, &row)
         .map_err(|e| e.to_string())?;
     let secret = engine.task_secret(task_id);
+    let timeout_secs = tdef
+        .timeout
+        .unwrap_or(crate::definition::pipeline::DEFAULT_TIMEOUT);
+    // a placeholder without a value fails the task before anything is placed
     let env_outputs: Vec<(String, String)> = tdef
         .outputs
         .iter()
         .filter(|o| o.kind.unwrap_or_default() == crate::definition::ValueType::Env)
         .map(|o| (o.name.clone(), o.value.clone()))
         .collect();
-    let callback_url = format!("{}/api/pipeline/callback", engine.settings.callback_address);
-    // a container ends with its main process: the callback is one short try in the
-    // foreground (the server reads callback.json from the stopped container anyway)
-    let container = kind == TaskKind::Docker;
-    let run_sh = script::render_run_sh(&script::RunScript {
-        pipeline_id: run_id,
-        task_id,
-        alias: &tdef.alias,
-        secret: &secret,
-        callback_url: &callback_url,
-        commands: &tdef.commands,
-        env_outputs: &env_outputs,
-        values,
-        callback_budget_secs: if container {
-            0
-        } else {
-            engine.settings.callback_budget.as_secs()
-        },
-        callback_in_background: !container,
-    })?;
     // the values this task saw, for the run view
     let mut seen = BTreeMap::new();
     for c in &tdef.commands {
@@ -1106,6 +1124,52 @@ async fn start_job_task(
             }
         }
     }
+    // rendered once the task has its slot: the file URLs it holds count from now
+    let rendered = async {
+        let (downloads, uploads) = super::task_files::prepare(
+            engine,
+            &super::task_files::FileTask {
+                run_id,
+                task_id,
+                owner: creator,
+                sender: &run.sender,
+                scope: &run.scope,
+                tdef,
+                values,
+                timeout_secs,
+            },
+        )
+        .await?;
+        let callback_url = format!("{}/api/pipeline/callback", engine.settings.callback_address);
+        // a container ends with its main process: the callback is one short try in the
+        // foreground (the server reads callback.json from the stopped container anyway)
+        let container = kind == TaskKind::Docker;
+        script::render_run_sh(&script::RunScript {
+            pipeline_id: run_id,
+            task_id,
+            alias: &tdef.alias,
+            secret: &secret,
+            callback_url: &callback_url,
+            commands: &tdef.commands,
+            env_outputs: &env_outputs,
+            values,
+            callback_budget_secs: if container {
+                0
+            } else {
+                engine.settings.callback_budget.as_secs()
+            },
+            callback_in_background: !container,
+            downloads: &downloads,
+            uploads: &uploads,
+        })
+    };
+    let run_sh = match rendered.await {
+        Ok(sh) => sh,
+        Err(e) => {
+            act.release(task_id);
+            return Err(e);
+        }
+    };
     // short tasks: learn the end from the actuator at once rather than from the callback
     // (whichever comes first is recorded; the other is ignored)
     let job = Job {
@@ -1115,9 +1179,7 @@ async fn start_job_task(
         image: tdef.image.clone(),
         run_sh,
         env: Vec::new(),
-        timeout_secs: tdef
-            .timeout
-            .unwrap_or(crate::definition::pipeline::DEFAULT_TIMEOUT),
+        timeout_secs,
         has_outputs: !tdef.outputs.is_empty(),
         job_id,
     };
@@ -1135,12 +1197,8 @@ async fn start_job_task(
         .await
         .map_err(|e| e.to_string())?;
     if let Ok(Some((code, callback))) = ended.await {
-        let outputs = callback
-            .and_then(|c| serde_json::from_str::<proto::CallbackRequest>(&c).ok())
-            .map(|c| c.outputs)
-            .unwrap_or_default();
         engine
-            .complete_task(task_id, code, outputs)
+            .complete_task(task_id, TaskEnd::read(code, callback.as_deref()))
             .await
             .map_err(|e| e.to_string())?;
     }

@@ -10,6 +10,46 @@ use proto::{CallbackRequest, EventTriggerView, EventView, RunSummary, RunView, T
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+/// How a task ended, from its callback (posted, or read from its `callback.json`) or from its
+/// exit code alone.
+#[derive(Debug, Default, Clone)]
+pub struct TaskEnd {
+    pub exit_code: i32,
+    pub outputs: BTreeMap<String, String>,
+    /// Sizes of the file outputs, `{name: bytes}`.
+    pub files: BTreeMap<String, u64>,
+    /// The script's reason for a failure of its own (a download or upload), if any.
+    pub error: String,
+}
+
+impl From<CallbackRequest> for TaskEnd {
+    fn from(c: CallbackRequest) -> Self {
+        TaskEnd {
+            exit_code: c.exit_code,
+            outputs: c.outputs,
+            files: c.files,
+            error: c.error,
+        }
+    }
+}
+
+impl TaskEnd {
+    /// From an exit code and the `callback.json` the actuator read, if any (a callback.json
+    /// of another shape is ignored: the code decides).
+    pub fn read(exit_code: i32, callback: Option<&str>) -> TaskEnd {
+        match callback.and_then(|c| serde_json::from_str::<CallbackRequest>(c).ok()) {
+            Some(c) => TaskEnd {
+                exit_code,
+                ..TaskEnd::from(c)
+            },
+            None => TaskEnd {
+                exit_code,
+                ..Default::default()
+            },
+        }
+    }
+}
+
 fn parse(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or(Value::Null)
 }
@@ -44,6 +84,7 @@ fn task_view(t: &Task) -> TaskView {
         actuator_tag: t.actuator_tag.clone(),
         inputs: parse(&t.inputs),
         outputs: parse(&t.outputs),
+        files: file_views(t),
         error: t.error.clone(),
         exit_code: t.exit_code,
         timeout: t.timeout_secs,
@@ -51,6 +92,22 @@ fn task_view(t: &Task) -> TaskView {
         started_at: t.started_at.map(format_ms),
         ended_at: t.ended_at.map(format_ms),
     }
+}
+
+/// A task's file outputs with their sizes.
+fn file_views(t: &Task) -> BTreeMap<String, proto::FileView> {
+    let Some(sizes) = t.file_sizes.as_deref() else {
+        return BTreeMap::new();
+    };
+    let sizes: BTreeMap<String, u64> = serde_json::from_str(sizes).unwrap_or_default();
+    let outputs: BTreeMap<String, String> = serde_json::from_str(&t.outputs).unwrap_or_default();
+    sizes
+        .into_iter()
+        .filter_map(|(name, size)| {
+            let key = outputs.get(&name)?.clone();
+            Some((name, proto::FileView { key, size }))
+        })
+        .collect()
 }
 
 /// Constant-time comparison of two hex digests.
@@ -65,24 +122,19 @@ fn same(a: &str, b: &str) -> bool {
 impl Engine {
     /// Records a task's end (from its callback or from polling `exit.code`), if it has not
     /// ended yet, and tells its run. True when this call recorded it.
-    pub async fn complete_task(
-        &self,
-        task_id: i64,
-        exit_code: i32,
-        outputs: BTreeMap<String, String>,
-    ) -> Result<bool> {
-        self.record_end(&self.db, task_id, exit_code, outputs).await
+    pub async fn complete_task(&self, task_id: i64, end: TaskEnd) -> Result<bool> {
+        self.record_end(&self.db, task_id, end).await
     }
 
     /// [`complete_task`](Engine::complete_task) through `db` (the API's fail-fast handle for
     /// a callback, the actors' retrying one otherwise).
-    async fn record_end(
-        &self,
-        db: &store::Db,
-        task_id: i64,
-        exit_code: i32,
-        outputs: BTreeMap<String, String>,
-    ) -> Result<bool> {
+    async fn record_end(&self, db: &store::Db, task_id: i64, end: TaskEnd) -> Result<bool> {
+        let TaskEnd {
+            exit_code,
+            outputs,
+            files,
+            error,
+        } = end;
         let ok = exit_code == 0;
         let change = TaskChange {
             status: Some(if ok { SUCCESS } else { FAILED }.into()),
@@ -91,8 +143,15 @@ impl Engine {
             } else {
                 "{}".into()
             }),
+            file_sizes: Some(
+                (ok && !files.is_empty())
+                    .then(|| serde_json::to_string(&files).unwrap_or_else(|_| "{}".into())),
+            ),
             error: Some(if ok {
                 String::new()
+            } else if !error.is_empty() {
+                // the script's own reason (a file it could not move), capped
+                error.chars().take(2000).collect()
             } else {
                 format!("commands exited with code {exit_code}")
             }),
@@ -124,7 +183,7 @@ impl Engine {
             return Err(refused());
         }
         if self
-            .record_end(&self.api_db, task.id, req.exit_code, req.outputs.clone())
+            .record_end(&self.api_db, task.id, TaskEnd::from(req.clone()))
             .await?
         {
             Ok("recorded")

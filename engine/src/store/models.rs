@@ -147,6 +147,8 @@ pub struct Task {
     pub job_id: String,
     pub secret_hash: String,
     pub timeout_secs: i64,
+    /// The sizes of its file outputs, `{name: bytes}` (JSON); `None` when it has none.
+    pub file_sizes: Option<String>,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub ended_at: Option<i64>,

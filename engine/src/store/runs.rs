@@ -23,6 +23,7 @@ pub struct TaskChange {
     pub exit_code: Option<Option<i32>>,
     pub job_id: Option<String>,
     pub secret_hash: Option<String>,
+    pub file_sizes: Option<Option<String>>,
     pub started_at: Option<Option<i64>>,
     pub ended_at: Option<Option<i64>>,
     pub updated_at: Option<i64>,
@@ -373,4 +374,40 @@ pub async fn statuses(db: &Db, ids: &[i64]) -> Result<Vec<(i64, String)>> {
         out.extend(part);
     }
     Ok(out)
+}
+
+/// Up to `limit` runs of any owner that ended before `before` (ms), oldest first.
+pub async fn ended_before(db: &Db, before: i64, limit: i64) -> Result<Vec<i64>> {
+    db_run!(db, |c| {
+        Ok(pipelines::table
+            .filter(pipelines::ended_at.lt(before))
+            .order(pipelines::ended_at.asc())
+            .select(pipelines::id)
+            .limit(limit)
+            .load(c)
+            .await?)
+    })
+}
+
+/// Deletes an ended run and its tasks (one transaction). False when it is not ended (it
+/// cannot be running again: the check is in the delete).
+pub async fn delete_ended(db: &Db, id: i64) -> Result<bool> {
+    db_run!(db, |c| {
+        c.transaction::<_, StoreError, _>(async |c| {
+            let n = diesel::delete(
+                pipelines::table
+                    .filter(pipelines::id.eq(id))
+                    .filter(pipelines::ended_at.is_not_null()),
+            )
+            .execute(c)
+            .await?;
+            if n == 1 {
+                diesel::delete(tasks::table.filter(tasks::pipeline_id.eq(id)))
+                    .execute(c)
+                    .await?;
+            }
+            Ok(n == 1)
+        })
+        .await
+    })
 }

@@ -140,6 +140,7 @@ diesel::table! {
         job_id -> Text,
         secret_hash -> Text,
         timeout_secs -> BigInt,
+        file_sizes -> Nullable<Text>,
         created_at -> BigInt,
         started_at -> Nullable<BigInt>,
         ended_at -> Nullable<BigInt>,

@@ -72,6 +72,9 @@ pub struct DockerEnv {
     pub image: String,
     /// The image without a shell: `eventops-test/nosh:1` (`EVENTOPS_TEST_DOCKER_NOSH_IMAGE`).
     pub nosh_image: String,
+    /// The busybox image with `USER nobody`: `eventops-test/nobody:1`
+    /// (`EVENTOPS_TEST_DOCKER_NOBODY_IMAGE`).
+    pub nobody_image: String,
     /// The open registry: `127.0.0.1:5000` (`EVENTOPS_TEST_REGISTRY`).
     pub registry: String,
 }
@@ -86,6 +89,7 @@ impl DockerEnv {
             tcp: get("EVENTOPS_TEST_DOCKER_TCP")?,
             image: get("EVENTOPS_TEST_DOCKER_IMAGE")?,
             nosh_image: get("EVENTOPS_TEST_DOCKER_NOSH_IMAGE")?,
+            nobody_image: get("EVENTOPS_TEST_DOCKER_NOBODY_IMAGE")?,
             registry: get("EVENTOPS_TEST_REGISTRY")?,
         })
     }

@@ -1,0 +1,56 @@
+//! Run history retention (`runs.retentionDays`, off by default): runs that ended longer ago
+//! are deleted with their tasks and with the files their tasks made (`pipeline-<id>/…` in the
+//! bucket). The files go first: a run whose files cannot be deleted now (the file store is
+//! unreachable) is kept and tried again on the next round, so no object is orphaned.
+
+use super::Engine;
+use crate::store::{self, now_ms};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the history is pruned.
+const EVERY: Duration = Duration::from_secs(3600);
+
+/// Prunes now, then every hour.
+pub async fn prune_forever(engine: Arc<Engine>) {
+    loop {
+        match prune(&engine).await {
+            Ok(0) => {}
+            Ok(n) => log::info!("retention: deleted {n} ended run(s) and their files"),
+            Err(e) => log::warn!("retention: {e}"),
+        }
+        tokio::time::sleep(EVERY).await;
+    }
+}
+
+/// Deletes the runs that ended before the retention period; answers how many.
+pub async fn prune(engine: &Engine) -> Result<usize, String> {
+    let Some(keep) = engine.settings.retention else {
+        return Ok(0);
+    };
+    let before = now_ms() - i64::try_from(keep.as_millis()).unwrap_or(i64::MAX / 2);
+    let mut deleted = 0;
+    loop {
+        let ids = store::runs::ended_before(&engine.db, before, 100)
+            .await
+            .map_err(|e| e.to_string())?;
+        let batch = ids.len();
+        for id in ids {
+            if let Some(files) = engine.settings.files.as_deref() {
+                files
+                    .delete_prefix(&crate::files::run_prefix(id))
+                    .await
+                    .map_err(|e| format!("run {id}: deleting its files: {e}"))?;
+            }
+            if store::runs::delete_ended(&engine.db, id)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                deleted += 1;
+            }
+        }
+        if batch < 100 {
+            return Ok(deleted);
+        }
+    }
+}
