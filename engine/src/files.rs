@@ -78,9 +78,7 @@ pub fn parse_key(key: &str) -> Result<KeyOwner<'_>, String> {
         return Err("a file key is empty".into());
     }
     if key.len() > MAX_KEY_BYTES {
-        return Err(format!(
-            "a file key is longer than {MAX_KEY_BYTES} bytes"
-        ));
+        return Err(format!("a file key is longer than {MAX_KEY_BYTES} bytes"));
     }
     if key.chars().any(char::is_control) {
         return Err(format!("file key {key:?} holds a control character"));
@@ -137,7 +135,10 @@ pub fn upload_key(user: &str, file_name: &str) -> Result<String, String> {
 
 /// The file name a key's object gets in a task's work directory: its last segment.
 pub fn local_name(key: &str) -> &str {
-    key.rsplit('/').next().filter(|s| !s.is_empty()).unwrap_or("file")
+    key.rsplit('/')
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("file")
 }
 
 /// The S3 bucket of this server.
@@ -247,7 +248,10 @@ impl FileStore {
     /// Creates the bucket when it does not exist. Unreachable and refused are told apart: a
     /// server starts without its file store reachable, not with one that refuses it.
     pub async fn ensure_bucket(&self) -> Result<(), FileError> {
-        let url = self.bucket.head_bucket(Some(&self.creds)).sign(SMALL_REQUEST);
+        let url = self
+            .bucket
+            .head_bucket(Some(&self.creds))
+            .sign(SMALL_REQUEST);
         let r = self
             .http
             .head(url)
@@ -417,7 +421,10 @@ mod tests {
     #[test]
     fn keys_say_whose_they_are_and_refuse_what_cannot_name_an_object() {
         assert_eq!(parse_key("pipeline-12/task-3/out"), Ok(KeyOwner::Run(12)));
-        assert_eq!(parse_key("uploads/kakj/ab12/a b.txt"), Ok(KeyOwner::Upload("kakj")));
+        assert_eq!(
+            parse_key("uploads/kakj/ab12/a b.txt"),
+            Ok(KeyOwner::Upload("kakj"))
+        );
         assert_eq!(parse_key("test/echo_value"), Ok(KeyOwner::Shared));
         assert_eq!(parse_key("x"), Ok(KeyOwner::Shared));
         for bad in [

@@ -337,9 +337,9 @@ const FILES_FN: &str = r#"__eo_fail() {
 __eo_http_err() {
     case $1 in
         000|'') echo "the file store is unreachable" ;;
-        403) echo "refused (HTTP 403: the URL is wrong or has expired)" ;;
-        404) echo "not found (HTTP 404)" ;;
-        *) echo "refused (HTTP $1)" ;;
+        403) echo "refused with HTTP 403 (the URL is wrong or has expired)" ;;
+        404) echo "the object is not there (HTTP 404)" ;;
+        *) echo "refused with HTTP $1" ;;
     esac
 }
 __eo_get() {
@@ -348,7 +348,7 @@ __eo_get() {
         __eo_http=$(curl -gsS --connect-timeout 10 -y 60 -Y 1 -o "$2" -w '%{http_code}' "$3") || __eo_http=${__eo_http:-000}
         case $__eo_http in
             2??) return 0 ;;
-            *) rm -f "$2"; __eo_fail "file $1: download $(__eo_http_err "$__eo_http")" ;;
+            *) rm -f "$2"; __eo_fail "file $1: download failed: $(__eo_http_err "$__eo_http")" ;;
         esac
     elif command -v wget >/dev/null 2>&1; then
         wget -q -O "$2" "$3" || { rm -f "$2"; __eo_fail "file $1: download failed (wget)"; }
@@ -370,7 +370,7 @@ __eo_put() {
         __eo_http=$(curl -gsS --connect-timeout 10 -y 60 -Y 1 -T "$2" -o /dev/null -w '%{http_code}' "$3") || __eo_http=${__eo_http:-000}
         case $__eo_http in
             2??) return 0 ;;
-            *) __eo_err="file output $1: upload $(__eo_http_err "$__eo_http")"; return 1 ;;
+            *) __eo_err="file output $1: upload failed: $(__eo_http_err "$__eo_http")"; return 1 ;;
         esac
     elif wget --help 2>&1 | grep -q -- --method; then
         wget -q --method=PUT --body-file="$2" -O /dev/null "$3" && return 0
@@ -448,7 +448,11 @@ pub fn render_run_sh(s: &RunScript<'_>) -> Result<String, String> {
         };
         let name = serde_json::to_string(&u.name).map_err(|e| format!("{e}"))?;
         let key = serde_json::to_string(&u.key).map_err(|e| format!("{e}"))?;
-        let sep = if i > 0 || !s.env_outputs.is_empty() { "," } else { "" };
+        let sep = if i > 0 || !s.env_outputs.is_empty() {
+            ","
+        } else {
+            ""
+        };
         let fsep = if i > 0 { "," } else { "" };
         upload.push_str(&format!(
             "        if [ \"$__eo_code\" -eq 0 ]; then\n            \
@@ -503,9 +507,7 @@ pub fn render_run_sh(s: &RunScript<'_>) -> Result<String, String> {
     for (var, value) in &vars {
         match value {
             VarValue::Literal(v) => sh.push_str(&format!("{var}={}\n", shell_quote(v))),
-            VarValue::Local(p) => {
-                sh.push_str(&format!("{var}=\"$__eo_dir\"/{}\n", shell_quote(p)))
-            }
+            VarValue::Local(p) => sh.push_str(&format!("{var}=\"$__eo_dir\"/{}\n", shell_quote(p))),
         }
     }
     // the files the commands use, before them (a failure names the file and ends the task)

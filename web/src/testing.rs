@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 
 pub mod docker;
-pub mod s3;
 pub mod own_db;
+pub mod s3;
 
 pub struct TestServer {
     /// `http://127.0.0.1:PORT`

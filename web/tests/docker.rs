@@ -212,7 +212,10 @@ fn an_image_with_a_non_root_user_runs_as_it_and_writes_its_outputs() {
     let v = one_task(
         &api,
         &d.nobody_image,
-        &["echo note > here.txt", "export OUT=\"$(id -u):$(cat here.txt)\""],
+        &[
+            "echo note > here.txt",
+            "export OUT=\"$(id -u):$(cat here.txt)\"",
+        ],
         60,
     );
     assert_eq!(v["status"], "success", "{v}");

@@ -147,16 +147,22 @@ fn attach(
         anyhow::bail!("{shown}: files must be a mapping");
     };
     for a in attach {
-        let Some((name, path)) = a.split_once('=').filter(|(n, p)| !n.is_empty() && !p.is_empty())
+        let Some((name, path)) = a
+            .split_once('=')
+            .filter(|(n, p)| !n.is_empty() && !p.is_empty())
         else {
             anyhow::bail!("--attach {a:?}: expected NAME=PATH");
         };
-        let file = std::fs::File::open(path).with_context(|| format!("--attach {name}: cannot read {path}"))?;
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("--attach {name}: cannot read {path}"))?;
         let file_name = std::path::Path::new(path)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| name.to_string());
-        let query = format!("/api/file/upload?name={}", crate::client::encode_segment(&file_name));
+        let query = format!(
+            "/api/file/upload?name={}",
+            crate::client::encode_segment(&file_name)
+        );
         let data = client
             .post_file(&query, file)
             .with_context(|| format!("--attach {name}: uploading {path}"))?;

@@ -42,7 +42,8 @@ fn file(ctx: &Ctx, id: i64, task: &str, name: &str, output: Option<&str>) -> Res
     match output {
         Some(p) if p != "-" => {
             let tmp = format!("{p}.part");
-            let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {tmp}"))?;
+            let mut f =
+                std::fs::File::create(&tmp).with_context(|| format!("cannot create {tmp}"))?;
             io::copy(&mut reader, &mut f)
                 .with_context(|| format!("downloading {name:?} of task {task:?} broke off"))?;
             f.sync_all().ok();

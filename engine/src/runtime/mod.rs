@@ -13,8 +13,8 @@
 pub mod loader;
 pub mod matching;
 pub mod processor;
-pub mod run;
 pub mod retention;
+pub mod run;
 pub mod task_files;
 pub mod views;
 

@@ -6,6 +6,7 @@
 //! end; only the first write wins.
 
 use super::processor::{json, new_tasks};
+use super::views::TaskEnd;
 use super::{Engine, RunMsg};
 use crate::actuator::{ActuatorError, Job, JobStatus};
 use crate::dag::Dag;
@@ -13,7 +14,6 @@ use crate::definition::actuator::ActuatorKind;
 use crate::definition::pipeline::{TaskDef, TaskKind};
 use crate::definition::{ImageRef, PipelineDef, Selector};
 use crate::placeholder;
-use super::views::TaskEnd;
 use crate::script::{self, Values};
 use crate::store::models::{Pipeline, Task};
 use crate::store::runs::{RunChange, TaskChange};
@@ -597,9 +597,15 @@ impl RunActor {
                     .map(|t| t.job_id.clone())
                     .filter(|j| !j.is_empty());
                 tokio::spawn(async move {
-                    let res =
-                        start_job_task(&engine, &run, (id, kind), &tdef, (selector, prior), &values)
-                            .await;
+                    let res = start_job_task(
+                        &engine,
+                        &run,
+                        (id, kind),
+                        &tdef,
+                        (selector, prior),
+                        &values,
+                    )
+                    .await;
                     tell(&tx, Internal::Started(id, res));
                 });
             }

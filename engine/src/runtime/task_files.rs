@@ -52,7 +52,9 @@ pub async fn check_access(
 /// `inputs.x` for `${{ inputs.x }}`, as messages name a value.
 pub fn label(r: &Ref) -> String {
     let s = r.to_string();
-    s.trim_start_matches("${{ ").trim_end_matches(" }}").to_string()
+    s.trim_start_matches("${{ ")
+        .trim_end_matches(" }}")
+        .to_string()
 }
 
 /// How long a task's URLs stay valid: its timeout and a margin for its start.
