@@ -19,6 +19,7 @@ use web::testing::TestServer;
 
 mod auth_bench;
 mod docker_bench;
+mod files_bench;
 mod input_bench;
 mod outage_bench;
 mod secrets_bench;
@@ -750,6 +751,7 @@ fn main() {
         "secrets" => secrets_bench::run(),
         "auth" => auth_bench::run(),
         "docker" => docker_bench::run(),
+        "files" => files_bench::run(mib),
         "all" => {
             idle();
             matching();
@@ -761,7 +763,7 @@ fn main() {
             outage_bench::outage(10);
         }
         other => {
-            eprintln!("unknown benchmark {other:?}: intake | latency | sequential | matching | parked | idle | tunnel-bulk | tunnel-streams | agent-sequential | fanout | tunnel | outage | docker | all");
+            eprintln!("unknown benchmark {other:?}: intake | latency | sequential | matching | parked | idle | tunnel-bulk | tunnel-streams | agent-sequential | fanout | tunnel | outage | docker | files | all");
             std::process::exit(2);
         }
     }

@@ -20,9 +20,10 @@ pub struct Cli {
     )]
     pub server: Option<String>,
 
-    /// Output format: readable tables, or the server's data as JSON or YAML.
-    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
-    pub output: Format,
+    /// Output format: `table` (the default: readable tables), or the server's data as `json`
+    /// or `yaml`. For `runtime file`: the file to write.
+    #[arg(short = 'o', long, global = true, value_name = "FORMAT")]
+    pub output: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -291,12 +292,9 @@ pub enum RuntimeCmd {
         /// Task alias or task id.
         #[arg(long, value_name = "ALIAS_OR_ID")]
         task: String,
-        /// The output's name.
+        /// The output's name. `-o PATH` writes the file there (default: standard output).
         #[arg(value_name = "NAME")]
         name: String,
-        /// Write it to this file instead.
-        #[arg(short = 'o', long = "output-file", value_name = "PATH")]
-        output: Option<String>,
     },
 }
 
@@ -440,10 +438,16 @@ mod tests {
     fn global_flags_go_anywhere() {
         let cli =
             Cli::try_parse_from(["eoctl", "actuator", "list", "-o", "json", "-s", "h:1"]).unwrap();
-        assert_eq!(cli.output, Format::Json);
+        assert_eq!(Format::parse(cli.output.as_deref()).unwrap(), Format::Json);
         assert_eq!(cli.server.as_deref(), Some("h:1"));
         let cli = Cli::try_parse_from(["eoctl", "-o=yaml", "trigger", "ls"]).unwrap();
-        assert_eq!(cli.output, Format::Yaml);
+        assert_eq!(Format::parse(cli.output.as_deref()).unwrap(), Format::Yaml);
+        assert!(Format::parse(Some("xml")).is_err());
+        let cli = Cli::try_parse_from([
+            "eoctl", "runtime", "file", "--id=3", "--task=t", "out", "-o", "out.txt",
+        ])
+        .unwrap();
+        assert_eq!(cli.output.as_deref(), Some("out.txt"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 /// The `-o` flag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
     /// Aligned columns (lists) or a key/value view (single objects).
     #[default]
@@ -16,6 +16,20 @@ pub enum Format {
     Json,
     /// The server's `data`, as YAML.
     Yaml,
+}
+
+impl Format {
+    /// The `-o` value: none is a table.
+    pub fn parse(s: Option<&str>) -> Result<Format> {
+        match s.map(str::trim) {
+            None | Some("table") => Ok(Format::Table),
+            Some("json") => Ok(Format::Json),
+            Some("yaml") => Ok(Format::Yaml),
+            Some(other) => {
+                anyhow::bail!("-o {other:?}: expected table, json or yaml")
+            }
+        }
+    }
 }
 
 /// Prints `data` as JSON or YAML. Returns `false` for [`Format::Table`], which the caller

@@ -1289,7 +1289,7 @@ mod tests {
         let mut out = Vec::new();
         let tools = |timeout: PathBuf, extra: (&'static str, PathBuf)| {
             let mut links = vec![extra];
-            for t in ["sleep", "awk"] {
+            for t in ["sleep", "awk", "mkdir", "rm", "wc", "cp", "grep"] {
                 if let Some(p) = which(t) {
                     links.push((t, p));
                 }
@@ -1577,6 +1577,157 @@ mod tests {
                 .output()
                 .unwrap();
             assert_eq!(String::from_utf8_lossy(&out.stdout), s);
+        }
+    }
+
+    /// A script that downloads input `f` (served by `url`) to a name full of specials, copies
+    /// it, and uploads the copy (named by a variable) as output `o`.
+    fn file_script(get: &str, put: &str) -> (Vec<String>, BTreeMap<Ref, Download>, Vec<Upload>) {
+        let commands = vec![
+            "cp \"${{ inputs.f }}\" copy.txt".to_string(),
+            "export P=copy.txt".to_string(),
+        ];
+        let mut downloads = BTreeMap::new();
+        downloads.insert(
+            Ref::Input("f".into()),
+            Download {
+                url: get.to_string(),
+                local: "files/1/it's $(touch pwned) a b.txt".into(),
+            },
+        );
+        let uploads = vec![Upload {
+            name: "o".into(),
+            path: "$P".into(),
+            url: put.to_string(),
+            key: "pipeline-1/task-2/o".into(),
+        }];
+        (commands, downloads, uploads)
+    }
+
+    #[test]
+    fn files_are_downloaded_before_and_uploaded_after_the_commands() {
+        for shell in shells() {
+            for (client, bin) in clients() {
+                let what = format!("{} with {client}", shell.0);
+                let (url, got) = http_server(vec![200, 200]);
+                let (commands, downloads, uploads) = file_script(
+                    &format!("{url}/get?X-Amz-Signature=ab"),
+                    &format!("{url}/put"),
+                );
+                let script = Script {
+                    commands: &commands,
+                    outputs: vec![],
+                    downloads,
+                    uploads,
+                    ..Script::default()
+                };
+                let ran = run_with(shell, &script, bin.path().to_str().unwrap());
+                let cb = ran.callback();
+                let (head, _) = got.recv_timeout(Duration::from_secs(5)).unwrap();
+                assert!(
+                    head.starts_with("get /api/pipeline/callback/get?"),
+                    "{what}: {head}"
+                );
+                let local = ran.dir.path().join("files/1/it's $(touch pwned) a b.txt");
+                assert_eq!(std::fs::read_to_string(local).unwrap(), "ok\n", "{what}");
+                assert!(!ran.dir.path().join("pwned").exists(), "{what}");
+                // busybox sh runs its own applets before PATH: its wget is busybox's
+                let busybox_wget =
+                    client == "busybox wget" || (client == "wget" && shell.0 == "busybox sh");
+                if busybox_wget {
+                    // no PUT in busybox wget: the task fails and says what it needs
+                    assert_eq!(ran.out.status.code(), Some(1), "{what}: {:?}", ran.out);
+                    assert_eq!(cb["exitCode"], 1, "{what}");
+                    assert!(
+                        cb["error"]
+                            .as_str()
+                            .unwrap()
+                            .contains("file output o: uploading it needs curl (or GNU wget)"),
+                        "{what}: {cb}"
+                    );
+                    assert_eq!(cb["outputs"], serde_json::json!({}), "{what}");
+                    continue;
+                }
+                assert_eq!(ran.out.status.code(), Some(0), "{what}: {:?}", ran.out);
+                let (head, body) = got.recv_timeout(Duration::from_secs(5)).unwrap();
+                assert!(
+                    head.starts_with("put /api/pipeline/callback/put"),
+                    "{what}: {head}"
+                );
+                assert_eq!(body, b"ok\n", "{what}");
+                assert_eq!(cb["outputs"]["o"], "pipeline-1/task-2/o", "{what}: {cb}");
+                assert_eq!(cb["files"]["o"], 3, "{what}: {cb}");
+                assert_eq!(cb["error"], "", "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_refused_transfer_fails_the_task_with_a_message_naming_the_file() {
+        let shell = shells()[0];
+        for (client, bin) in clients() {
+            if client == "busybox wget" {
+                continue;
+            }
+            let what = format!("{} with {client}", shell.0);
+            // the download refused: the commands never run
+            let (url, _got) = http_server(vec![404]);
+            let (commands, downloads, uploads) =
+                file_script(&format!("{url}/get"), &format!("{url}/put"));
+            let script = Script {
+                commands: &commands,
+                outputs: vec![],
+                downloads,
+                uploads,
+                ..Script::default()
+            };
+            let ran = run_with(shell, &script, bin.path().to_str().unwrap());
+            assert_eq!(ran.out.status.code(), Some(1), "{what}: {:?}", ran.out);
+            assert!(!ran.dir.path().join("copy.txt").exists(), "{what}");
+            let err = ran.callback()["error"].as_str().unwrap().to_string();
+            if client == "curl" {
+                assert_eq!(
+                    err, "file inputs.f: download failed: the object is not there (HTTP 404)",
+                    "{what}"
+                );
+            } else {
+                assert!(
+                    err.starts_with("file inputs.f: download failed"),
+                    "{what}: {err}"
+                );
+            }
+            // the upload refused
+            let (url, _got) = http_server(vec![200, 403]);
+            let (commands, downloads, uploads) =
+                file_script(&format!("{url}/get"), &format!("{url}/put"));
+            let script = Script {
+                commands: &commands,
+                outputs: vec![("out".into(), "OUT".into())],
+                downloads,
+                uploads,
+                ..Script::default()
+            };
+            let ran = run_with(shell, &script, bin.path().to_str().unwrap());
+            assert_eq!(ran.out.status.code(), Some(1), "{what}: {:?}", ran.out);
+            let cb = ran.callback();
+            let err = cb["error"].as_str().unwrap();
+            if client == "curl" {
+                assert_eq!(
+                    err,
+                    "file output o: upload failed: refused with HTTP 403 (the URL is wrong or has expired)",
+                    "{what}"
+                );
+            } else {
+                assert!(
+                    err.starts_with("file output o: upload failed"),
+                    "{what}: {err}"
+                );
+            }
+            assert_eq!(
+                cb["outputs"],
+                serde_json::json!({}),
+                "{what}: no outputs of a failed task"
+            );
         }
     }
 }

@@ -589,3 +589,120 @@ fn presigned_urls_are_checked_by_the_s3_server() {
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("expired"), "{body}");
 }
+
+fn eoctl(home: &Path, args: &[&str]) -> std::process::Output {
+    let bin = Path::new(env!("CARGO_BIN_EXE_eventops-client")).with_file_name("eoctl");
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace (cargo build --workspace)",
+        bin.display()
+    );
+    let out = Command::new(bin)
+        .args(args)
+        .env("HOME", home)
+        .env_remove("EOCTL_SERVER")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "eoctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn the_files_example_runs_with_eoctl_attach_and_runtime_file() {
+    let (Some(s3), Some(ssh)) = (S3Server::start(), TestSsh::from_env()) else {
+        return;
+    };
+    let (server, api, _tmp) = server(&s3);
+    api.post(
+        "/api/actuator/apply",
+        ssh.actuator("files-host", "os-runner"),
+    )
+    .ok();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let ex = |f: &str| format!("../examples/files/{f}");
+    eoctl(
+        h,
+        &[
+            "login",
+            &format!("-s={}", server.url),
+            "-u=kakj",
+            "-p=secret-pw",
+        ],
+    );
+    eoctl(h, &["pipeline", "apply", "-f", &ex("childPipeline.yaml")]);
+    eoctl(
+        h,
+        &["pipeline", "apply", "-f", &ex("pipelineDefinition.yaml")],
+    );
+    eoctl(
+        h,
+        &["trigger", "apply", "-f", &ex("triggerDefinition.yaml")],
+    );
+    // a copy of the report under a hostile name: it must come back literally
+    let report = std::fs::read_to_string(ex("report.txt")).unwrap();
+    let odd = h.join("it's \"$(touch x)\" a b.txt");
+    std::fs::write(&odd, &report).unwrap();
+    let attach = format!("report={}", odd.display());
+    let out = eoctl(
+        h,
+        &[
+            "event",
+            "send",
+            "-f",
+            &ex("event.yaml"),
+            "--attach",
+            &attach,
+        ],
+    );
+    let id: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let run = wait_for("the event started a run", 30, || {
+        let v = api.get(&format!("/api/event/{id}")).ok();
+        v["triggers"][0]["pipelineId"].as_i64()
+    });
+    let v = finished(&api, run, 90);
+    assert_eq!(v["status"], "success", "{v}");
+    let key = v["inputs"]["report"].as_str().unwrap();
+    assert!(key.ends_with("/it's \"$(touch x)\" a b.txt"), "{key}");
+    // `runtime get` lists the file outputs with their sizes
+    let out = eoctl(h, &["runtime", "get", &format!("--id={run}")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let expected: String = report
+        .to_uppercase()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| format!("{:>6}\t{l}\n", i + 1))
+        .collect();
+    assert!(text.contains("upper"), "{text}");
+    assert!(text.contains(&format!("{} B", expected.len())), "{text}");
+    // `runtime file` downloads one, to a file and to stdout
+    let dest = h.join("numbered.txt");
+    eoctl(
+        h,
+        &[
+            "runtime",
+            "file",
+            &format!("--id={run}"),
+            "--task=nested",
+            "numbered",
+            "-o",
+            dest.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), expected);
+    let out = eoctl(
+        h,
+        &[
+            "runtime",
+            "file",
+            &format!("--id={run}"),
+            "--task=shout",
+            "upper",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), report.to_uppercase());
+}

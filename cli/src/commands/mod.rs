@@ -23,6 +23,8 @@ pub struct Ctx {
     /// `--server`/`-s` or `EOCTL_SERVER`, normalised.
     server_override: Option<String>,
     pub format: Format,
+    /// `-o PATH` of `runtime file`.
+    pub output_path: Option<String>,
     pub config_path: PathBuf,
 }
 
@@ -82,9 +84,20 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(s) => Some(normalize_server(s)?),
         None => None,
     };
+    // `-o` is the format, except for `runtime file`, where it is the file to write
+    let writes_file = matches!(
+        cli.command,
+        Command::Runtime(crate::args::RuntimeCmd::File { .. })
+    );
+    let (format, output_path) = if writes_file {
+        (Format::Table, cli.output.clone())
+    } else {
+        (Format::parse(cli.output.as_deref())?, None)
+    };
     let ctx = Ctx {
         server_override,
-        format: cli.output,
+        format,
+        output_path,
         config_path: Config::default_path()?,
     };
     match cli.command {

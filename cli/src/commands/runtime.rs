@@ -22,12 +22,9 @@ pub fn run(ctx: &Ctx, cmd: RuntimeCmd) -> Result<()> {
         RuntimeCmd::Get { id } => get(ctx, id),
         RuntimeCmd::Cancel { id } => cancel(ctx, id),
         RuntimeCmd::Logs { id, task, follow } => logs(ctx, id, &task, follow),
-        RuntimeCmd::File {
-            id,
-            task,
-            name,
-            output,
-        } => file(ctx, id, &task, &name, output.as_deref()),
+        RuntimeCmd::File { id, task, name } => {
+            file(ctx, id, &task, &name, ctx.output_path.as_deref())
+        }
     }
 }
 
