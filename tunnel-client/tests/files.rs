@@ -706,3 +706,109 @@ fn the_files_example_runs_with_eoctl_attach_and_runtime_file() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), report.to_uppercase());
 }
+
+/// VmRSS of this process (the test server runs in it), in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_gib_upload_streams_through_the_server_in_flat_memory() {
+    let Some(s3) = S3Server::start() else {
+        return;
+    };
+    let (server, api, tmp) = server(&s3);
+    // a sparse 1 GiB file: zeros, no disk used on this side
+    let path = tmp.path().join("big.bin");
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(1 << 30).unwrap();
+    drop(f);
+    let before = rss_kib();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let sampler = {
+        let (stop, peak) = (stop.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak.fetch_max(rss_kib(), std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .post(format!("{}/api/file/upload?name=big.bin", server.url))
+        .header(
+            "Authorization",
+            format!("Bearer {}", api.token.clone().unwrap()),
+        )
+        .send(std::fs::File::open(&path).unwrap())
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().unwrap();
+    let body: Value = r.body_mut().read_json().unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{body}");
+    let key = body["data"]["key"].as_str().unwrap();
+    assert_eq!(body["data"]["size"], 1u64 << 30, "{body}");
+    let stored = std::fs::metadata(s3.object_path(BUCKET, key))
+        .unwrap()
+        .len();
+    assert_eq!(stored, 1 << 30);
+    let grew = peak
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .saturating_sub(before);
+    // the server holds a few chunks at a time, never the file (1 GiB would be 1048576 KiB)
+    assert!(
+        grew < 128 * 1024,
+        "the process grew by {grew} KiB during a 1 GiB upload"
+    );
+    // the server still serves
+    api.get("/api/user/me").ok();
+}
+
+#[test]
+fn retention_deletes_old_runs_with_their_files() {
+    let (Some(s3), Some(ssh)) = (S3Server::start(), TestSsh::from_env()) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", tmp.path().join("eventops.db").display());
+    let mut config = TestServer::config(&url, tmp.path().to_path_buf());
+    config.minio = Some(MinioConfig {
+        server: s3.endpoint.clone(),
+        access_key_id: s3.access_key.clone(),
+        secret_access_key: Secret(s3.secret_key.clone()),
+        ssl: false,
+        base_path: BUCKET.into(),
+        region: "us-east-1".into(),
+        max_upload_bytes: 1 << 20,
+    });
+    // three seconds
+    config.runs.retention_days = 3.0 / 86_400.0;
+    let server = TestServer::with_config(config);
+    let mut api = Api::new(&server.url);
+    api.login_as("kakj");
+    api.post("/api/actuator/apply", ssh.actuator("files-host", "files"))
+        .ok();
+    one_task(&api, &["cat \"${{ inputs.f }}\" > o.txt"], "o.txt").ok();
+    let key = upload(&api, "in.txt", b"old\n");
+    let v = fire_one(&api, &key);
+    assert_eq!(v["status"], "success", "{v}");
+    let run = v["id"].as_i64().unwrap();
+    let out = s3.object_path(BUCKET, task(&v, "t")["outputs"]["out"].as_str().unwrap());
+    assert!(out.exists());
+    wait_for("the run is pruned", 30, || {
+        (api.get(&format!("/api/pipeline/{run}")).status == 404).then_some(())
+    });
+    assert!(!out.exists(), "{} outlived its run", out.display());
+    // the event's upload is not the run's: it stays
+    assert!(s3.object_path(BUCKET, &key).exists());
+}

@@ -64,9 +64,9 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct RunsConfig {
-    /// Runs that ended more than this many days ago are deleted, with their tasks and the
-    /// files they made; 0 (the default) keeps them all.
-    pub retention_days: u64,
+    /// Runs that ended more than this many days ago (fractions allowed) are deleted, with
+    /// their tasks and the files they made; 0 (the default) keeps them all.
+    pub retention_days: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -517,6 +517,12 @@ impl Config {
             return Err(ConfigError(
                 "key http: body limits must be at least 1024 bytes".into(),
             ));
+        }
+        let r = self.runs.retention_days;
+        if !r.is_finite() || !(0.0..=36_500.0).contains(&r) {
+            return Err(ConfigError(format!(
+                "key runs.retentionDays: {r} is not between 0 and 36500"
+            )));
         }
         if let Some(m) = &self.minio {
             if m.server.is_empty() || m.base_path.is_empty() {

@@ -189,8 +189,8 @@ async fn start_engine(
         },
         tunnel_offline_wait: std::time::Duration::from_secs(config.tunnel.offline_wait_secs),
         files,
-        retention: (config.runs.retention_days > 0)
-            .then(|| std::time::Duration::from_secs(config.runs.retention_days * 86_400)),
+        retention: (config.runs.retention_days > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(config.runs.retention_days * 86_400.0)),
     };
     Ok(engine::runtime::Engine::start(db, settings).await?)
 }

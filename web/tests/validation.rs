@@ -223,6 +223,36 @@ fn type_rules_with_files_enabled() {
         "name: e\nversion: 1\nfiles: {f: {value: a/b, type: minio}}\n",
     )
     .ok();
+    // keys that cannot name an object, or name someone else's, are refused
+    for (key, msg) in [
+        (
+            "../etc/passwd",
+            "files.f.value: file key \"../etc/passwd\" has an empty, '.' or '..' segment",
+        ),
+        ("a//b", "has an empty"),
+        ("/abs", "has an empty"),
+        ("pipeline-x/y", "pipeline-<id> needs a number"),
+        (
+            "pipeline-12345/task-1/out",
+            "files.f.value: file \"pipeline-12345/task-1/out\" does not exist",
+        ),
+        ("uploads/mallory/1/x", "does not exist"),
+    ] {
+        let event =
+            serde_json::json!({"name": "e", "version": "1", "files": {"f": {"value": key}}});
+        api.post("/api/event/send", event.to_string())
+            .fails(400, msg);
+    }
+    // a literal file output path may not leave the work directory
+    let up = "version: 1\nname: up\ndag: [{name: c, needs: [root]}]\ntasks: [{alias: c, type: os, commands: [echo], outputs: [{name: co, value: a/../../x, type: file}]}]\n";
+    api.post("/api/pipeline-definition/apply", up)
+        .fails(400, "path \"a/../../x\" leaves the work directory");
+    // uploads need a length and a name that can be a file name
+    api.post("/api/file/upload?name=..", "x")
+        .fails(400, "cannot name an object");
+    api.post("/api/file/upload", "x").fails(400, "query");
+    api.post("/api/file/upload?name=big", vec![b'x'; (1 << 20) + 1])
+        .fails(413, "larger than the limit");
 }
 
 /// A pipeline that reaches itself through pipeline-type tasks would nest without end.

@@ -11,15 +11,19 @@ use std::time::Duration;
 /// How often the history is pruned.
 const EVERY: Duration = Duration::from_secs(3600);
 
-/// Prunes now, then every hour.
+/// Prunes now, then every hour (or every half retention period, when that is shorter).
 pub async fn prune_forever(engine: Arc<Engine>) {
+    let every = engine
+        .settings
+        .retention
+        .map_or(EVERY, |r| (r / 2).clamp(Duration::from_secs(1), EVERY));
     loop {
         match prune(&engine).await {
             Ok(0) => {}
             Ok(n) => log::info!("retention: deleted {n} ended run(s) and their files"),
             Err(e) => log::warn!("retention: {e}"),
         }
-        tokio::time::sleep(EVERY).await;
+        tokio::time::sleep(every).await;
     }
 }
 
