@@ -4,8 +4,6 @@
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::output::Format;
-
 /// eoctl — the command-line client of the eventops server.
 #[derive(Debug, Parser)]
 #[command(name = "eoctl", version, propagate_version = true)]
@@ -364,6 +362,7 @@ pub enum MachineCmd {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::output::Format;
     use clap::CommandFactory;
 
     #[test]

@@ -79,6 +79,53 @@ fn render(v: &proto::EventView) -> String {
     out
 }
 
+/// Uploads each `NAME=PATH` through the server and answers the event (as JSON) with
+/// `files.NAME` naming the stored object.
+fn attach(
+    client: &crate::client::Client,
+    shown: &str,
+    text: &str,
+    attach: &[String],
+) -> Result<String> {
+    let mut doc = document::parse(shown, text)?;
+    let Some(obj) = doc.as_object_mut() else {
+        anyhow::bail!("{shown}: an event is a mapping");
+    };
+    let files = obj
+        .entry("files")
+        .or_insert_with(|| serde_json::Value::Object(Default::default()));
+    let Some(files) = files.as_object_mut() else {
+        anyhow::bail!("{shown}: files must be a mapping");
+    };
+    for a in attach {
+        let Some((name, path)) = a
+            .split_once('=')
+            .filter(|(n, p)| !n.is_empty() && !p.is_empty())
+        else {
+            anyhow::bail!("--attach {a:?}: expected NAME=PATH");
+        };
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("--attach {name}: cannot read {path}"))?;
+        let file_name = std::path::Path::new(path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| name.to_string());
+        let query = format!(
+            "/api/file/upload?name={}",
+            crate::client::encode_segment(&file_name)
+        );
+        let data = client
+            .post_file(&query, file)
+            .with_context(|| format!("--attach {name}: uploading {path}"))?;
+        let up: proto::UploadedFile = typed(data, "uploaded file")?;
+        files.insert(
+            name.to_string(),
+            serde_json::json!({"value": up.key, "type": "minio"}),
+        );
+    }
+    Ok(serde_json::to_string(&doc)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,51 +173,4 @@ mod tests {
         assert!(text.trim_end().ends_with("-"), "{text}");
         assert!(!text.contains("Triggers:"), "{text}");
     }
-}
-
-/// Uploads each `NAME=PATH` through the server and answers the event (as JSON) with
-/// `files.NAME` naming the stored object.
-fn attach(
-    client: &crate::client::Client,
-    shown: &str,
-    text: &str,
-    attach: &[String],
-) -> Result<String> {
-    let mut doc = document::parse(shown, text)?;
-    let Some(obj) = doc.as_object_mut() else {
-        anyhow::bail!("{shown}: an event is a mapping");
-    };
-    let files = obj
-        .entry("files")
-        .or_insert_with(|| serde_json::Value::Object(Default::default()));
-    let Some(files) = files.as_object_mut() else {
-        anyhow::bail!("{shown}: files must be a mapping");
-    };
-    for a in attach {
-        let Some((name, path)) = a
-            .split_once('=')
-            .filter(|(n, p)| !n.is_empty() && !p.is_empty())
-        else {
-            anyhow::bail!("--attach {a:?}: expected NAME=PATH");
-        };
-        let file = std::fs::File::open(path)
-            .with_context(|| format!("--attach {name}: cannot read {path}"))?;
-        let file_name = std::path::Path::new(path)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| name.to_string());
-        let query = format!(
-            "/api/file/upload?name={}",
-            crate::client::encode_segment(&file_name)
-        );
-        let data = client
-            .post_file(&query, file)
-            .with_context(|| format!("--attach {name}: uploading {path}"))?;
-        let up: proto::UploadedFile = typed(data, "uploaded file")?;
-        files.insert(
-            name.to_string(),
-            serde_json::json!({"value": up.key, "type": "minio"}),
-        );
-    }
-    Ok(serde_json::to_string(&doc)?)
 }
