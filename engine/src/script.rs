@@ -338,7 +338,7 @@ __eo_http_err() {
     case $1 in
         000|'') echo "the file store is unreachable" ;;
         403) echo "refused with HTTP 403 (the URL is wrong or has expired)" ;;
-        404) echo "the object is not there (HTTP 404)" ;;
+        404) echo "not found (HTTP 404)" ;;
         *) echo "refused with HTTP $1" ;;
     esac
 }
@@ -1687,7 +1687,7 @@ mod tests {
             let err = ran.callback()["error"].as_str().unwrap().to_string();
             if client == "curl" {
                 assert_eq!(
-                    err, "file inputs.f: download failed: the object is not there (HTTP 404)",
+                    err, "file inputs.f: download failed: not found (HTTP 404)",
                     "{what}"
                 );
             } else {
