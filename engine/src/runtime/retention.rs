@@ -1,6 +1,6 @@
 //! Run history retention (`runs.retentionDays`, off by default): runs that ended longer ago
-//! are deleted with their tasks and with the files their tasks made (`pipeline-<id>/…` in the
-//! bucket). The files go first: a run whose files cannot be deleted now (the file store is
+//! are deleted with their tasks, the files their tasks made (`pipeline-<id>/…` in the bucket)
+//! and the container logs this server kept for them (`dataDir/task-logs`). The files go first: a run whose files cannot be deleted now (the file store is
 //! unreachable) is kept and tried again on the next round, so no object is orphaned.
 
 use super::Engine;
@@ -24,6 +24,21 @@ pub async fn prune_forever(engine: Arc<Engine>) {
             Err(e) => log::warn!("retention: {e}"),
         }
         tokio::time::sleep(every).await;
+    }
+}
+
+/// The container logs kept for run `id` (`task-logs/eventops-<run>-<task>.log`).
+fn remove_kept_logs(dir: &std::path::Path, id: i64) {
+    let prefix = format!("eventops-{id}-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            if let Err(err) = std::fs::remove_file(e.path()) {
+                log::warn!("retention: {}: {err}", e.path().display());
+            }
+        }
     }
 }
 
@@ -51,6 +66,7 @@ pub async fn prune(engine: &Engine) -> Result<usize, String> {
                 .map_err(|e| e.to_string())?
             {
                 deleted += 1;
+                remove_kept_logs(&engine.settings.task_logs, id);
             }
         }
         if batch < 100 {
