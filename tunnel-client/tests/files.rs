@@ -297,13 +297,31 @@ fn the_mix_pipeline_moves_files_in_docker_containers() {
         return;
     };
     let (_server, api, _tmp) = server(&s3);
+    // containers kept, to read the run.sh each ran
+    api.post(
+        "/api/actuator/apply",
+        format!(
+            "name: files-docker\ndocker: {{socket: {}, keepContainers: true}}\ntags: [files]\n",
+            d.socket
+        ),
+    )
+    .ok();
+    let v = mix_pipeline(&api, &s3, Some(&image));
+    let run = v["id"].as_i64().unwrap();
+    let kept = d.containers_labelled(&format!("eventops.run={run}"));
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    let copies = tempfile::tempdir().unwrap();
+    for (i, c) in kept.iter().enumerate() {
+        let to = copies.path().join(format!("{i}"));
+        d.ok(&["cp", &format!("{c}:/eventops"), to.to_str().unwrap()]);
+        d.ok(&["rm", "-f", c]);
+    }
+    no_secret_in(copies.path(), &s3);
     api.post(
         "/api/actuator/apply",
         d.actuator_socket("files-docker", "files"),
     )
     .ok();
-    let v = mix_pipeline(&api, &s3, Some(&image));
-    d.wait_gone(v["id"].as_i64().unwrap());
     // an image with neither curl nor GNU wget cannot upload: the task says so
     api.post(
         "/api/pipeline-definition/apply",

@@ -362,6 +362,7 @@ async fn delete_actuator(
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     registry::delete_actuator(&state.db, &user.0, &name).await?;
+    state.engine.actuators.forget(&user.0, &name);
     log::info!("actuator {:?} deleted by {:?}", name.as_str(), user.0);
     Ok(ok(Deleted {
         kind: "actuator".into(),

@@ -64,7 +64,9 @@ fn the_bucket_is_created_and_a_refusing_store_stops_start_up() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("minio: the file store refused access to bucket \"eventops-start\": HTTP 403"),
+        stderr.contains(
+            "minio: the file store refused access to bucket \"eventops-start\": HTTP 403"
+        ),
         "{stderr}"
     );
     assert!(!stderr.contains("not-the-secret"), "{stderr}");
@@ -82,7 +84,10 @@ fn the_bucket_is_created_and_a_refusing_store_stops_start_up() {
     s3.stop();
     let dir = tempfile::tempdir().unwrap();
     let (mut child, port) = eventops(&s3, &s3.secret_key.clone(), dir.path());
-    assert!(ready(port, 60), "the server did not start without its file store");
+    assert!(
+        ready(port, 60),
+        "the server did not start without its file store"
+    );
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -288,6 +288,14 @@ impl Hub {
         Ok(handle)
     }
 
+    /// Drops the actor of a deleted actuator: it ends once the last call in flight is done
+    /// (its tasks then end with "actuator was deleted", as before).
+    pub fn forget(&self, owner: &str, name: &str) {
+        if let Ok(mut actors) = self.actors.lock() {
+            actors.remove(&(owner.to_string(), name.to_string()));
+        }
+    }
+
     /// The actor of `owner`'s actuator `name` if one runs, without reading the database (to
     /// free a slot or remove a container after a task ended).
     pub fn running(&self, owner: &str, name: &str) -> Option<ActuatorRef> {
