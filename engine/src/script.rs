@@ -21,19 +21,10 @@ pub fn task_dir(pipeline_id: i64, task_id: i64) -> String {
     c::task_dir(pipeline_id, task_id)
 }
 
-/// Single-quotes `s` for a POSIX shell.
+/// `s` as one literal word for a POSIX shell ([`crate::actuator::ssh::shell_quote`], the one
+/// quoting function of the crate).
 pub fn shell_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
-    for c in s.chars() {
-        if c == '\'' {
-            out.push_str("'\\''");
-        } else {
-            out.push(c);
-        }
-    }
-    out.push('\'');
-    out
+    crate::actuator::ssh::shell_quote(s).into_owned()
 }
 
 /// The values placeholders resolve to at the time a task starts.
@@ -423,7 +414,7 @@ pub fn render_run_sh(s: &RunScript<'_>) -> Result<String, String> {
         let key = serde_json::to_string(name).map_err(|e| format!("output {name:?}: {e}"))?;
         let sep = if i > 0 { "," } else { "" };
         collect.push_str(&format!(
-            "        __eo_json \"${{{var}-}}\"; __eo_outs=$__eo_outs{}$__eo_j\n",
+            "        __eo_json \"${{{var}-}}\"; __eo_outs=${{__eo_outs}}{}$__eo_j\n",
             shell_quote(&format!("{sep}{key}:"))
         ));
     }
@@ -456,7 +447,7 @@ pub fn render_run_sh(s: &RunScript<'_>) -> Result<String, String> {
         let fsep = if i > 0 { "," } else { "" };
         upload.push_str(&format!(
             "        if [ \"$__eo_code\" -eq 0 ]; then\n            \
-             if __eo_put {} {path} {}; then __eo_outs=$__eo_outs{}; __eo_files=$__eo_files{}$__eo_size; \
+             if __eo_put {} {path} {}; then __eo_outs=${{__eo_outs}}{}; __eo_files=${{__eo_files}}{}$__eo_size; \
              else __eo_code=1; fi\n        fi\n",
             shell_quote(&u.name),
             shell_quote(&u.url),
