@@ -18,6 +18,12 @@ use clap::Parser;
 fn main() -> ExitCode {
     quiet_when_stdout_closes();
     let cli = args::Cli::parse();
+    if let Err(e) = commands::check_output_flag(&cli) {
+        use clap::CommandFactory;
+        args::Cli::command()
+            .error(clap::error::ErrorKind::InvalidValue, e)
+            .exit();
+    }
     let uses_token = commands::uses_stored_token(&cli.command);
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -77,6 +77,19 @@ pub fn uses_stored_token(command: &Command) -> bool {
     )
 }
 
+/// `-o` is `table|json|yaml`, except for `runtime file`, where it is the file to write: a
+/// usage error (exit 2) otherwise, as clap's own.
+pub fn check_output_flag(cli: &Cli) -> Result<()> {
+    let writes_file = matches!(
+        cli.command,
+        Command::Runtime(crate::args::RuntimeCmd::File { .. })
+    );
+    if !writes_file {
+        Format::parse(cli.output.as_deref())?;
+    }
+    Ok(())
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     // An empty EOCTL_SERVER means "not set".

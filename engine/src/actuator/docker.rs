@@ -74,7 +74,7 @@ pub fn container_name(pipeline_id: i64, task_id: i64) -> String {
 }
 
 /// Only names we hand out are accepted back as job ids.
-fn check_job(job_id: &str) -> Result<&str> {
+pub fn check_job(job_id: &str) -> Result<&str> {
     let ok = job_id
         .strip_prefix("eventops-")
         .and_then(|r| r.split_once('-'))

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod docker;
 pub mod hub;
+pub mod kubernetes;
 pub mod os;
 pub mod ssh;
 

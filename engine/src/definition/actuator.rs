@@ -187,11 +187,51 @@ pub enum Target<'a> {
     Kubernetes(&'a KubernetesSpec),
 }
 
+/// A Kubernetes cluster: a task is a pod in namespace `<namespacePrefix><run id>` (made on
+/// first use, deleted when the run ends), or in the fixed `namespace` where the credentials
+/// may not create namespaces.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct KubernetesSpec {
+    /// The kubeconfig text (sealed at rest, never shown).
     #[serde(default)]
     pub config: String,
+    /// The kubeconfig context to use; its current context when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// A namespace to put every pod in (not created, not deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The prefix of the per-run namespaces (`pipelines-` as in the seed).
+    #[serde(default = "default_namespace_prefix")]
+    pub namespace_prefix: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secret: Option<String>,
+    /// Requests and limits of the task's container (`{requests: {cpu: 100m}, limits: {memory: 1Gi}}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<KubernetesResources>,
+    /// How long a pod may stay unschedulable before its task errors, in seconds.
+    #[serde(default = "default_schedule_timeout")]
+    pub schedule_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubernetesResources {
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub requests: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub limits: std::collections::BTreeMap<String, String>,
+}
+
+fn default_namespace_prefix() -> String {
+    "pipelines-".into()
+}
+
+fn default_schedule_timeout() -> u64 {
+    300
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

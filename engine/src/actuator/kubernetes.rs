@@ -1,0 +1,659 @@
+//! The `kubernetes` actuator (SPEC §5.1, §7): a task is one pod.
+//!
+//! - The pod `eventops-<run>-<task>` runs in namespace `<namespacePrefix><run>` (made on first
+//!   use, labelled, deleted when the run ends) or in the actuator's fixed `namespace`; it is
+//!   labelled with run, task and server instance, `restartPolicy: Never`, and
+//!   `activeDeadlineSeconds` a little over the task's timeout as a second guard.
+//! - `run.sh` comes in a ConfigMap of the same name, mounted read-only at [`SCRIPT_DIR`]; the
+//!   container copies it into an `emptyDir` at [`CONTAINER_WORKDIR`] and runs it there, under
+//!   bash when the image has it, `sh` otherwise: the task contract of a Docker container.
+//! - A stopped pod's files cannot be read, so the container writes its `callback.json` (the
+//!   outputs, without the task's secret) to the termination message, which the API server
+//!   keeps in the pod's status (at most 4 KiB; larger outputs need the callback to reach the
+//!   server).
+//! - The job id is `namespace/pod`: a start repeated after a restart finds the pod (409 on
+//!   create) and a restarted server re-attaches to it.
+//!
+//! This file holds what can be checked without a cluster: the objects and the reading of a
+//! pod's status ([`status_of`]); the client side is in the second half.
+
+use super::JobStatus;
+use crate::definition::actuator::KubernetesSpec;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerStatus, EmptyDirVolumeSource, EnvVar,
+    KeyToPath, LocalObjectReference, Namespace, Pod, PodSpec, ResourceRequirements, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use proto::contract::{CALLBACK_JSON, CONTAINER_WORKDIR, RUN_SH};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub use super::docker::{LABEL_INSTANCE, LABEL_RUN, LABEL_TASK};
+
+/// Where the ConfigMap with `run.sh` is mounted.
+pub const SCRIPT_DIR: &str = "/eventops-script";
+/// The task's container in the pod.
+pub const CONTAINER: &str = "task";
+/// What a pod can report back in its termination message.
+pub const MAX_TERMINATION_MESSAGE: usize = 4096;
+/// `activeDeadlineSeconds` is the task's timeout plus this: the server's own timeout (which
+/// deletes the pod) comes first; the deadline guards a pod whose server is gone.
+pub const DEADLINE_MARGIN_SECS: u64 = 60;
+
+/// The pod (and ConfigMap) of a task: `eventops-<run>-<task>`.
+pub fn pod_name(pipeline_id: i64, task_id: i64) -> String {
+    super::docker::container_name(pipeline_id, task_id)
+}
+
+/// The namespace of a run's pods on `spec`'s cluster.
+pub fn namespace_of(spec: &KubernetesSpec, pipeline_id: i64) -> String {
+    match &spec.namespace {
+        Some(ns) => ns.clone(),
+        None => format!("{}{pipeline_id}", spec.namespace_prefix),
+    }
+}
+
+/// `namespace/pod`.
+pub fn job_id(namespace: &str, pod: &str) -> String {
+    format!("{namespace}/{pod}")
+}
+
+/// The namespace and pod of a job id, refusing anything [`job_id`] does not make (a job id
+/// reaches URLs).
+pub fn parse_job_id(job: &str) -> Option<(&str, &str)> {
+    let (ns, pod) = job.split_once('/')?;
+    let dns = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    };
+    (dns(ns) && dns(pod) && super::docker::check_job(pod).is_ok()).then_some((ns, pod))
+}
+
+fn labels(pipeline_id: i64, task_id: Option<i64>, instance: &str) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::new();
+    l.insert(LABEL_RUN.to_string(), pipeline_id.to_string());
+    if let Some(t) = task_id {
+        l.insert(LABEL_TASK.to_string(), t.to_string());
+    }
+    l.insert(LABEL_INSTANCE.to_string(), label_value(instance));
+    l
+}
+
+/// A label value: at most 63 of `[A-Za-z0-9._-]`, starting and ending with one of
+/// `[A-Za-z0-9]`.
+fn label_value(s: &str) -> String {
+    let v: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(63)
+        .collect();
+    v.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+/// The per-run namespace.
+pub fn namespace_object(name: &str, pipeline_id: i64, instance: &str) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(labels(pipeline_id, None, instance)),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// The ConfigMap holding a task's `run.sh`.
+pub fn configmap_object(
+    namespace: &str,
+    name: &str,
+    job: &super::Job,
+    instance: &str,
+) -> ConfigMap {
+    let mut data = BTreeMap::new();
+    data.insert(RUN_SH.to_string(), job.run_sh.clone());
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(labels(job.pipeline_id, Some(job.task_id), instance)),
+            ..Default::default()
+        },
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
+/// The container's command: copy `run.sh` into the work directory, run it (bash when there
+/// is one, like a host), hand `callback.json` without the task's secret to the termination
+/// message, and exit with `run.sh`'s code.
+pub fn entrypoint() -> String {
+    format!(
+        "cp {SCRIPT_DIR}/{RUN_SH} {CONTAINER_WORKDIR}/{RUN_SH} && cd {CONTAINER_WORKDIR} || exit 127\n\
+         if command -v bash >/dev/null 2>&1; then bash ./{RUN_SH}; else sh ./{RUN_SH}; fi\n\
+         __eo_code=$?\n\
+         if [ -f {CALLBACK_JSON} ]; then sed 's/\"auth\":\"[^\"]*\"/\"auth\":\"\"/' {CALLBACK_JSON} > /dev/termination-log 2>/dev/null; fi\n\
+         exit $__eo_code\n"
+    )
+}
+
+fn quantities(m: &BTreeMap<String, String>) -> Option<BTreeMap<String, Quantity>> {
+    (!m.is_empty()).then(|| {
+        m.iter()
+            .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+            .collect()
+    })
+}
+
+/// The task's pod.
+pub fn pod_object(
+    namespace: &str,
+    name: &str,
+    job: &super::Job,
+    spec: &KubernetesSpec,
+    instance: &str,
+) -> Pod {
+    let env: Vec<EnvVar> = job
+        .env
+        .iter()
+        .map(|(k, v)| EnvVar {
+            name: k.clone(),
+            value: Some(v.clone()),
+            ..Default::default()
+        })
+        .collect();
+    let resources = spec.resources.as_ref().map(|r| ResourceRequirements {
+        requests: quantities(&r.requests),
+        limits: quantities(&r.limits),
+        ..Default::default()
+    });
+    let container = Container {
+        name: CONTAINER.to_string(),
+        image: Some(job.image.clone()),
+        command: Some(vec!["/bin/sh".into(), "-c".into(), entrypoint()]),
+        working_dir: Some(CONTAINER_WORKDIR.to_string()),
+        env: (!env.is_empty()).then_some(env),
+        resources,
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "script".into(),
+                mount_path: SCRIPT_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "work".into(),
+                mount_path: CONTAINER_WORKDIR.into(),
+                ..Default::default()
+            },
+        ]),
+        termination_message_path: Some("/dev/termination-log".into()),
+        termination_message_policy: Some("File".into()),
+        ..Default::default()
+    };
+    let deadline = job.timeout_secs.saturating_add(DEADLINE_MARGIN_SECS);
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(labels(job.pipeline_id, Some(job.task_id), instance)),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            restart_policy: Some("Never".into()),
+            active_deadline_seconds: Some(i64::try_from(deadline).unwrap_or(i64::MAX)),
+            service_account_name: spec.service_account.clone(),
+            image_pull_secrets: spec
+                .image_pull_secret
+                .as_ref()
+                .map(|s| vec![LocalObjectReference { name: s.clone() }]),
+            containers: vec![container],
+            volumes: Some(vec![
+                Volume {
+                    name: "script".into(),
+                    config_map: Some(ConfigMapVolumeSource {
+                        name: name.to_string(),
+                        items: Some(vec![KeyToPath {
+                            key: RUN_SH.into(),
+                            path: RUN_SH.into(),
+                            mode: Some(0o500),
+                        }]),
+                        default_mode: Some(0o500),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                Volume {
+                    name: "work".into(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The waiting reasons that mean the image will not come.
+const IMAGE_FAILURES: [&str; 5] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "RegistryUnavailable",
+];
+
+/// What a pod's status says about its task. `pending_for` is how long the pod has existed
+/// (for the unschedulable deadline, `schedule_timeout`).
+pub fn status_of(pod: &Pod, pending_for: Duration, schedule_timeout: Duration) -> JobStatus {
+    let name = pod.metadata.name.as_deref().unwrap_or("?");
+    let image = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default();
+    let Some(status) = &pod.status else {
+        return JobStatus::Starting;
+    };
+    let phase = status.phase.as_deref().unwrap_or("Pending");
+    let container: Option<&ContainerStatus> = status
+        .container_statuses
+        .as_ref()
+        .and_then(|c| c.iter().find(|c| c.name == CONTAINER).or(c.first()));
+    let state = container.and_then(|c| c.state.as_ref());
+    // evicted, or past activeDeadlineSeconds: the kubelet's reason is on the pod
+    if phase == "Failed" {
+        let why = status.message.clone().unwrap_or_default();
+        match status.reason.as_deref() {
+            Some("Evicted") => {
+                return JobStatus::Killed(format!("pod {name} was evicted: {why}"));
+            }
+            Some("DeadlineExceeded") => {
+                return JobStatus::Killed(format!(
+                    "pod {name} ran past its activeDeadlineSeconds: {why}"
+                ));
+            }
+            _ => {}
+        }
+    }
+    if let Some(t) = state.and_then(|s| s.terminated.as_ref()) {
+        let reason = t.reason.as_deref().unwrap_or("");
+        match reason {
+            "OOMKilled" => {
+                return JobStatus::Killed(format!(
+                    "the container of pod {name} was killed: out of memory (OOMKilled)"
+                ));
+            }
+            "ContainerCannotRun" | "StartError" => {
+                let msg = t.message.as_deref().unwrap_or("").trim();
+                return JobStatus::Killed(format!(
+                    "the container of pod {name} could not start (the image needs /bin/sh): {msg}"
+                ));
+            }
+            _ => {}
+        }
+        let message = t.message.as_deref().unwrap_or("").trim();
+        let callback = if message.is_empty() {
+            None
+        } else if message.len() >= MAX_TERMINATION_MESSAGE
+            || serde_json::from_str::<serde_json::Value>(message).is_err()
+        {
+            return JobStatus::Unreachable(format!(
+                "pod {name} ended (exit code {}) but its outputs did not fit the 4 KiB termination message, and its callback did not reach the server",
+                t.exit_code
+            ));
+        } else {
+            Some(message.to_string())
+        };
+        return JobStatus::Exited {
+            code: t.exit_code,
+            callback,
+        };
+    }
+    if pod.metadata.deletion_timestamp.is_some() {
+        return JobStatus::Killed(format!("pod {name} is being deleted (not by eventops)"));
+    }
+    if let Some(w) = state.and_then(|s| s.waiting.as_ref()) {
+        let reason = w.reason.as_deref().unwrap_or("");
+        if IMAGE_FAILURES.contains(&reason) {
+            let msg = w.message.as_deref().unwrap_or("").trim();
+            return JobStatus::Unreachable(format!(
+                "image {image:?} cannot be pulled ({reason}): {msg}"
+            ));
+        }
+        if reason == "CreateContainerConfigError" || reason == "CreateContainerError" {
+            let msg = w.message.as_deref().unwrap_or("").trim();
+            return JobStatus::Unreachable(format!(
+                "the container of pod {name} cannot be created ({reason}): {msg}"
+            ));
+        }
+    }
+    match phase {
+        "Running" => JobStatus::Running,
+        "Succeeded" | "Failed" => {
+            // ended without a container status (deleted and recreated, or very old): the
+            // phase is all there is
+            JobStatus::Exited {
+                code: i32::from(phase == "Failed"),
+                callback: None,
+            }
+        }
+        _ => {
+            let unschedulable = status.conditions.as_ref().and_then(|c| {
+                c.iter().find(|c| {
+                    c.type_ == "PodScheduled"
+                        && c.status == "False"
+                        && c.reason.as_deref() == Some("Unschedulable")
+                })
+            });
+            match unschedulable {
+                Some(c) if pending_for >= schedule_timeout => JobStatus::Unreachable(format!(
+                    "pod {name} could not be scheduled for {}s: {}",
+                    schedule_timeout.as_secs(),
+                    c.message.as_deref().unwrap_or("no reason given")
+                )),
+                _ => JobStatus::Starting,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actuator::Job;
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateTerminated, ContainerStateWaiting, PodCondition, PodStatus,
+    };
+
+    fn spec() -> KubernetesSpec {
+        serde_json::from_value(serde_json::json!({"config": "x"})).unwrap()
+    }
+
+    fn job() -> Job {
+        Job {
+            pipeline_id: 12,
+            task_id: 34,
+            alias: "t".into(),
+            image: "busybox:1".into(),
+            run_sh: "#!/bin/sh\necho hi\n".into(),
+            env: vec![("A".into(), "b".into())],
+            timeout_secs: 600,
+            has_outputs: true,
+            job_id: String::new(),
+        }
+    }
+
+    #[test]
+    fn names_and_job_ids() {
+        let mut s = spec();
+        assert_eq!(namespace_of(&s, 12), "pipelines-12");
+        s.namespace = Some("ci".into());
+        assert_eq!(namespace_of(&s, 12), "ci");
+        assert_eq!(pod_name(12, 34), "eventops-12-34");
+        assert_eq!(
+            parse_job_id(&job_id("pipelines-12", "eventops-12-34")),
+            Some(("pipelines-12", "eventops-12-34"))
+        );
+        for bad in [
+            "",
+            "ns",
+            "ns/",
+            "/eventops-1-2",
+            "NS/eventops-1-2",
+            "ns/other",
+            "a/b/c",
+            "ns/eventops-1-2;x",
+        ] {
+            assert_eq!(parse_job_id(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            label_value("host.example-1234abcd"),
+            "host.example-1234abcd"
+        );
+        assert_eq!(label_value("-a b-"), "a_b");
+        assert_eq!(label_value(&"x".repeat(80)).len(), 63);
+    }
+
+    #[test]
+    fn the_pod_runs_the_script_from_its_configmap_with_a_deadline() {
+        let mut s = spec();
+        s.service_account = Some("runner".into());
+        s.image_pull_secret = Some("regcred".into());
+        s.resources = Some(crate::definition::actuator::KubernetesResources {
+            requests: [("cpu".to_string(), "100m".to_string())].into(),
+            limits: [("memory".to_string(), "1Gi".to_string())].into(),
+        });
+        let pod = pod_object("pipelines-12", "eventops-12-34", &job(), &s, "srv-1");
+        let v = serde_json::to_value(&pod).unwrap();
+        assert_eq!(v["metadata"]["labels"][LABEL_RUN], "12");
+        assert_eq!(v["metadata"]["labels"][LABEL_TASK], "34");
+        assert_eq!(v["metadata"]["labels"][LABEL_INSTANCE], "srv-1");
+        assert_eq!(v["spec"]["restartPolicy"], "Never");
+        assert_eq!(v["spec"]["activeDeadlineSeconds"], 660);
+        assert_eq!(v["spec"]["serviceAccountName"], "runner");
+        assert_eq!(v["spec"]["imagePullSecrets"][0]["name"], "regcred");
+        let c = &v["spec"]["containers"][0];
+        assert_eq!(c["name"], CONTAINER);
+        assert_eq!(c["image"], "busybox:1");
+        assert_eq!(c["env"][0], serde_json::json!({"name": "A", "value": "b"}));
+        assert_eq!(c["resources"]["requests"]["cpu"], "100m");
+        assert_eq!(c["resources"]["limits"]["memory"], "1Gi");
+        assert_eq!(c["command"][0], "/bin/sh");
+        let cmd = c["command"][2].as_str().unwrap();
+        assert!(
+            cmd.contains("cp /eventops-script/run.sh /eventops/run.sh"),
+            "{cmd}"
+        );
+        assert!(cmd.contains("/dev/termination-log"), "{cmd}");
+        assert_eq!(
+            v["spec"]["volumes"][0]["configMap"]["name"],
+            "eventops-12-34"
+        );
+        assert!(v["spec"]["volumes"][1]["emptyDir"].is_object());
+        let cm = configmap_object("pipelines-12", "eventops-12-34", &job(), "srv-1");
+        assert_eq!(cm.data.unwrap()[RUN_SH], "#!/bin/sh\necho hi\n");
+        let ns = namespace_object("pipelines-12", 12, "srv-1");
+        assert_eq!(ns.metadata.labels.unwrap()[LABEL_RUN], "12");
+    }
+
+    #[test]
+    fn the_entrypoint_hands_the_outputs_without_the_secret_to_the_termination_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("script");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&script).unwrap();
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::write(
+            script.join(RUN_SH),
+            "printf '{\"pipelineId\":1,\"taskId\":2,\"auth\":\"s3cret\",\"exitCode\":3,\"outputs\":{}}\\n' > callback.json\nexit 3\n",
+        )
+        .unwrap();
+        let log = dir.path().join("termination-log");
+        let cmd = entrypoint()
+            .replace(SCRIPT_DIR, script.to_str().unwrap())
+            .replace(CONTAINER_WORKDIR, work.to_str().unwrap())
+            .replace("/dev/termination-log", log.to_str().unwrap());
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        let msg = std::fs::read_to_string(&log).unwrap();
+        assert!(!msg.contains("s3cret"), "{msg}");
+        let v: serde_json::Value = serde_json::from_str(&msg).unwrap();
+        assert_eq!(v["auth"], "");
+        assert_eq!(v["exitCode"], 3);
+    }
+
+    fn pod(phase: &str, state: Option<ContainerState>) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("eventops-1-2".into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: CONTAINER.into(),
+                    image: Some("busybox:1".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
+                container_statuses: state.map(|s| {
+                    vec![ContainerStatus {
+                        name: CONTAINER.into(),
+                        state: Some(s),
+                        ..Default::default()
+                    }]
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn waiting(reason: &str, message: &str) -> Option<ContainerState> {
+        Some(ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some(reason.into()),
+                message: Some(message.into()),
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn terminated(code: i32, reason: &str, message: &str) -> Option<ContainerState> {
+        Some(ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: code,
+                reason: Some(reason.into()),
+                message: (!message.is_empty()).then(|| message.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn st(p: &Pod) -> JobStatus {
+        status_of(p, Duration::from_secs(1), Duration::from_secs(300))
+    }
+
+    #[test]
+    fn every_pod_state_maps_to_a_task_status() {
+        let no_status = Pod {
+            status: None,
+            ..pod("Pending", None)
+        };
+        assert_eq!(st(&no_status), JobStatus::Starting);
+        assert_eq!(st(&pod("Pending", None)), JobStatus::Starting);
+        assert_eq!(
+            st(&pod("Pending", waiting("ContainerCreating", ""))),
+            JobStatus::Starting
+        );
+        assert_eq!(st(&pod("Running", None)), JobStatus::Running);
+        // the end, with the outputs from the termination message
+        let cb = r#"{"pipelineId":1,"taskId":2,"auth":"","exitCode":0,"outputs":{"o":"v"}}"#;
+        assert_eq!(
+            st(&pod("Succeeded", terminated(0, "Completed", cb))),
+            JobStatus::Exited {
+                code: 0,
+                callback: Some(cb.into())
+            }
+        );
+        assert_eq!(
+            st(&pod("Failed", terminated(3, "Error", ""))),
+            JobStatus::Exited {
+                code: 3,
+                callback: None
+            }
+        );
+        // outputs cut at 4 KiB
+        let cut = format!("{{\"outputs\":{{\"o\":\"{}", "x".repeat(5000));
+        assert!(matches!(
+            st(&pod("Succeeded", terminated(0, "Completed", &cut))),
+            JobStatus::Unreachable(m) if m.contains("4 KiB")
+        ));
+        // killed
+        assert!(matches!(
+            st(&pod("Failed", terminated(137, "OOMKilled", ""))),
+            JobStatus::Killed(m) if m.contains("OOMKilled")
+        ));
+        assert!(matches!(
+            st(&pod("Failed", terminated(128, "StartError", "exec: \"/bin/sh\": not found"))),
+            JobStatus::Killed(m) if m.contains("/bin/sh")
+        ));
+        let mut evicted = pod("Failed", None);
+        if let Some(s) = evicted.status.as_mut() {
+            s.reason = Some("Evicted".into());
+            s.message = Some("The node was low on resource: memory.".into());
+        }
+        assert!(
+            matches!(st(&evicted), JobStatus::Killed(m) if m.contains("evicted: The node was low"))
+        );
+        let mut deadline = pod("Failed", terminated(137, "Error", ""));
+        if let Some(s) = deadline.status.as_mut() {
+            s.reason = Some("DeadlineExceeded".into());
+        }
+        assert!(
+            matches!(st(&deadline), JobStatus::Killed(m) if m.contains("activeDeadlineSeconds"))
+        );
+        let mut deleting = pod("Running", None);
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        assert!(matches!(st(&deleting), JobStatus::Killed(m) if m.contains("being deleted")));
+        // the image
+        for reason in ["ErrImagePull", "ImagePullBackOff", "InvalidImageName"] {
+            assert!(matches!(
+                st(&pod("Pending", waiting(reason, "pull access denied"))),
+                JobStatus::Unreachable(m) if m.contains("\"busybox:1\"") && m.contains(reason)
+            ));
+        }
+        assert!(matches!(
+            st(&pod("Pending", waiting("CreateContainerConfigError", "secret \"x\" not found"))),
+            JobStatus::Unreachable(m) if m.contains("secret")
+        ));
+        // unschedulable: waits, then errors with the scheduler's message
+        let mut pending = pod("Pending", None);
+        if let Some(s) = pending.status.as_mut() {
+            s.conditions = Some(vec![PodCondition {
+                type_: "PodScheduled".into(),
+                status: "False".into(),
+                reason: Some("Unschedulable".into()),
+                message: Some("0/1 nodes are available: 1 Insufficient cpu.".into()),
+                ..Default::default()
+            }]);
+        }
+        assert_eq!(st(&pending), JobStatus::Starting);
+        assert!(matches!(
+            status_of(&pending, Duration::from_secs(301), Duration::from_secs(300)),
+            JobStatus::Unreachable(m) if m.contains("Insufficient cpu")
+        ));
+        // ended with no container status: the phase decides
+        assert_eq!(
+            st(&pod("Succeeded", None)),
+            JobStatus::Exited {
+                code: 0,
+                callback: None
+            }
+        );
+    }
+}
