@@ -391,10 +391,8 @@ fn callbacks_with_a_wrong_secret_change_nothing() {
     let run_sh = std::fs::read_to_string(task_dir(&s, &run, "t").join("run.sh")).unwrap();
     let auth = run_sh
         .lines()
-        .find_map(|l| {
-            l.strip_prefix("__eo_auth='")
-                .and_then(|r| r.strip_suffix('\''))
-        })
+        .find_map(|l| l.strip_prefix("__eo_auth="))
+        .map(|r| r.trim_matches('\''))
         .expect("secret in run.sh");
     let late = json!({"pipelineId": id, "taskId": tid, "auth": auth, "exitCode": 7, "outputs": {}});
     let r = anon.post("/api/pipeline/callback", late.to_string()).ok();
