@@ -45,7 +45,7 @@ fn cases() -> Vec<(&'static str, &'static str, String, &'static str)> {
         ("actuator: docker with ip and socket", "actuator", "name: a1\ndocker: {ip: h, socket: /run/d.sock}\ntags: [t]\n".into(), "set ip (and port) or socket, not both"),
         ("actuator: docker socket the server does not allow", "actuator", "name: a1\ndocker: {socket: /run/mysqld/mysqld.sock}\ntags: [t]\n".into(), "is not one this server allows (actuators.dockerSockets"),
         ("actuator: docker port 0", "actuator", "name: a1\ndocker: {ip: h, port: 0}\ntags: [t]\n".into(), "docker.port is 0"),
-        ("actuator: kubernetes not built", "actuator", "name: a1\nkubernetes: {config: x}\ntags: [t]\n".into(), "kubernetes actuators are not supported yet"),
+        ("actuator: kubernetes, not a kubeconfig", "actuator", "name: a1\nkubernetes: {config: x}\ntags: [t]\n".into(), "kubernetes.config is not a kubeconfig"),
         ("actuator: unknown field", "actuator", "name: a1\nos: {user: u, ip: h, password: p, passwd: q}\ntags: [t]\n".into(), "passwd"),
         // ---- §5.2 pipelines
         ("pipeline: empty name", "pipeline", pl("name: pl", "name: ''"), "pipeline name is empty"),
@@ -268,4 +268,63 @@ fn self_nesting_is_refused() {
     let a2 = "version: 2\nname: a\ndag: [{name: t, needs: [root]}]\ntasks: [{alias: t, type: pipeline, image: b}]\n";
     api.post("/api/pipeline-definition/apply", a2)
         .fails(400, "runs itself");
+}
+
+/// A kubeconfig the client could use (the server needs not exist for apply).
+fn kubeconfig(context: &str) -> String {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": context,
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}]
+    })
+    .to_string()
+}
+
+#[test]
+fn kubernetes_actuators_are_checked_at_apply() {
+    let server = TestServer::start();
+    let mut api = Api::new(&server.url);
+    api.login_as("kakj");
+    let act = |extra: &str, ctx: &str| {
+        format!(
+            "name: k\nkubernetes: {{config: {}{extra}}}\ntags: [k8s]\n",
+            serde_json::to_string(&kubeconfig(ctx)).unwrap()
+        )
+    };
+    api.post("/api/actuator/apply", act("", "nope"))
+        .fails(400, "kubernetes.config has no context \"nope\"");
+    api.post("/api/actuator/apply", act(", namespace: Bad_NS", "x"))
+        .fails(
+            400,
+            "kubernetes.namespace \"Bad_NS\" is not a Kubernetes name",
+        );
+    api.post(
+        "/api/actuator/apply",
+        act(", namespacePrefix: \"a.b-\"", "x"),
+    )
+    .fails(400, "kubernetes.namespacePrefix");
+    api.post(
+        "/api/actuator/apply",
+        format!(
+            "name: k\nkubernetes: {{config: {}}}\ntunnel: {{clientId: c, clientToken: t}}\ntags: [k8s]\n",
+            serde_json::to_string(&kubeconfig("x")).unwrap()
+        ),
+    )
+    .fails(400, "kubernetes through a tunnel is not supported yet");
+    // a good one: stored, the kubeconfig never shown
+    let v = api.post("/api/actuator/apply", act("", "x")).ok();
+    assert!(!v.to_string().contains("token"), "{v}");
+    let v = api.get("/api/actuator/k").ok();
+    assert!(!v.to_string().contains("\"t\""), "{v}");
+    assert_eq!(
+        v["definition"]["kubernetes"]["namespacePrefix"], "pipelines-",
+        "{v}"
+    );
+    // a k8s task needs an image
+    api.post(
+        "/api/pipeline-definition/apply",
+        "version: 1\nname: p\ndag: [{name: t, needs: [root]}]\ntasks: [{alias: t, type: k8s, commands: [echo]}]\n",
+    )
+    .fails(400, "image is missing");
 }

@@ -13,7 +13,10 @@
 //!
 //! Adding a kind: its module, and one arm in [`connect`].
 
-use super::{agent, docker, os, Actuator, ActuatorError, Ended, Job, JobStatus, LogStream, Result};
+use super::{
+    agent, docker, kubernetes, os, Actuator, ActuatorError, Ended, Job, JobStatus, LogStream,
+    Result,
+};
 use crate::definition::actuator::{ActuatorDef, ActuatorKind, Target};
 use crate::store::{self, Db};
 use crate::tunnel::Tunnels;
@@ -160,6 +163,11 @@ impl ActuatorRef {
             .await
     }
 
+    pub async fn run_ended(&self, pipeline_id: i64) -> Result<()> {
+        self.call(move |a| async move { a.run_ended(pipeline_id).await })
+            .await
+    }
+
     pub async fn leftovers(&self) -> Result<Vec<(String, i64)>> {
         self.call(|a| async move { a.leftovers().await }).await
     }
@@ -222,10 +230,12 @@ fn connect(
                 hub.task_logs.clone(),
             )))
         }
-        Some(Target::Kubernetes(_)) => Err(format!(
-            "actuator {}: kubernetes actuators are not supported yet",
-            def.name
-        )),
+        Some(Target::Kubernetes(spec)) => Ok(Arc::new(kubernetes::Kubernetes::new(
+            &format!("kubernetes actuator {}", def.name),
+            spec,
+            &hub.instance,
+            hub.task_logs.clone(),
+        ))),
         None => Err(format!("actuator {}: its definition is invalid", def.name)),
     }
 }

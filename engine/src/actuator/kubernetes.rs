@@ -372,6 +372,458 @@ pub fn status_of(pod: &Pod, pending_for: Duration, schedule_timeout: Duration) -
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// The client
+// ---------------------------------------------------------------------------------------
+
+use super::{Actuator, ActuatorError, Ended, Job, LogStream, Result};
+use futures_util::future::BoxFuture;
+use futures_util::{AsyncReadExt, StreamExt};
+use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+
+/// The kubeconfig's client settings, checked at apply: it parses, the context exists and
+/// names a cluster with a server.
+pub fn check_config(spec: &KubernetesSpec) -> std::result::Result<(), String> {
+    let kc = Kubeconfig::from_yaml(&spec.config)
+        .map_err(|e| format!("kubernetes.config is not a kubeconfig: {e}"))?;
+    let context = match &spec.context {
+        Some(c) => c.clone(),
+        None => kc
+            .current_context
+            .clone()
+            .ok_or("kubernetes.config has no current-context (set kubernetes.context)")?,
+    };
+    let ctx = kc
+        .contexts
+        .iter()
+        .find(|c| c.name == context)
+        .and_then(|c| c.context.as_ref())
+        .ok_or_else(|| format!("kubernetes.config has no context {context:?}"))?;
+    let cluster = kc
+        .clusters
+        .iter()
+        .find(|c| c.name == ctx.cluster)
+        .and_then(|c| c.cluster.as_ref())
+        .ok_or_else(|| format!("kubernetes.config: context {context:?} names no known cluster"))?;
+    match cluster.server.as_deref() {
+        Some(s) if s.starts_with("https://") || s.starts_with("http://") => Ok(()),
+        _ => Err(format!(
+            "kubernetes.config: cluster {:?} has no server URL",
+            ctx.cluster
+        )),
+    }
+}
+
+/// One cluster, through its kubeconfig.
+pub struct Kubernetes {
+    name: String,
+    spec: KubernetesSpec,
+    client: tokio::sync::OnceCell<Client>,
+    instance: String,
+    task_logs: std::path::PathBuf,
+}
+
+fn api_status(e: &kube::Error) -> Option<&kube::core::Status> {
+    match e {
+        kube::Error::Api(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn is_missing(e: &kube::Error) -> bool {
+    api_status(e).is_some_and(|s| s.is_not_found())
+}
+
+fn is_taken(e: &kube::Error) -> bool {
+    api_status(e).is_some_and(|s| s.is_already_exists() || s.code == 409)
+}
+
+impl Kubernetes {
+    pub fn new(
+        name: &str,
+        spec: &KubernetesSpec,
+        instance: &str,
+        task_logs: std::path::PathBuf,
+    ) -> Kubernetes {
+        Kubernetes {
+            name: name.to_string(),
+            spec: spec.clone(),
+            client: tokio::sync::OnceCell::new(),
+            instance: instance.to_string(),
+            task_logs,
+        }
+    }
+
+    async fn client(&self) -> Result<Client> {
+        self.client
+            .get_or_try_init(|| async {
+                let kc = Kubeconfig::from_yaml(&self.spec.config).map_err(|e| {
+                    ActuatorError::permanent(format!("{}: kubernetes.config: {e}", self.name))
+                })?;
+                let opts = KubeConfigOptions {
+                    context: self.spec.context.clone(),
+                    ..Default::default()
+                };
+                let cfg = kube::Config::from_custom_kubeconfig(kc, &opts)
+                    .await
+                    .map_err(|e| {
+                        ActuatorError::permanent(format!("{}: kubernetes.config: {e}", self.name))
+                    })?;
+                Client::try_from(cfg).map_err(|e| {
+                    ActuatorError::permanent(format!("{}: the cluster's client: {e}", self.name))
+                })
+            })
+            .await
+            .cloned()
+    }
+
+    /// An API error with what was being done; refusals (401, 403, 422) are permanent, the
+    /// rest (unreachable, 5xx, timeouts) transient.
+    fn err(&self, what: &str, e: kube::Error) -> ActuatorError {
+        let msg = match api_status(&e) {
+            Some(s) if !s.message.is_empty() => format!("{}: {what}: {}", self.name, s.message),
+            _ => format!("{}: {what}: {e}", self.name),
+        };
+        match api_status(&e).map(|s| s.code) {
+            Some(400 | 401 | 403 | 422) => ActuatorError::permanent(msg),
+            _ => ActuatorError::transient(msg),
+        }
+    }
+
+    fn pods(&self, client: &Client, ns: &str) -> Api<Pod> {
+        Api::namespaced(client.clone(), ns)
+    }
+
+    fn job<'a>(&self, job_id: &'a str) -> Result<(&'a str, &'a str)> {
+        parse_job_id(job_id)
+            .ok_or_else(|| ActuatorError::permanent(format!("not a kubernetes job id: {job_id:?}")))
+    }
+
+    fn kept_log(&self, pod: &str) -> std::path::PathBuf {
+        self.task_logs.join(format!("{pod}.log"))
+    }
+
+    /// Copies the pod's log to the server before the pod goes, so `eoctl runtime logs` works
+    /// after the task's end.
+    async fn keep_log(&self, client: &Client, ns: &str, pod: &str) {
+        let lp = LogParams {
+            container: Some(CONTAINER.into()),
+            limit_bytes: Some(16 << 20),
+            ..Default::default()
+        };
+        let log = match self.pods(client, ns).logs(pod, &lp).await {
+            Ok(l) => l,
+            Err(e) => {
+                log::debug!("{}: {ns}/{pod}: no log to keep: {e}", self.name);
+                return;
+            }
+        };
+        let path = self.kept_log(pod);
+        let dir = self.task_logs.clone();
+        let res = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)?;
+            let tmp = path.with_extension("tmp");
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(log.as_bytes())?;
+            std::fs::rename(&tmp, &path)
+        })
+        .await;
+        if let Ok(Err(e)) | Err(e) = res.map_err(std::io::Error::other) {
+            log::warn!("{}: {ns}/{pod}: keeping its log: {e}", self.name);
+        }
+    }
+
+    async fn delete(&self, client: &Client, ns: &str, pod: &str, grace: u32) -> Result<()> {
+        let dp = DeleteParams {
+            grace_period_seconds: Some(grace),
+            ..Default::default()
+        };
+        match self.pods(client, ns).delete(pod, &dp).await {
+            Ok(_) => {}
+            Err(e) if is_missing(&e) => {}
+            Err(e) => return Err(self.err(&format!("deleting pod {ns}/{pod}"), e)),
+        }
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+        match cms.delete(pod, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_missing(&e) => Ok(()),
+            Err(e) => Err(self.err(&format!("deleting configmap {ns}/{pod}"), e)),
+        }
+    }
+
+    /// Deletes a run's namespace (not a fixed one).
+    pub async fn delete_namespace(&self, pipeline_id: i64) -> Result<()> {
+        if self.spec.namespace.is_some() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        let ns = namespace_of(&self.spec, pipeline_id);
+        let api: Api<Namespace> = Api::all(client);
+        match api.delete(&ns, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_missing(&e) => Ok(()),
+            Err(e) => Err(self.err(&format!("deleting namespace {ns}"), e)),
+        }
+    }
+}
+
+/// `pipelines/<p>/tasks/<t>` → (p, t).
+fn ids_of_dir(dir: &str) -> Option<(i64, i64)> {
+    match dir.split('/').collect::<Vec<_>>().as_slice() {
+        ["pipelines", p, "tasks", t] => Some((p.parse().ok()?, t.parse().ok()?)),
+        _ => None,
+    }
+}
+
+impl Actuator for Kubernetes {
+    /// The job id (`namespace/pod`), the run's namespace made on first use.
+    fn place<'a>(&'a self, dir: &'a str, _prior: Option<&'a str>) -> BoxFuture<'a, Result<String>> {
+        Box::pin(async move {
+            let (p, t) = ids_of_dir(dir)
+                .ok_or_else(|| ActuatorError::permanent(format!("bad task directory {dir:?}")))?;
+            let ns = namespace_of(&self.spec, p);
+            if self.spec.namespace.is_none() {
+                let client = self.client().await?;
+                let api: Api<Namespace> = Api::all(client);
+                match api
+                    .create(&PostParams::default(), &namespace_object(&ns, p, &self.instance))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if is_taken(&e) => {}
+                    Err(e) if api_status(&e).is_some_and(|s| s.is_forbidden()) => {
+                        return Err(ActuatorError::permanent(format!(
+                            "{}: creating namespace {ns} is forbidden ({}); set kubernetes.namespace to a namespace these credentials may use",
+                            self.name,
+                            api_status(&e).map(|s| s.message.clone()).unwrap_or_default()
+                        )))
+                    }
+                    Err(e) => return Err(self.err(&format!("creating namespace {ns}"), e)),
+                }
+            }
+            Ok(job_id(&ns, &pod_name(p, t)))
+        })
+    }
+
+    fn start(&self, job: Job) -> BoxFuture<'_, Result<String>> {
+        Box::pin(async move {
+            let (ns, pod) = self.job(&job.job_id)?;
+            let client = self.client().await?;
+            let pods = self.pods(&client, ns);
+            if pods
+                .get_opt(pod)
+                .await
+                .map_err(|e| self.err(&format!("reading pod {ns}/{pod}"), e))?
+                .is_some()
+            {
+                return Ok(job.job_id.clone()); // started before a restart
+            }
+            // the script of this attempt (its URLs are fresh): replace one left by an earlier
+            let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+            let cm = configmap_object(ns, pod, &job, &self.instance);
+            match cms.create(&PostParams::default(), &cm).await {
+                Ok(_) => {}
+                Err(e) if is_taken(&e) => {
+                    let _ = cms.delete(pod, &DeleteParams::default()).await;
+                    cms.create(&PostParams::default(), &cm)
+                        .await
+                        .map_err(|e| self.err(&format!("creating configmap {ns}/{pod}"), e))?;
+                }
+                Err(e) => return Err(self.err(&format!("creating configmap {ns}/{pod}"), e)),
+            }
+            let p = pod_object(ns, pod, &job, &self.spec, &self.instance);
+            match pods.create(&PostParams::default(), &p).await {
+                Ok(_) => Ok(job.job_id.clone()),
+                Err(e) if is_taken(&e) => Ok(job.job_id.clone()),
+                Err(e) => Err(self.err(&format!("creating pod {ns}/{pod}"), e)),
+            }
+        })
+    }
+
+    /// Waits up to `secs` for the pod to end, watching it (the poll is the safety net).
+    fn watch<'a>(&'a self, job_id: &'a str, secs: u32) -> BoxFuture<'a, Result<Ended>> {
+        Box::pin(async move {
+            let (ns, pod) = self.job(job_id)?;
+            let client = self.client().await?;
+            let api = self.pods(&client, ns);
+            let cfg =
+                kube::runtime::watcher::Config::default().fields(&format!("metadata.name={pod}"));
+            let stream = kube::runtime::watcher(api, cfg);
+            let mut stream = std::pin::pin!(kube::runtime::WatchStreamExt::applied_objects(stream));
+            let wait = async {
+                while let Some(item) = stream.next().await {
+                    let Ok(p) = item else { continue };
+                    if let JobStatus::Exited { code, callback } =
+                        status_of(&p, Duration::ZERO, Duration::MAX)
+                    {
+                        return Some((code, callback));
+                    }
+                }
+                None
+            };
+            Ok(
+                tokio::time::timeout(Duration::from_secs(u64::from(secs)), wait)
+                    .await
+                    .unwrap_or(None),
+            )
+        })
+    }
+
+    fn status<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<JobStatus>> {
+        Box::pin(async move {
+            let (ns, pod) = self.job(job_id)?;
+            let client = self.client().await?;
+            let p = self
+                .pods(&client, ns)
+                .get_opt(pod)
+                .await
+                .map_err(|e| self.err(&format!("reading pod {ns}/{pod}"), e))?;
+            let Some(p) = p else {
+                return Ok(JobStatus::Missing);
+            };
+            let age = p
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .and_then(|t| {
+                    let secs = k8s_openapi::jiff::Timestamp::now()
+                        .duration_since(t.0)
+                        .as_secs();
+                    u64::try_from(secs).ok()
+                })
+                .map_or(Duration::ZERO, Duration::from_secs);
+            Ok(status_of(
+                &p,
+                age,
+                Duration::from_secs(self.spec.schedule_timeout_secs),
+            ))
+        })
+    }
+
+    /// Cancel and timeout: the pod is deleted with a short grace period.
+    fn cancel<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let (ns, pod) = self.job(job_id)?;
+            let client = self.client().await?;
+            self.keep_log(&client, ns, pod).await;
+            self.delete(&client, ns, pod, 2).await
+        })
+    }
+
+    /// After the task's end was recorded: its log kept, the pod and its ConfigMap deleted.
+    fn remove<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let (ns, pod) = self.job(job_id)?;
+            let client = self.client().await?;
+            self.keep_log(&client, ns, pod).await;
+            self.delete(&client, ns, pod, 0).await
+        })
+    }
+
+    /// The run's namespace goes (not a fixed one), with anything left in it.
+    fn run_ended(&self, pipeline_id: i64) -> BoxFuture<'_, Result<()>> {
+        Box::pin(self.delete_namespace(pipeline_id))
+    }
+
+    /// Pods of this server (job id, task id), for the reaper.
+    fn leftovers(&self) -> BoxFuture<'_, Result<Vec<(String, i64)>>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let api: Api<Pod> = match &self.spec.namespace {
+                Some(ns) => Api::namespaced(client, ns),
+                None => Api::all(client),
+            };
+            let lp = ListParams::default()
+                .labels(&format!("{LABEL_INSTANCE}={}", label_value(&self.instance)));
+            let list = api
+                .list(&lp)
+                .await
+                .map_err(|e| self.err("listing this server's pods", e))?;
+            Ok(list
+                .items
+                .into_iter()
+                .filter_map(|p| {
+                    let ns = p.metadata.namespace.clone()?;
+                    let name = p.metadata.name.clone()?;
+                    let task = p.metadata.labels.as_ref()?.get(LABEL_TASK)?.parse().ok()?;
+                    Some((job_id(&ns, &name), task))
+                })
+                .collect())
+        })
+    }
+
+    fn logs<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<Vec<u8>>> {
+        Box::pin(async move {
+            let (ns, pod) = self.job(job_id)?;
+            if let Ok(kept) = tokio::fs::read(self.kept_log(pod)).await {
+                return Ok(kept);
+            }
+            let client = self.client().await?;
+            let lp = LogParams {
+                container: Some(CONTAINER.into()),
+                ..Default::default()
+            };
+            match self.pods(&client, ns).logs(pod, &lp).await {
+                Ok(l) => Ok(l.into_bytes()),
+                Err(e) if is_missing(&e) => Ok(Vec::new()),
+                Err(e) => Err(self.err(&format!("reading the log of {ns}/{pod}"), e)),
+            }
+        })
+    }
+
+    fn follow<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<LogStream>> {
+        Box::pin(async move {
+            let (ns, pod) = self.job(job_id)?;
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            if let Ok(kept) = tokio::fs::read(self.kept_log(pod)).await {
+                let _ = tx.send(Ok(kept)).await;
+                return Ok(rx);
+            }
+            let client = self.client().await?;
+            let lp = LogParams {
+                container: Some(CONTAINER.into()),
+                follow: true,
+                ..Default::default()
+            };
+            let mut reader = self
+                .pods(&client, ns)
+                .log_stream(pod, &lp)
+                .await
+                .map_err(|e| self.err(&format!("following the log of {ns}/{pod}"), e))?;
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match reader.read(&mut buf).await {
+                        Ok(0) => return,
+                        Ok(n) => {
+                            if tx.send(Ok(buf[..n].to_vec())).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e.to_string())).await;
+                            return;
+                        }
+                    }
+                }
+            });
+            Ok(rx)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

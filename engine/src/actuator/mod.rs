@@ -154,6 +154,12 @@ pub trait Actuator: Send + Sync + 'static {
     }
     /// The jobs this server left on the actuator (job id, task id), live or not: the reaper
     /// removes those whose task is no longer live. Hosts keep nothing worth reaping.
+    /// A run that had tasks here ended: what the actuator made for the run as a whole goes
+    /// (a Kubernetes namespace).
+    fn run_ended(&self, pipeline_id: i64) -> BoxFuture<'_, Result<()>> {
+        let _ = pipeline_id;
+        Box::pin(async { Ok(()) })
+    }
     fn leftovers(&self) -> BoxFuture<'_, Result<Vec<(String, i64)>>> {
         Box::pin(async { Ok(Vec::new()) })
     }

@@ -317,21 +317,41 @@ impl ActuatorDef {
         if let Some(d) = &self.docker {
             check_docker(d, self.tunnel.is_some()).map_err(p)?;
         }
-        if self.kubernetes.is_some() {
-            return Err(p(
-                "kubernetes actuators are not supported yet (use os, docker or a tunnel agent)"
-                    .into(),
-            ));
+        if let Some(k) = &self.kubernetes {
+            if k.config.trim().is_empty() {
+                return Err(p("kubernetes.config (the kubeconfig text) is empty".into()));
+            }
+            if self.tunnel.is_some() {
+                return Err(p(
+                    "kubernetes through a tunnel is not supported yet (give the cluster's address in the kubeconfig)"
+                        .into(),
+                ));
+            }
+            if let Some(ns) = &k.namespace {
+                check_dns_label("kubernetes.namespace", ns).map_err(p)?;
+            }
+            // a namespace is the prefix and a run id (up to 19 digits)
+            if !k.namespace_prefix.is_empty() {
+                check_dns_label(
+                    "kubernetes.namespacePrefix",
+                    &format!("{}0", k.namespace_prefix),
+                )
+                .map_err(p)?;
+            }
+            if k.namespace_prefix.len() > 63 - 19 {
+                return Err(p(
+                    "kubernetes.namespacePrefix is longer than 44 characters".into()
+                ));
+            }
+            if k.schedule_timeout_secs == 0 {
+                return Err(p("kubernetes.scheduleTimeoutSecs must be at least 1".into()));
+            }
+            crate::actuator::kubernetes::check_config(k).map_err(p)?;
         }
         if self.max_concurrent_tasks == Some(0) {
             return Err(p(
                 "maxConcurrentTasks must be at least 1 (leave it out for no limit)".into(),
             ));
-        }
-        if let Some(k) = &self.kubernetes {
-            if k.config.trim().is_empty() {
-                return Err(p("kubernetes.config (the kubeconfig text) is empty".into()));
-            }
         }
         if let Some(t) = &self.tunnel {
             if t.client_id.trim().is_empty() {
@@ -374,6 +394,24 @@ impl ActuatorDef {
             t.remove("clientToken");
         }
         v
+    }
+}
+
+/// A Kubernetes name of the DNS label kind: 1–63 of `[a-z0-9-]`, starting and ending with a
+/// letter or digit.
+fn check_dns_label(what: &str, s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {s:?} is not a Kubernetes name (1-63 of a-z, 0-9 and '-', starting and ending with a letter or digit)"
+        ))
     }
 }
 

@@ -375,13 +375,7 @@ impl PipelineDef {
                         return Err(tp("commands is empty".into()));
                     }
                 }
-                TaskKind::K8s => {
-                    return Err(tp(
-                        "type k8s: Kubernetes tasks are not supported yet (use os or docker)"
-                            .into(),
-                    ));
-                }
-                TaskKind::Docker => {
+                TaskKind::Docker | TaskKind::K8s => {
                     if t.image.trim().is_empty() {
                         return Err(tp("image is missing (a container image is required)".into()));
                     }

@@ -420,13 +420,13 @@ async fn reap_containers(engine: Arc<Engine>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let rows = match store::actuators::all_of_kind(&engine.db, "docker").await {
-            Ok(r) => r,
-            Err(e) => {
-                log::warn!("reaper: listing Docker actuators: {e}");
-                continue;
+        let mut rows = Vec::new();
+        for kind in ["docker", "kubernetes"] {
+            match store::actuators::all_of_kind(&engine.db, kind).await {
+                Ok(r) => rows.extend(r),
+                Err(e) => log::warn!("reaper: listing {kind} actuators: {e}"),
             }
-        };
+        }
         for row in rows {
             let Ok((_, act)) = engine.actuator_for(&row.creator, &row) else {
                 continue;

@@ -458,6 +458,7 @@ impl RunActor {
                     log::error!("run {}: recording success: {e}", self.run.id);
                 }
                 self.finished = true;
+                self.on_run_ended();
             }
             ScopeResult::Failed(msg) => {
                 let r = store::runs::transition_run(
@@ -477,6 +478,7 @@ impl RunActor {
                     log::error!("run {}: recording failure: {e}", self.run.id);
                 }
                 self.finished = true;
+                self.on_run_ended();
             }
         }
     }
@@ -576,7 +578,7 @@ impl RunActor {
         let values = self.scope_values(parent);
         match TaskKind::parse(&tdef.kind) {
             Some(TaskKind::Pipeline) => self.start_pipeline_task(id, &tdef, &values).await,
-            Some(kind @ (TaskKind::Os | TaskKind::Docker)) => {
+            Some(kind @ (TaskKind::Os | TaskKind::Docker | TaskKind::K8s)) => {
                 self.starting.insert(id);
                 let selector = tdef
                     .actuator_selector
@@ -608,10 +610,6 @@ impl RunActor {
                     .await;
                     tell(&tx, Internal::Started(id, res));
                 });
-            }
-            Some(kind) => {
-                let msg = format!("{kind:?} tasks are not supported yet");
-                self.fail_task(id, ERROR, &msg).await;
             }
             None => self.fail_task(id, ERROR, "unknown task type").await,
         }
@@ -861,6 +859,36 @@ impl RunActor {
         }
     }
 
+    /// The run ended: each Kubernetes actuator it used deletes the run's namespace, once the
+    /// tasks' own removals (which keep their logs first) have had their turn.
+    fn on_run_ended(&self) {
+        let names: BTreeSet<String> = self
+            .tasks
+            .values()
+            .filter(|t| TaskKind::parse(&t.task_type) == Some(TaskKind::K8s))
+            .map(|t| t.actuator_name.clone())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.is_empty() {
+            return;
+        }
+        let engine = self.engine.clone();
+        let (run, creator) = (self.run.id, self.run.creator.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            for name in names {
+                let res = match engine.actuator_named(&creator, &name).await {
+                    Ok(Some((_, act))) => act.run_ended(run).await,
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(ActuatorError::transient(e.to_string())),
+                };
+                if let Err(e) = res {
+                    log::warn!("run {run}: actuator {name}: cleaning up after the run: {e}");
+                }
+            }
+        });
+    }
+
     fn kill_on_actuator(&self, t: &Task) {
         let engine = self.engine.clone();
         let creator = self.run.creator.clone();
@@ -881,6 +909,7 @@ impl RunActor {
             Ok(_) => {
                 log::info!("run {} cancelled", self.run.id);
                 self.finished = true;
+                self.on_run_ended();
             }
             Err(e) => log::error!("run {}: cancel: {e}", self.run.id),
         }
@@ -1037,6 +1066,7 @@ async fn pick_actuator(
     }
     let what = match kind {
         TaskKind::Docker => "docker actuator",
+        TaskKind::K8s => "kubernetes actuator",
         _ => "os actuator or tunnel agent",
     };
     Err(format!("no {what} with tags [{}]", sel.tags.join(", ")))
@@ -1149,7 +1179,7 @@ async fn start_job_task(
         let callback_url = format!("{}/api/pipeline/callback", engine.settings.callback_address);
         // a container ends with its main process: the callback is one short try in the
         // foreground (the server reads callback.json from the stopped container anyway)
-        let container = kind == TaskKind::Docker;
+        let container = matches!(kind, TaskKind::Docker | TaskKind::K8s);
         script::render_run_sh(&script::RunScript {
             pipeline_id: run_id,
             task_id,
