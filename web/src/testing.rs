@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 
 pub mod docker;
+pub mod k8s;
 pub mod own_db;
 pub mod s3;
 

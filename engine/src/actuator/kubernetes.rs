@@ -563,14 +563,31 @@ impl Kubernetes {
         }
     }
 
-    /// Deletes a run's namespace (not a fixed one).
+    /// Deletes a run's namespace: `<prefix><run>`, when it is labelled as that run's (so also
+    /// after the actuator was changed to a fixed namespace), never the fixed one.
     pub async fn delete_namespace(&self, pipeline_id: i64) -> Result<()> {
-        if self.spec.namespace.is_some() {
+        let ns = format!("{}{pipeline_id}", self.spec.namespace_prefix);
+        if self.spec.namespace.as_deref() == Some(ns.as_str()) {
             return Ok(());
         }
         let client = self.client().await?;
-        let ns = namespace_of(&self.spec, pipeline_id);
         let api: Api<Namespace> = Api::all(client);
+        let found = match api.get_opt(&ns).await {
+            Ok(found) => found,
+            // credentials for a fixed namespace may not read namespaces at all
+            Err(_) if self.spec.namespace.is_some() => return Ok(()),
+            Err(e) => return Err(self.err(&format!("reading namespace {ns}"), e)),
+        };
+        let ours = found.is_some_and(|n| {
+            n.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_RUN))
+                .is_some_and(|r| *r == pipeline_id.to_string())
+        });
+        if !ours {
+            return Ok(());
+        }
         match api.delete(&ns, &DeleteParams::default()).await {
             Ok(_) => Ok(()),
             Err(e) if is_missing(&e) => Ok(()),

@@ -812,12 +812,13 @@ impl RunActor {
         };
         act.release(t.id);
         let killed = t.status == CANCEL || t.status == TIMEOUT;
-        if act.kind == ActuatorKind::Docker && !t.job_id.is_empty() && !killed {
+        let removable = matches!(act.kind, ActuatorKind::Docker | ActuatorKind::Kubernetes);
+        if removable && !t.job_id.is_empty() && !killed {
             let job = t.job_id.clone();
             let id = t.id;
             tokio::spawn(async move {
                 if let Err(e) = act.remove(job).await {
-                    log::warn!("task {id}: removing its container: {e}");
+                    log::warn!("task {id}: removing its container or pod: {e}");
                 }
             });
         }
