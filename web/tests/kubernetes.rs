@@ -309,3 +309,99 @@ fn the_mixed_pipeline_passes_values_from_host_to_container_to_pod_to_child() {
     assert_eq!(task(&v, "in_pod")["outputs"]["p"], "22", "{v}");
     cleaned_up(&k, run);
 }
+
+/// The real server on `port` in `dir` (SQLite under ./data); killed (SIGKILL) on drop.
+struct Server(std::process::Child);
+
+impl Server {
+    fn start(dir: &std::path::Path, port: u16) -> Server {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_eventops"))
+            .current_dir(dir)
+            .env("EVENTOPS_PORT", port.to_string())
+            .env("EVENTOPS_BIND_ADDRESS", "127.0.0.1")
+            .env("EVENTOPS_EVENT_PROCESS_LOOP_LOAD_EVENT_INTERVAL", "1")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn eventops");
+        let server = Server(child);
+        let api = Api::new(&format!("http://127.0.0.1:{port}"));
+        wait_for("the server is ready", 30, || {
+            (std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && api.get("/readyz").status == 200)
+                .then_some(())
+        });
+        server
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+#[test]
+fn kill_9_while_the_pod_runs_then_restart_completes_it_once() {
+    let Some(k) = TestK8s::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Server::start(dir.path(), port);
+    let mut api = Api::new(&format!("http://127.0.0.1:{port}"));
+    api.login_as("kakj");
+    api.post("/api/actuator/apply", actuator(&k, "k8s-double", ""))
+        .ok();
+    let run = start_one(
+        &api,
+        &image(&k),
+        &[
+            "echo slept-start",
+            "sleep 6",
+            "echo slept-end",
+            "export OUT=done",
+        ],
+        120,
+    );
+    running(&api, run);
+    let ns = format!("pipelines-{run}");
+    wait_for("the pod runs", 60, || {
+        let pods = k.pods(&ns);
+        (pods.first()?["status"]["phase"] == "Running").then_some(())
+    });
+    server.kill9();
+    // the pod does not depend on the server
+    assert_eq!(k.pods(&ns)[0]["status"]["phase"], "Running");
+    let _server = Server::start(dir.path(), port);
+    let v = finished(&api, run, 90);
+    assert_eq!(v["status"], "success", "{v}");
+    let t = task(&v, "t");
+    assert_eq!(t["outputs"]["out"], "done", "{v}");
+    assert_eq!(v["tasks"].as_array().map(Vec::len), Some(1), "{v}");
+    let log = api.get_text(&format!("/api/pipeline/{run}/task/t/log"));
+    assert!(
+        log.contains("slept-start") && log.contains("slept-end"),
+        "{log}"
+    );
+    cleaned_up(&k, run);
+    // one pod was ever created for the task
+    let creates = k
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with(&format!("POST /api/v1/namespaces/{ns}/pods")))
+        .count();
+    assert_eq!(creates, 1, "{:#?}", k.requests());
+    let runs = api.get("/api/pipeline/?top=100").ok();
+    assert_eq!(runs.as_array().map(Vec::len), Some(1), "{runs}");
+}
