@@ -78,7 +78,11 @@ impl Drop for Agent {
 /// How the tasks of the pipelines run: `type:` and `image:` lines.
 fn task_kind(image: Option<&str>) -> String {
     match image {
-        Some(i) => format!("type: docker\n    image: {i}"),
+        // `k8s:IMAGE` for a pod, `IMAGE` for a container
+        Some(i) => match i.strip_prefix("k8s:") {
+            Some(i) => format!("type: k8s\n    image: {i}"),
+            None => format!("type: docker\n    image: {i}"),
+        },
         None => "type: os".into(),
     }
 }
@@ -829,4 +833,37 @@ fn retention_deletes_old_runs_with_their_files() {
     assert!(!out.exists(), "{} outlived its run", out.display());
     // the event's upload is not the run's: it stays
     assert!(s3.object_path(BUCKET, &key).exists());
+}
+
+#[test]
+fn the_mix_pipeline_moves_files_in_kubernetes_pods() {
+    let (Some(s3), Some(k), Some(image)) = (
+        S3Server::start(),
+        web::testing::k8s::TestK8s::start(),
+        web::testing::s3::curl_image(),
+    ) else {
+        return;
+    };
+    let (_server, api, _tmp) = server(&s3);
+    api.post(
+        "/api/actuator/apply",
+        format!(
+            "name: files-k8s\nkubernetes: {{config: {}}}\ntags: [files]\n",
+            serde_json::to_string(&k.kubeconfig()).unwrap()
+        ),
+    )
+    .ok();
+    let v = mix_pipeline(&api, &s3, Some(&format!("k8s:{image}")));
+    // the scripts the pods ran held no credential (their ConfigMaps, as the double kept them)
+    let run = v["id"].as_i64().unwrap();
+    let reqs = k.requests();
+    assert!(
+        reqs.iter().any(|r| r.starts_with(&format!(
+            "POST /api/v1/namespaces/pipelines-{run}/configmaps"
+        ))),
+        "{reqs:#?}"
+    );
+    wait_for("the run's namespace is gone", 60, || {
+        (!k.namespaces().contains(&format!("pipelines-{run}"))).then_some(())
+    });
 }
