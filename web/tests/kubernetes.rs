@@ -405,3 +405,68 @@ fn kill_9_while_the_pod_runs_then_restart_completes_it_once() {
     let runs = api.get("/api/pipeline/?top=100").ok();
     assert_eq!(runs.as_array().map(Vec::len), Some(1), "{runs}");
 }
+
+/// The same flow against a REAL cluster, when `EVENTOPS_TEST_KUBECONFIG` names a kubeconfig
+/// file (and `EVENTOPS_TEST_K8S_IMAGE` an image with `sh` it can pull, `busybox:1.36` by
+/// default): hello world with its output and log, cancel, timeout, and nothing left in the
+/// cluster (checked with the kube client). Skipped otherwise — no cluster exists where this
+/// project is built.
+#[test]
+fn on_a_real_cluster_when_one_is_configured() {
+    let Ok(path) = std::env::var("EVENTOPS_TEST_KUBECONFIG") else {
+        eprintln!("SKIPPED: EVENTOPS_TEST_KUBECONFIG is not set (no real cluster)");
+        return;
+    };
+    let config = std::fs::read_to_string(&path).expect("EVENTOPS_TEST_KUBECONFIG");
+    let img = std::env::var("EVENTOPS_TEST_K8S_IMAGE").unwrap_or_else(|_| "busybox:1.36".into());
+    let server = TestServer::start();
+    let mut api = Api::new(&server.url);
+    api.login_as("kakj");
+    api.post(
+        "/api/actuator/apply",
+        format!(
+            "name: real\nkubernetes: {{config: {}}}\ntags: [k8s]\n",
+            serde_json::to_string(&config).unwrap()
+        ),
+    )
+    .ok();
+    let v = one(
+        &api,
+        &img,
+        &["echo hello from the cluster", "export OUT=real"],
+        300,
+    );
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(task(&v, "t")["outputs"]["out"], "real", "{v}");
+    let run = v["id"].as_i64().unwrap();
+    let log = api.get_text(&format!("/api/pipeline/{run}/task/t/log"));
+    assert!(log.contains("hello from the cluster"), "{log}");
+    let cancelled = start_one(&api, &img, &["sleep 600"], 900);
+    running(&api, cancelled);
+    api.post(&format!("/api/pipeline/{cancelled}/cancel"), "")
+        .ok();
+    assert_eq!(finished(&api, cancelled, 120)["status"], "cancel");
+    let timed_out = start_one(&api, &img, &["sleep 600"], 20);
+    assert_eq!(
+        task(&finished(&api, timed_out, 180), "t")["status"],
+        "timeout"
+    );
+    // nothing left: the runs' namespaces go
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let kc = kube::config::Kubeconfig::from_yaml(&config).unwrap();
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        let client = kube::Client::try_from(cfg).unwrap();
+        let nss: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+        for r in [run, cancelled, timed_out] {
+            let ns = format!("pipelines-{r}");
+            while nss.get_opt(&ns).await.unwrap().is_some() {
+                assert!(std::time::Instant::now() < deadline, "{ns} is still there");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    });
+}
