@@ -21,6 +21,7 @@ mod auth_bench;
 mod docker_bench;
 mod files_bench;
 mod input_bench;
+mod k8s_bench;
 mod outage_bench;
 mod secrets_bench;
 mod tunnel_bench;
@@ -752,6 +753,7 @@ fn main() {
         "auth" => auth_bench::run(),
         "docker" => docker_bench::run(),
         "files" => files_bench::run(mib),
+        "k8s" => k8s_bench::run(),
         "all" => {
             idle();
             matching();
@@ -763,7 +765,7 @@ fn main() {
             outage_bench::outage(10);
         }
         other => {
-            eprintln!("unknown benchmark {other:?}: intake | latency | sequential | matching | parked | idle | tunnel-bulk | tunnel-streams | agent-sequential | fanout | tunnel | outage | docker | files | all");
+            eprintln!("unknown benchmark {other:?}: intake | latency | sequential | matching | parked | idle | tunnel-bulk | tunnel-streams | agent-sequential | fanout | tunnel | outage | docker | files | k8s | all");
             std::process::exit(2);
         }
     }

@@ -126,6 +126,20 @@ fn one(api: &Api, img: &str, commands: &[&str], secs: u64) -> Value {
     finished(api, run, secs)
 }
 
+/// A run whose task sleeps in its pod, once the pod runs: (run, namespace, pod).
+fn sleeping_pod(k: &TestK8s, api: &Api, img: &str) -> (i64, String, String) {
+    let run = start_one(api, img, &["sleep 300"], 600);
+    running(api, run);
+    let ns = format!("pipelines-{run}");
+    let pod = wait_for("the pod runs", 60, || {
+        let pods = k.pods(&ns);
+        let p = pods.first()?;
+        (p["status"]["phase"] == "Running")
+            .then(|| p["metadata"]["name"].as_str().unwrap().to_string())
+    });
+    (run, ns, pod)
+}
+
 fn running(api: &Api, run: i64) {
     wait_for("the task runs", 60, || {
         let v = api.get(&format!("/api/pipeline/{run}")).ok();
@@ -214,15 +228,7 @@ fn bad_days_get_a_precise_task_error() {
         "{v}"
     );
     // evicted and killed from outside
-    let run = start_one(&api, &img, &["sleep 300"], 600);
-    running(&api, run);
-    let ns = format!("pipelines-{run}");
-    let pod = wait_for("the pod runs", 60, || {
-        let pods = k.pods(&ns);
-        let p = pods.first()?;
-        (p["status"]["phase"] == "Running")
-            .then(|| p["metadata"]["name"].as_str().unwrap().to_string())
-    });
+    let (run, ns, pod) = sleeping_pod(&k, &api, &img);
     k.evict(&ns, &pod);
     let v = finished(&api, run, 60);
     let t = task(&v, "t");
@@ -469,4 +475,37 @@ fn on_a_real_cluster_when_one_is_configured() {
             }
         }
     });
+}
+
+#[test]
+fn an_unreachable_api_server_or_a_pod_deleted_from_outside_ends_the_task_with_the_reason() {
+    let Some((k, _server, api)) = setup("") else {
+        return;
+    };
+    let img = image(&k);
+    // a pod deleted by someone else while it runs
+    let (run, ns, pod) = sleeping_pod(&k, &api, &img);
+    k.kill_container(&ns, &pod);
+    let v = finished(&api, run, 60);
+    let t = task(&v, "t");
+    assert_eq!(t["status"], "failed", "{v}");
+    assert_eq!(t["exitCode"], 137, "{v}");
+    cleaned_up(&k, run);
+    // the API server gone: nothing listens where the kubeconfig points
+    let dead = k.kubeconfig().replace(&k.url, "http://127.0.0.1:1");
+    api.post(
+        "/api/actuator/apply",
+        format!(
+            "name: k8s-double\nkubernetes: {{config: {}}}\ntags: [k8s]\n",
+            serde_json::to_string(&dead).unwrap()
+        ),
+    )
+    .ok();
+    let v = one(&api, &img, &["true"], 120);
+    let t = task(&v, "t");
+    assert_eq!(t["status"], "error", "{v}");
+    let msg = t["error"].as_str().unwrap();
+    assert!(msg.contains("kubernetes actuator k8s-double"), "{v}");
+    // the server goes on
+    api.get("/api/actuator/").ok();
 }
