@@ -210,6 +210,11 @@ impl FileStore {
             .to_string()
     }
 
+    /// Sends a request; no answer is [`FileError::Unreachable`].
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, FileError> {
+        req.send().await.map_err(|e| self.unreachable(e))
+    }
+
     fn unreachable(&self, e: reqwest::Error) -> FileError {
         let mut why = e.to_string();
         let mut src = std::error::Error::source(&e);
@@ -253,12 +258,8 @@ impl FileStore {
             .head_bucket(Some(&self.creds))
             .sign(SMALL_REQUEST);
         let r = self
-            .http
-            .head(url)
-            .timeout(SMALL_REQUEST)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+            .send(self.http.head(url).timeout(SMALL_REQUEST))
+            .await?;
         if r.status().is_success() {
             return Ok(());
         }
@@ -270,13 +271,8 @@ impl FileStore {
         let body = action.body();
         let url = action.sign(SMALL_REQUEST);
         let r = self
-            .http
-            .put(url)
-            .body(body)
-            .timeout(SMALL_REQUEST)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+            .send(self.http.put(url).body(body).timeout(SMALL_REQUEST))
+            .await?;
         if r.status().is_success() {
             log::info!(
                 "files: created bucket {:?} on {}",
@@ -296,12 +292,8 @@ impl FileStore {
             .head_object(Some(&self.creds), key)
             .sign(SMALL_REQUEST);
         let r = self
-            .http
-            .head(url)
-            .timeout(SMALL_REQUEST)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+            .send(self.http.head(url).timeout(SMALL_REQUEST))
+            .await?;
         match r.status().as_u16() {
             200..=299 => Ok(Some(r.content_length().unwrap_or(0))),
             404 => Ok(None),
@@ -320,13 +312,13 @@ impl FileStore {
             .put_object(Some(&self.creds), key)
             .sign(Duration::from_secs(3600));
         let r = self
-            .http
-            .put(url)
-            .header(reqwest::header::CONTENT_LENGTH, len)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+            .send(
+                self.http
+                    .put(url)
+                    .header(reqwest::header::CONTENT_LENGTH, len)
+                    .body(body),
+            )
+            .await?;
         if r.status().is_success() {
             Ok(())
         } else {
@@ -349,12 +341,7 @@ impl FileStore {
             .bucket
             .get_object(Some(&self.creds), key)
             .sign(Duration::from_secs(3600));
-        let r = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let r = self.send(self.http.get(url)).await?;
         match r.status().as_u16() {
             200..=299 => {
                 let len = r.content_length();
@@ -376,13 +363,7 @@ impl FileStore {
                 list.with_continuation_token(t.clone());
             }
             let url = list.sign(SMALL_REQUEST);
-            let r = self
-                .http
-                .get(url)
-                .timeout(SMALL_REQUEST)
-                .send()
-                .await
-                .map_err(|e| self.unreachable(e))?;
+            let r = self.send(self.http.get(url).timeout(SMALL_REQUEST)).await?;
             if !r.status().is_success() {
                 return Err(Self::refused(format!("listing {prefix:?}"), r).await);
             }
@@ -395,12 +376,8 @@ impl FileStore {
                     .delete_object(Some(&self.creds), &obj.key)
                     .sign(SMALL_REQUEST);
                 let r = self
-                    .http
-                    .delete(url)
-                    .timeout(SMALL_REQUEST)
-                    .send()
-                    .await
-                    .map_err(|e| self.unreachable(e))?;
+                    .send(self.http.delete(url).timeout(SMALL_REQUEST))
+                    .await?;
                 if !r.status().is_success() && r.status().as_u16() != 404 {
                     return Err(Self::refused(format!("deleting {:?}", obj.key), r).await);
                 }

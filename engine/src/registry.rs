@@ -360,15 +360,13 @@ pub async fn delete_trigger(db: &Db, creator: &str, name: &str) -> Result<()> {
 
 // ---------------------------------------------------------------- events
 
-/// Validates and stores an event as `created`; returns its id. Processing is the engine's.
-pub async fn send_event(db: &Db, settings: Settings, creator: &str, text: &str) -> Result<i64> {
-    let row = prepare_event(settings, creator, text)?;
-    store::events::insert(db, &row).await?;
-    Ok(row.id)
-}
-
-/// Validates an event and builds its row (`created`), without storing it.
-pub fn prepare_event(settings: Settings, creator: &str, text: &str) -> Result<models::Event> {
+/// Validates an event and builds its row (`created`), without storing it; also answers the
+/// object keys its `files` name, `(name, key)`, for the owner check.
+pub fn prepare_event(
+    settings: Settings,
+    creator: &str,
+    text: &str,
+) -> Result<(models::Event, Vec<(String, String)>)> {
     let def: EventDoc = document::parse(text)?;
     def.validate(settings.files_enabled)
         .map_err(Error::Validation)?;
@@ -385,7 +383,12 @@ pub fn prepare_event(settings: Settings, creator: &str, text: &str) -> Result<mo
         created_at: now,
         updated_at: now,
     };
-    Ok(row)
+    let files = def
+        .files
+        .iter()
+        .map(|(name, f)| (name.clone(), f.value.clone()))
+        .collect();
+    Ok((row, files))
 }
 
 /// Two applies of the same new name raced: the loser's insert hit the unique constraint.

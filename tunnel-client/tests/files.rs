@@ -26,6 +26,14 @@ const CONTENT: &str = "hello file $(touch /tmp/eo-files-pwned) 'q'\n";
 
 /// A server on a fresh SQLite database with `minio` on `s3`, user kakj logged in.
 fn server(s3: &S3Server) -> (TestServer, Api, tempfile::TempDir) {
+    server_with(s3, |_| {})
+}
+
+/// [`server`], its configuration changed by `tweak` first.
+fn server_with(
+    s3: &S3Server,
+    tweak: impl FnOnce(&mut web::config::Config),
+) -> (TestServer, Api, tempfile::TempDir) {
     let tmp = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", tmp.path().join("eventops.db").display());
     let mut config = TestServer::config(&url, tmp.path().to_path_buf());
@@ -38,6 +46,7 @@ fn server(s3: &S3Server) -> (TestServer, Api, tempfile::TempDir) {
         region: "us-east-1".into(),
         max_upload_bytes: 1 << 30,
     });
+    tweak(&mut config);
     let server = TestServer::with_config(config);
     let mut api = Api::new(&server.url);
     api.login_as("kakj");
@@ -801,23 +810,8 @@ fn retention_deletes_old_runs_with_their_files() {
     let (Some(s3), Some(ssh)) = (S3Server::start(), TestSsh::from_env()) else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", tmp.path().join("eventops.db").display());
-    let mut config = TestServer::config(&url, tmp.path().to_path_buf());
-    config.minio = Some(MinioConfig {
-        server: s3.endpoint.clone(),
-        access_key_id: s3.access_key.clone(),
-        secret_access_key: Secret(s3.secret_key.clone()),
-        ssl: false,
-        base_path: BUCKET.into(),
-        region: "us-east-1".into(),
-        max_upload_bytes: 1 << 20,
-    });
     // three seconds
-    config.runs.retention_days = 3.0 / 86_400.0;
-    let server = TestServer::with_config(config);
-    let mut api = Api::new(&server.url);
-    api.login_as("kakj");
+    let (_server, api, _tmp) = server_with(&s3, |c| c.runs.retention_days = 3.0 / 86_400.0);
     api.post("/api/actuator/apply", ssh.actuator("files-host", "files"))
         .ok();
     one_task(&api, &["cat \"${{ inputs.f }}\" > o.txt"], "o.txt").ok();

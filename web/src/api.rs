@@ -480,8 +480,8 @@ async fn send_event(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let text = read_body(&req, body, state.max_event).await?;
-    let row = registry::prepare_event(state.settings, &user.0, &text)?;
-    engine::runtime::task_files::check_event_files(&state.engine, &user.0, &row.content).await?;
+    let (row, files) = registry::prepare_event(state.settings, &user.0, &text)?;
+    engine::runtime::task_files::check_event_files(&state.engine, &user.0, &files).await?;
     let id = state.engine.intake(row).await?;
     log::debug!("event {id} received from {:?}", user.0);
     Ok(ok(EventSent { id }))

@@ -153,27 +153,7 @@ impl Docker {
                 return;
             }
         };
-        let path = self.kept_log(name);
-        let dir = self.task_logs.clone();
-        let res = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            use std::io::Write;
-            use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)?;
-            let tmp = path.with_extension("tmp");
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&log)?;
-            std::fs::rename(&tmp, &path)
-        })
-        .await;
-        if let Ok(Err(e)) | Err(e) = res.map_err(std::io::Error::other) {
+        if let Err(e) = super::keep_log_file(&self.task_logs, &self.kept_log(name), log).await {
             log::warn!("{}: {name}: keeping its log: {e}", self.name);
         }
     }

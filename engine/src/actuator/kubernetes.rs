@@ -521,26 +521,7 @@ impl Kubernetes {
             }
         };
         let path = self.kept_log(pod);
-        let dir = self.task_logs.clone();
-        let res = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            use std::io::Write;
-            use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)?;
-            let tmp = path.with_extension("tmp");
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(log.as_bytes())?;
-            std::fs::rename(&tmp, &path)
-        })
-        .await;
-        if let Ok(Err(e)) | Err(e) = res.map_err(std::io::Error::other) {
+        if let Err(e) = super::keep_log_file(&self.task_logs, &path, log.into_bytes()).await {
             log::warn!("{}: {ns}/{pod}: keeping its log: {e}", self.name);
         }
     }
@@ -596,19 +577,11 @@ impl Kubernetes {
     }
 }
 
-/// `pipelines/<p>/tasks/<t>` → (p, t).
-fn ids_of_dir(dir: &str) -> Option<(i64, i64)> {
-    match dir.split('/').collect::<Vec<_>>().as_slice() {
-        ["pipelines", p, "tasks", t] => Some((p.parse().ok()?, t.parse().ok()?)),
-        _ => None,
-    }
-}
-
 impl Actuator for Kubernetes {
     /// The job id (`namespace/pod`), the run's namespace made on first use.
     fn place<'a>(&'a self, dir: &'a str, _prior: Option<&'a str>) -> BoxFuture<'a, Result<String>> {
         Box::pin(async move {
-            let (p, t) = ids_of_dir(dir)
+            let (p, t) = proto::contract::parse_task_dir(dir)
                 .ok_or_else(|| ActuatorError::permanent(format!("bad task directory {dir:?}")))?;
             let ns = namespace_of(&self.spec, p);
             if self.spec.namespace.is_none() {

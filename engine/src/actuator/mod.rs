@@ -104,6 +104,35 @@ impl From<ssh::SshError> for ActuatorError {
 
 pub type Result<T> = std::result::Result<T, ActuatorError>;
 
+/// Writes a finished task's log (of a container or pod about to be removed) to `path` in the
+/// server's `dir`: 0700 directory, 0600 file, written aside then renamed into place.
+pub async fn keep_log_file(
+    dir: &std::path::Path,
+    path: &std::path::Path,
+    log: Vec<u8>,
+) -> std::io::Result<()> {
+    let (dir, path) = (dir.to_path_buf(), path.to_path_buf());
+    let res = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&log)?;
+        std::fs::rename(&tmp, &path)
+    })
+    .await;
+    res.map_err(std::io::Error::other)?
+}
+
 /// How a watched job ended: its exit code and the callback body it wrote, if any.
 pub type Ended = Option<(i32, Option<String>)>;
 

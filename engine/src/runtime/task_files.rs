@@ -142,15 +142,14 @@ pub async fn prepare(
     Ok((downloads, uploads))
 }
 
-/// `POST /api/event/send`: the files an event names must be the sender's to give (its own
-/// runs' outputs, its own uploads, or the operator's objects). `content` is the stored event.
-pub async fn check_event_files(engine: &Engine, sender: &str, content: &str) -> crate::Result<()> {
-    let v: serde_json::Value = serde_json::from_str(content).unwrap_or_default();
-    let Some(files) = v.get("files").and_then(|f| f.as_object()) else {
-        return Ok(());
-    };
-    for (name, f) in files {
-        let key = f.get("value").and_then(|k| k.as_str()).unwrap_or_default();
+/// `POST /api/event/send`: the files an event names, `(name, key)`, must be the sender's to
+/// give (its own runs' outputs, its own uploads, or the operator's objects).
+pub async fn check_event_files(
+    engine: &Engine,
+    sender: &str,
+    files: &[(String, String)],
+) -> crate::Result<()> {
+    for (name, key) in files {
         check_access(&engine.api_db, sender, sender, key)
             .await
             .map_err(|e| crate::Error::Validation(format!("files.{name}.value: {e}")))?;
