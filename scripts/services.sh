@@ -146,9 +146,10 @@ eo_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # ---------------------------------------------------------------------------------------
 
 eo_install_packages() {
-    # socat .. apache2-utils: the Docker parts (the images' busybox, registries, htpasswd)
+    # socat .. apache2-utils: the Docker parts (the images' busybox, registries, htpasswd);
+    # openssl: certificates for a TLS front of the Kubernetes test double
     local want=(mariadb-server mariadb-client postgresql postgresql-client openssh-server openssh-client curl iproute2
-        socat docker-registry busybox-static dash apache2-utils wget)
+        socat docker-registry busybox-static dash apache2-utils wget openssl)
     local missing=() p
     for p in "${want[@]}"; do
         [[ $(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null) == installed ]] || missing+=("$p")

@@ -52,7 +52,7 @@ fn baseline(k: &TestK8s, image: &str) -> Result<Vec<f64>, String> {
         engine::document::parse(&actuator_yaml(k, "")).map_err(|e| e.0)?;
     let spec = def.kubernetes.ok_or("no kubernetes spec")?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    let act = Kubernetes::new("bench", &spec, "bench-baseline", std::env::temp_dir());
+    let act = Kubernetes::new("bench", &spec, None, "bench-baseline", std::env::temp_dir());
     let mut out = Vec::new();
     for i in 0..TASKS {
         let (p, t) = (9_000_000 + i as i64, 1);

@@ -7,6 +7,7 @@
 mod common;
 use common::*;
 use serde_json::Value;
+use web::testing::docker::{LABEL_INSTANCE, LABEL_RUN, LABEL_TASK};
 use web::testing::k8s::TestK8s;
 use web::testing::{wait_for, TestDb, TestServer, TestSsh};
 
@@ -382,9 +383,10 @@ fn kill_9_while_the_pod_runs_then_restart_completes_it_once() {
     );
     running(&api, run);
     let ns = format!("pipelines-{run}");
-    wait_for("the pod runs", 60, || {
+    let labels = wait_for("the pod runs", 60, || {
         let pods = k.pods(&ns);
-        (pods.first()?["status"]["phase"] == "Running").then_some(())
+        let p = pods.first()?;
+        (p["status"]["phase"] == "Running").then(|| p["metadata"]["labels"].clone())
     });
     server.kill9();
     // the pod does not depend on the server
@@ -410,6 +412,25 @@ fn kill_9_while_the_pod_runs_then_restart_completes_it_once() {
     assert_eq!(creates, 1, "{:#?}", k.requests());
     let runs = api.get("/api/pipeline/?top=100").ok();
     assert_eq!(runs.as_array().map(Vec::len), Some(1), "{runs}");
+
+    // a namespace this server made for a run that ended without it seeing the end (killed
+    // in between) goes at the next start; another server's stays
+    let mut mine = labels.clone();
+    mine.as_object_mut().unwrap().remove(LABEL_TASK);
+    k.add_namespace(&ns, &mine);
+    let mut theirs = mine.clone();
+    theirs[LABEL_INSTANCE] = "another-server".into();
+    theirs[LABEL_RUN] = "999999".into();
+    k.add_namespace("pipelines-999999", &theirs);
+    drop(_server);
+    let _server = Server::start(dir.path(), port);
+    wait_for("the reaper deletes the ended run's namespace", 60, || {
+        (!k.namespaces().contains(&ns)).then_some(())
+    });
+    assert!(
+        k.namespace("pipelines-999999").is_some(),
+        "another server's namespace stays"
+    );
 }
 
 /// The same flow against a REAL cluster, when `EVENTOPS_TEST_KUBECONFIG` names a kubeconfig

@@ -168,6 +168,10 @@ impl ActuatorRef {
             .await
     }
 
+    pub async fn runs_left(&self) -> Result<Vec<i64>> {
+        self.call(|a| async move { a.runs_left().await }).await
+    }
+
     pub async fn leftovers(&self) -> Result<Vec<(String, i64)>> {
         self.call(|a| async move { a.leftovers().await }).await
     }
@@ -233,6 +237,7 @@ fn connect(
         Some(Target::Kubernetes(spec)) => Ok(Arc::new(kubernetes::Kubernetes::new(
             &format!("kubernetes actuator {}", def.name),
             spec,
+            via.map(|v| (hub.tunnels.clone(), v)),
             &hub.instance,
             hub.task_logs.clone(),
         ))),

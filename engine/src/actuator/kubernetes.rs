@@ -36,6 +36,9 @@ pub use super::docker::{LABEL_INSTANCE, LABEL_RUN, LABEL_TASK};
 pub const SCRIPT_DIR: &str = "/eventops-script";
 /// The task's container in the pod.
 pub const CONTAINER: &str = "task";
+/// How long the removal of an ended task's pod waits for the pod to show its end (and its
+/// log to be readable) before it keeps what it can read.
+pub const SETTLE_SECS: u64 = 30;
 /// What a pod can report back in its termination message.
 pub const MAX_TERMINATION_MESSAGE: usize = 4096;
 /// `activeDeadlineSeconds` is the task's timeout plus this: the server's own timeout (which
@@ -376,12 +379,18 @@ pub fn status_of(pod: &Pod, pending_for: Duration, schedule_timeout: Duration) -
 // The client
 // ---------------------------------------------------------------------------------------
 
+use super::ssh::Io;
 use super::{Actuator, ActuatorError, Ended, Job, LogStream, Result};
+use crate::tunnel::Tunnels;
 use futures_util::future::BoxFuture;
 use futures_util::{AsyncReadExt, StreamExt};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 /// The kubeconfig's client settings, checked at apply: it parses, the context exists and
 /// names a cluster with a server.
@@ -420,9 +429,127 @@ pub fn check_config(spec: &KubernetesSpec) -> std::result::Result<(), String> {
 pub struct Kubernetes {
     name: String,
     spec: KubernetesSpec,
+    /// The tunnel client the API server is reached through (its route), if any.
+    tunnel: Option<(Arc<Tunnels>, String)>,
     client: tokio::sync::OnceCell<Client>,
     instance: String,
     task_logs: std::path::PathBuf,
+}
+
+/// Opens each connection of the cluster's client through a tunnel client: the API server's
+/// host and port from the kubeconfig, as that client sees them. TLS, when the server URL is
+/// `https`, runs over the tunnel stream end to end (kube's rustls connector wraps this one).
+#[derive(Clone)]
+struct TunnelConnector {
+    tunnels: Arc<Tunnels>,
+    via: String,
+}
+
+/// A tunnel stream as hyper's client wants it.
+struct TunnelIo(TokioIo<Box<dyn Io>>);
+
+impl hyper_util::client::legacy::connect::Connection for TunnelIo {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        hyper_util::client::legacy::connect::Connected::new()
+    }
+}
+
+impl hyper::rt::Read for TunnelIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for TunnelIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl tower::Service<http::Uri> for TunnelConnector {
+    type Response = TunnelIo;
+    type Error = std::io::Error;
+    type Future = BoxFuture<'static, std::io::Result<TunnelIo>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let (tunnels, via) = (self.tunnels.clone(), self.via.clone());
+        Box::pin(async move {
+            use super::ssh::Dialer;
+            let host = uri
+                .host()
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("the cluster's URL {uri} has no host"),
+                    )
+                })?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+                Some("http") => 80,
+                _ => 443,
+            });
+            let io = tunnels.dial(&via, &host, port).await?;
+            Ok(TunnelIo(TokioIo::new(io)))
+        })
+    }
+}
+
+/// kube's client stack (base URI, auth, extra headers) over a [`TunnelConnector`]: what
+/// `Client::try_from(config)` builds, with our connections.
+fn tunnel_client(
+    cfg: kube::Config,
+    tunnels: Arc<Tunnels>,
+    via: String,
+) -> std::result::Result<Client, kube::Error> {
+    use kube::client::ConfigExt;
+    let https = cfg.rustls_https_connector_with_connector(TunnelConnector { tunnels, via })?;
+    let http: hyper_util::client::legacy::Client<_, kube::client::Body> =
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
+    let service = tower::ServiceBuilder::new()
+        .layer(cfg.base_uri_layer())
+        .option_layer(cfg.auth_layer()?)
+        .layer(cfg.extra_headers_layer()?)
+        // one error type below the auth layer, whose two forms (a fixed token, a refreshed
+        // one) must agree
+        .map_err(|e: hyper_util::client::legacy::Error| -> tower::BoxError { Box::new(e) })
+        .service(http);
+    Ok(Client::new(service, cfg.default_namespace))
+}
+
+/// An error with its causes: kube's own text for a failed connection is only
+/// "client error (Connect)", the reason (a refused dial, an offline tunnel client) is below.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let part = s.to_string();
+        if !msg.contains(&part) {
+            msg.push_str(": ");
+            msg.push_str(&part);
+        }
+        cur = s.source();
+    }
+    msg
 }
 
 fn api_status(e: &kube::Error) -> Option<&kube::core::Status> {
@@ -436,6 +563,12 @@ fn is_missing(e: &kube::Error) -> bool {
     api_status(e).is_some_and(|s| s.is_not_found())
 }
 
+/// The log API's refusal for a container that has not started (yet): `400 container "task"
+/// in pod "…" is waiting to start: ContainerCreating`.
+fn is_waiting(e: &kube::Error) -> bool {
+    api_status(e).is_some_and(|s| s.code == 400 && s.message.contains("waiting to start"))
+}
+
 fn is_taken(e: &kube::Error) -> bool {
     api_status(e).is_some_and(|s| s.is_already_exists() || s.code == 409)
 }
@@ -444,12 +577,14 @@ impl Kubernetes {
     pub fn new(
         name: &str,
         spec: &KubernetesSpec,
+        tunnel: Option<(Arc<Tunnels>, String)>,
         instance: &str,
         task_logs: std::path::PathBuf,
     ) -> Kubernetes {
         Kubernetes {
             name: name.to_string(),
             spec: spec.clone(),
+            tunnel,
             client: tokio::sync::OnceCell::new(),
             instance: instance.to_string(),
             task_logs,
@@ -471,7 +606,11 @@ impl Kubernetes {
                     .map_err(|e| {
                         ActuatorError::permanent(format!("{}: kubernetes.config: {e}", self.name))
                     })?;
-                Client::try_from(cfg).map_err(|e| {
+                match &self.tunnel {
+                    Some((tunnels, via)) => tunnel_client(cfg, tunnels.clone(), via.clone()),
+                    None => Client::try_from(cfg),
+                }
+                .map_err(|e| {
                     ActuatorError::permanent(format!("{}: the cluster's client: {e}", self.name))
                 })
             })
@@ -484,7 +623,7 @@ impl Kubernetes {
     fn err(&self, what: &str, e: kube::Error) -> ActuatorError {
         let msg = match api_status(&e) {
             Some(s) if !s.message.is_empty() => format!("{}: {what}: {}", self.name, s.message),
-            _ => format!("{}: {what}: {e}", self.name),
+            _ => format!("{}: {what}: {}", self.name, with_causes(&e)),
         };
         match api_status(&e).map(|s| s.code) {
             Some(400 | 401 | 403 | 422) => ActuatorError::permanent(msg),
@@ -526,6 +665,28 @@ impl Kubernetes {
         }
     }
 
+    /// Keeps the log of a pod whose task ended, once the pod shows its container ended: the
+    /// callback can come before the kubelet reports the container even started, and a log read
+    /// then is refused ("waiting to start"). Waits at most [`SETTLE_SECS`].
+    async fn keep_final_log(&self, client: &Client, ns: &str, pod: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(SETTLE_SECS);
+        loop {
+            let settled = match self.pods(client, ns).get_opt(pod).await {
+                Ok(Some(p)) => !matches!(
+                    status_of(&p, Duration::ZERO, Duration::MAX),
+                    JobStatus::Starting | JobStatus::Running
+                ),
+                Ok(None) => return, // nothing to read any more
+                Err(_) => true,     // read what can be read
+            };
+            if settled || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        self.keep_log(client, ns, pod).await;
+    }
+
     async fn delete(&self, client: &Client, ns: &str, pod: &str, grace: u32) -> Result<()> {
         let dp = DeleteParams {
             grace_period_seconds: Some(grace),
@@ -552,7 +713,7 @@ impl Kubernetes {
             return Ok(());
         }
         let client = self.client().await?;
-        let api: Api<Namespace> = Api::all(client);
+        let api: Api<Namespace> = Api::all(client.clone());
         let found = match api.get_opt(&ns).await {
             Ok(found) => found,
             // credentials for a fixed namespace may not read namespaces at all
@@ -568,6 +729,17 @@ impl Kubernetes {
         });
         if !ours {
             return Ok(());
+        }
+        // the logs of pods still there (a task whose removal has not run yet) are kept first:
+        // the namespace takes its pods with it
+        let pods = self.pods(&client, &ns);
+        if let Ok(list) = pods.list(&ListParams::default()).await {
+            for p in list.items {
+                let Some(pod) = p.metadata.name else { continue };
+                if tokio::fs::metadata(self.kept_log(&pod)).await.is_err() {
+                    self.keep_final_log(&client, &ns, &pod).await;
+                }
+            }
         }
         match api.delete(&ns, &DeleteParams::default()).await {
             Ok(_) => Ok(()),
@@ -717,7 +889,7 @@ impl Actuator for Kubernetes {
         Box::pin(async move {
             let (ns, pod) = self.job(job_id)?;
             let client = self.client().await?;
-            self.keep_log(&client, ns, pod).await;
+            self.keep_final_log(&client, ns, pod).await;
             self.delete(&client, ns, pod, 0).await
         })
     }
@@ -725,6 +897,36 @@ impl Actuator for Kubernetes {
     /// The run's namespace goes (not a fixed one), with anything left in it.
     fn run_ended(&self, pipeline_id: i64) -> BoxFuture<'_, Result<()>> {
         Box::pin(self.delete_namespace(pipeline_id))
+    }
+
+    /// The runs whose namespaces this server made and still sees (none with a fixed
+    /// namespace), for the reaper: a run that ended while the server was down keeps its
+    /// namespace until then.
+    fn runs_left(&self) -> BoxFuture<'_, Result<Vec<i64>>> {
+        Box::pin(async move {
+            if self.spec.namespace.is_some() {
+                return Ok(Vec::new());
+            }
+            let client = self.client().await?;
+            let api: Api<Namespace> = Api::all(client);
+            let lp = ListParams::default()
+                .labels(&format!("{LABEL_INSTANCE}={}", label_value(&self.instance)));
+            let list = api
+                .list(&lp)
+                .await
+                .map_err(|e| self.err("listing this server's namespaces", e))?;
+            Ok(list
+                .items
+                .into_iter()
+                .filter(|n| {
+                    n.metadata
+                        .name
+                        .as_deref()
+                        .is_some_and(|name| name.starts_with(self.spec.namespace_prefix.as_str()))
+                })
+                .filter_map(|n| n.metadata.labels?.get(LABEL_RUN)?.parse().ok())
+                .collect())
+        })
     }
 
     /// Pods of this server (job id, task id), for the reaper.
@@ -767,7 +969,8 @@ impl Actuator for Kubernetes {
             };
             match self.pods(&client, ns).logs(pod, &lp).await {
                 Ok(l) => Ok(l.into_bytes()),
-                Err(e) if is_missing(&e) => Ok(Vec::new()),
+                // no pod, or no container started yet: no output yet
+                Err(e) if is_missing(&e) || is_waiting(&e) => Ok(Vec::new()),
                 Err(e) => Err(self.err(&format!("reading the log of {ns}/{pod}"), e)),
             }
         })
@@ -787,12 +990,39 @@ impl Actuator for Kubernetes {
                 follow: true,
                 ..Default::default()
             };
-            let mut reader = self
-                .pods(&client, ns)
-                .log_stream(pod, &lp)
-                .await
-                .map_err(|e| self.err(&format!("following the log of {ns}/{pod}"), e))?;
+            let api = self.pods(&client, ns);
+            let what = format!("following the log of {ns}/{pod}");
+            let first = match api.log_stream(pod, &lp).await {
+                Ok(r) => Some(r),
+                Err(e) if is_waiting(&e) => None,
+                Err(e) => return Err(self.err(&what, e)),
+            };
+            let (pod, name) = (pod.to_string(), self.name.clone());
+            let wait = Duration::from_secs(self.spec.schedule_timeout_secs);
             tokio::spawn(async move {
+                // a container not started yet (pulling, scheduling): followed once it starts
+                let mut reader = match first {
+                    Some(r) => r,
+                    None => {
+                        let deadline = tokio::time::Instant::now() + wait;
+                        loop {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            if tx.is_closed() {
+                                return;
+                            }
+                            match api.log_stream(&pod, &lp).await {
+                                Ok(r) => break r,
+                                Err(e)
+                                    if is_waiting(&e) && tokio::time::Instant::now() < deadline => {
+                                }
+                                Err(e) => {
+                                    let _ = tx.send(Err(format!("{name}: {what}: {e}"))).await;
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                };
                 let mut buf = vec![0u8; 16 * 1024];
                 loop {
                     match reader.read(&mut buf).await {

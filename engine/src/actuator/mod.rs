@@ -119,7 +119,10 @@ pub async fn keep_log_file(
             .recursive(true)
             .mode(0o700)
             .create(&dir)?;
-        let tmp = path.with_extension("tmp");
+        // two writers of one log (a task's removal and its run's end) must not share it
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp{n}"));
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -181,14 +184,19 @@ pub trait Actuator: Send + Sync + 'static {
         let _ = job_id;
         Box::pin(async { Ok(()) })
     }
-    /// The jobs this server left on the actuator (job id, task id), live or not: the reaper
-    /// removes those whose task is no longer live. Hosts keep nothing worth reaping.
     /// A run that had tasks here ended: what the actuator made for the run as a whole goes
     /// (a Kubernetes namespace).
     fn run_ended(&self, pipeline_id: i64) -> BoxFuture<'_, Result<()>> {
         let _ = pipeline_id;
         Box::pin(async { Ok(()) })
     }
+    /// The runs this server made something run-wide for on the actuator (a namespace), that
+    /// is still there: the reaper calls [`run_ended`](Self::run_ended) for those that ended.
+    fn runs_left(&self) -> BoxFuture<'_, Result<Vec<i64>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    /// The jobs this server left on the actuator (job id, task id), live or not: the reaper
+    /// removes those whose task is no longer live. Hosts keep nothing worth reaping.
     fn leftovers(&self) -> BoxFuture<'_, Result<Vec<(String, i64)>>> {
         Box::pin(async { Ok(Vec::new()) })
     }

@@ -321,12 +321,6 @@ impl ActuatorDef {
             if k.config.trim().is_empty() {
                 return Err(p("kubernetes.config (the kubeconfig text) is empty".into()));
             }
-            if self.tunnel.is_some() {
-                return Err(p(
-                    "kubernetes through a tunnel is not supported yet (give the cluster's address in the kubeconfig)"
-                        .into(),
-                ));
-            }
             if let Some(ns) = &k.namespace {
                 check_dns_label("kubernetes.namespace", ns).map_err(p)?;
             }

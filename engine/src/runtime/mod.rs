@@ -431,38 +431,83 @@ async fn reap_containers(engine: Arc<Engine>) {
             let Ok((_, act)) = engine.actuator_for(&row.creator, &row) else {
                 continue;
             };
-            let left = match act.leftovers().await {
-                Ok(l) => l,
-                Err(e) => {
-                    log::debug!("reaper: actuator {} of {}: {e}", row.name, row.creator);
-                    continue;
-                }
-            };
-            if left.is_empty() {
-                continue;
-            }
-            let ids: Vec<i64> = left.iter().map(|(_, t)| *t).collect();
-            let Ok(st) = store::runs::statuses(&engine.db, &ids).await else {
-                continue;
-            };
-            let live: std::collections::HashSet<i64> = st
-                .into_iter()
-                .filter(|(_, s)| ["initializing", "created", "running"].contains(&s.as_str()))
-                .map(|(id, _)| id)
-                .collect();
-            let mut removed = 0;
-            for (job, task) in left {
-                if !live.contains(&task) && act.remove(job.clone()).await.is_ok() {
-                    removed += 1;
-                }
-            }
-            if removed > 0 {
-                log::info!(
-                    "reaper: removed {removed} container(s) of ended tasks from actuator {} of {}",
-                    row.name,
-                    row.creator
-                );
-            }
+            reap_jobs(&engine, &row, &act).await;
+            reap_runs(&engine, &row, &act).await;
+        }
+    }
+}
+
+/// The containers or pods of ended tasks on one actuator.
+async fn reap_jobs(
+    engine: &Engine,
+    row: &crate::store::models::Actuator,
+    act: &actuator::hub::ActuatorRef,
+) {
+    let left = match act.leftovers().await {
+        Ok(l) => l,
+        Err(e) => {
+            log::debug!("reaper: actuator {} of {}: {e}", row.name, row.creator);
+            return;
+        }
+    };
+    if left.is_empty() {
+        return;
+    }
+    let ids: Vec<i64> = left.iter().map(|(_, t)| *t).collect();
+    let Ok(st) = store::runs::statuses(&engine.db, &ids).await else {
+        return;
+    };
+    let live: std::collections::HashSet<i64> = st
+        .into_iter()
+        .filter(|(_, s)| ["initializing", "created", "running"].contains(&s.as_str()))
+        .map(|(id, _)| id)
+        .collect();
+    let mut removed = 0;
+    for (job, task) in left {
+        if !live.contains(&task) && act.remove(job.clone()).await.is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        log::info!(
+            "reaper: removed {removed} container(s) of ended tasks from actuator {} of {}",
+            row.name,
+            row.creator
+        );
+    }
+}
+
+/// What was made for whole runs (Kubernetes namespaces) of runs that ended (or are gone)
+/// without their end being seen: the server was down or the clean-up failed.
+async fn reap_runs(
+    engine: &Engine,
+    row: &crate::store::models::Actuator,
+    act: &actuator::hub::ActuatorRef,
+) {
+    let runs = match act.runs_left().await {
+        Ok(r) if !r.is_empty() => r,
+        Ok(_) => return,
+        Err(e) => {
+            log::debug!("reaper: actuator {} of {}: {e}", row.name, row.creator);
+            return;
+        }
+    };
+    let Ok(st) = store::runs::run_statuses(&engine.db, &runs).await else {
+        return;
+    };
+    let live: std::collections::HashSet<i64> = st
+        .into_iter()
+        .filter(|(_, s)| s == run::RUNNING)
+        .map(|(id, _)| id)
+        .collect();
+    for id in runs.into_iter().filter(|id| !live.contains(id)) {
+        match act.run_ended(id).await {
+            Ok(()) => log::info!(
+                "reaper: cleaned up after ended run {id} on actuator {} of {}",
+                row.name,
+                row.creator
+            ),
+            Err(e) => log::warn!("reaper: run {id} on actuator {}: {e}", row.name),
         }
     }
 }

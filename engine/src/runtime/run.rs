@@ -876,7 +876,6 @@ impl RunActor {
         let engine = self.engine.clone();
         let (run, creator) = (self.run.id, self.run.creator.clone());
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(10)).await;
             for name in names {
                 let res = match engine.actuator_named(&creator, &name).await {
                     Ok(Some((_, act))) => act.run_ended(run).await,

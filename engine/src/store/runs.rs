@@ -376,6 +376,22 @@ pub async fn statuses(db: &Db, ids: &[i64]) -> Result<Vec<(i64, String)>> {
     Ok(out)
 }
 
+/// The status of each of the runs `ids` that exists.
+pub async fn run_statuses(db: &Db, ids: &[i64]) -> Result<Vec<(i64, String)>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let part: Vec<(i64, String)> = db_run!(db, |c| {
+            Ok(pipelines::table
+                .filter(pipelines::id.eq_any(chunk))
+                .select((pipelines::id, pipelines::status))
+                .load(c)
+                .await?)
+        })?;
+        out.extend(part);
+    }
+    Ok(out)
+}
+
 /// Up to `limit` runs of any owner that ended before `before` (ms), oldest first.
 pub async fn ended_before(db: &Db, before: i64, limit: i64) -> Result<Vec<i64>> {
     db_run!(db, |c| {

@@ -328,8 +328,20 @@ impl TestK8s {
         Some(Self::with_docker(DockerEnv::from_env()?))
     }
 
-    /// Starts the double, running pods on the given daemon.
+    /// Starts the double on `ip` (an address of this machine, e.g. the host side of the
+    /// eo-behind network namespace, for a cluster reached through a tunnel client there).
+    pub fn start_on(ip: &str) -> Option<TestK8s> {
+        Some(Self::with_docker_on(DockerEnv::from_env()?, ip))
+    }
+
+    /// Starts the double on a loopback port, running pods on the given daemon.
     pub fn with_docker(docker: DockerEnv) -> TestK8s {
+        Self::with_docker_on(docker, "127.0.0.1")
+    }
+
+    /// Starts the double on `ip`, running pods on the given daemon.
+    pub fn with_docker_on(docker: DockerEnv, ip: &str) -> TestK8s {
+        let ip = ip.to_string();
         let _ = env_logger::builder().is_test(true).try_init();
         let mut st = State::new();
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -365,7 +377,7 @@ impl TestK8s {
                     .keep_alive(Duration::from_secs(300))
                     .shutdown_timeout(1)
                     .disable_signals()
-                    .bind(("127.0.0.1", 0));
+                    .bind((ip.as_str(), 0));
                     let server = match server {
                         Ok(s) => s,
                         Err(e) => {
@@ -432,6 +444,21 @@ impl TestK8s {
         st.of_kind(Kind::Namespace, None)
             .map(|o| str_at(o, &["metadata", "name"]).to_string())
             .collect()
+    }
+
+    /// Adds a namespace with `labels` directly, as someone with access to the cluster would
+    /// (e.g. one a crashed server made and did not get to delete).
+    pub fn add_namespace(&self, name: &str, labels: &Value) {
+        let mut obj = json!({"kind": "Namespace", "apiVersion": "v1",
+            "metadata": {"name": name, "labels": labels}});
+        default_namespace(&mut obj);
+        stamp_new(&mut obj);
+        self.shared.lock().write(Kind::Namespace, "ADDED", obj);
+    }
+
+    /// A namespace, as stored.
+    pub fn namespace(&self, name: &str) -> Option<Value> {
+        self.shared.lock().get(Kind::Namespace, "", name).cloned()
     }
 
     /// The pods of a namespace, as stored.
