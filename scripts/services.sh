@@ -147,9 +147,11 @@ eo_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 eo_install_packages() {
     # socat .. apache2-utils: the Docker parts (the images' busybox, registries, htpasswd);
-    # openssl: certificates for a TLS front of the Kubernetes test double
+    # openssl: certificates for a TLS front of the Kubernetes test double; chromium and its
+    # driver: the web console's browser tests; prometheus: promtool checks /metrics
     local want=(mariadb-server mariadb-client postgresql postgresql-client openssh-server openssh-client curl iproute2
-        socat docker-registry busybox-static dash apache2-utils wget openssl)
+        socat docker-registry busybox-static dash apache2-utils wget openssl
+        chromium chromium-driver prometheus)
     local missing=() p
     for p in "${want[@]}"; do
         [[ $(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null) == installed ]] || missing+=("$p")
