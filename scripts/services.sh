@@ -85,6 +85,9 @@ eo_svc_vars() {
     EO_CI_CACHE=${EVENTOPS_CI_CACHE:-/var/cache/eventops-ci}
     EO_S3S_VERSION=0.14.1
     EO_S3S_FS=$EO_CI_CACHE/tools/bin/s3s-fs
+    # schemathesis (PyPI) in a virtualenv of its own, for the OpenAPI conformance test
+    EO_ST_VERSION=4.32.5
+    EO_ST_VENV=$EO_CI_CACHE/tools/schemathesis
     EO_S3_DIR=$EO_STATE/s3
 }
 
@@ -148,10 +151,11 @@ eo_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 eo_install_packages() {
     # socat .. apache2-utils: the Docker parts (the images' busybox, registries, htpasswd);
     # openssl: certificates for a TLS front of the Kubernetes test double; chromium and its
-    # driver: the web console's browser tests; prometheus: promtool checks /metrics
+    # driver: the web console's browser tests; prometheus: promtool checks /metrics;
+    # python3-venv: schemathesis (PyPI) fuzzes the OpenAPI document
     local want=(mariadb-server mariadb-client postgresql postgresql-client openssh-server openssh-client curl iproute2
         socat docker-registry busybox-static dash apache2-utils wget openssl
-        chromium chromium-driver prometheus)
+        chromium chromium-driver prometheus python3 python3-venv)
     local missing=() p
     for p in "${want[@]}"; do
         [[ $(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null) == installed ]] || missing+=("$p")
@@ -1160,6 +1164,22 @@ eo_s3_probe_checks() {
     fi
 }
 
+# ---- schemathesis: `pip install` into a virtualenv under the CI cache, once per machine
+eo_schemathesis_install() {
+    local st=$EO_ST_VENV/bin/st
+    if [[ -x $st ]] && [[ $("$st" --version 2>/dev/null) == "st, version $EO_ST_VERSION" ]]; then
+        return 0
+    fi
+    eo_log "schemathesis: installing $EO_ST_VERSION into $EO_ST_VENV (pip, once per machine)"
+    install -d -m 755 "$EO_CI_CACHE/tools"
+    rm -rf "$EO_ST_VENV"
+    if ! python3 -m venv "$EO_ST_VENV" >/dev/null 2>&1 \
+        || ! "$EO_ST_VENV/bin/pip" install -q "schemathesis==$EO_ST_VERSION" >"$EO_CI_CACHE/tools/schemathesis-install.log" 2>&1; then
+        eo_log "!!! schemathesis could not be installed (log $EO_CI_CACHE/tools/schemathesis-install.log): the OpenAPI fuzz test skips"
+        rm -rf "$EO_ST_VENV"
+    fi
+}
+
 eo_s3_start() {
     install -d -m 700 "$EO_S3_DIR"
     rm -f "$EO_S3_DIR/s3.ok"
@@ -1211,6 +1231,7 @@ eo_extra_services() {
     eo_behind_start
     eo_docker_start
     eo_s3_start
+    eo_schemathesis_install
 }
 
 # ---------------------------------------------------------------------------------------
@@ -1244,6 +1265,13 @@ eo_svc_print_env() {
         printf 'export EVENTOPS_TEST_REGISTRY_AUTH=%q\n' "127.0.0.1:$EO_REG_AUTH_PORT"
         printf 'export EVENTOPS_TEST_REGISTRY_USER=%q\n' "$EO_REG_USER"
         printf 'export EVENTOPS_TEST_REGISTRY_PASSWORD=%q\n' "$(cat "$EO_DOCKER_DIR/registry-auth/password" 2>/dev/null)"
+    fi
+    # Tools the tests run: schemathesis (OpenAPI fuzzing), promtool (metrics format).
+    if [[ -x $EO_ST_VENV/bin/st ]]; then
+        printf 'export EVENTOPS_TEST_SCHEMATHESIS=%q\n' "$EO_ST_VENV/bin/st"
+    fi
+    if command -v promtool >/dev/null 2>&1; then
+        printf 'export EVENTOPS_TEST_PROMTOOL=%q\n' "$(command -v promtool)"
     fi
     # S3: the binary each test starts, and the one address every party reaches it at.
     if [[ -e $EO_S3_DIR/s3.ok ]]; then

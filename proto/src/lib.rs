@@ -11,6 +11,7 @@ use serde_json::Value;
 /// Every API response: `{ "status": <http code>, "msg": "...", "data": ... }`.
 /// `status` equals the HTTP status code of the response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Envelope<T = Value> {
     pub status: u16,
     #[serde(default)]
@@ -21,6 +22,7 @@ pub struct Envelope<T = Value> {
 
 /// `POST /api/user/register`
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegisterRequest {
     pub name: String,
@@ -31,6 +33,7 @@ pub struct RegisterRequest {
 
 /// `POST /api/user/login`
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoginRequest {
     pub name: String,
@@ -39,6 +42,7 @@ pub struct LoginRequest {
 
 /// Answer of `POST /api/user/login`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LoginResponse {
     pub token: String,
@@ -49,6 +53,7 @@ pub struct LoginResponse {
 /// Body of `POST /api/user/password`; the answer is a [`LoginResponse`] with a fresh token
 /// (every token issued before is revoked).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PasswordChange {
     pub old_password: String,
@@ -57,6 +62,7 @@ pub struct PasswordChange {
 
 /// `GET /api/user/me` and the answer of register.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct UserView {
     pub name: String,
@@ -67,6 +73,7 @@ pub struct UserView {
 /// One actuator as list/get return it. Secrets (passwords, private keys, tunnel tokens,
 /// kubeconfig) are never part of it; `definition` is the applied document with them removed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ActuatorView {
     pub name: String,
@@ -85,6 +92,7 @@ pub struct ActuatorView {
 
 /// One pipeline definition version.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PipelineDefinitionView {
     pub creator: String,
@@ -99,6 +107,7 @@ pub struct PipelineDefinitionView {
 
 /// One trigger definition.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TriggerDefinitionView {
     pub creator: String,
@@ -115,6 +124,7 @@ pub struct TriggerDefinitionView {
 
 /// Answer of `POST /api/event/send`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EventSent {
     pub id: i64,
@@ -122,6 +132,7 @@ pub struct EventSent {
 
 /// Answer of a delete.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Deleted {
     pub kind: String,
@@ -130,6 +141,7 @@ pub struct Deleted {
 
 /// One run in `GET /api/pipeline/`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RunSummary {
     pub id: i64,
@@ -149,6 +161,7 @@ pub struct RunSummary {
 
 /// `GET /api/pipeline/{id}`: the run, its snapshots, contexts and every task.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RunView {
     #[serde(flatten)]
@@ -163,6 +176,7 @@ pub struct RunView {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TaskView {
     pub id: i64,
@@ -190,6 +204,7 @@ pub struct TaskView {
 
 /// What a task script posts to `POST /api/pipeline/callback`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CallbackRequest {
     pub pipeline_id: i64,
@@ -208,6 +223,7 @@ pub struct CallbackRequest {
 
 /// A file output of a task.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct FileView {
     /// The object key (under the bucket of the server's `minio.basePath`).
@@ -217,6 +233,7 @@ pub struct FileView {
 
 /// `POST /api/file/upload`: the key a file was stored under.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct UploadedFile {
     pub key: String,
@@ -225,6 +242,7 @@ pub struct UploadedFile {
 
 /// `GET …/file/{name}?presign=true`: a short-lived download URL.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PresignedFile {
     pub key: String,
@@ -234,6 +252,7 @@ pub struct PresignedFile {
 
 /// `GET /api/event/{id}`: an event's processing status and its event-trigger records.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EventView {
     pub id: i64,
@@ -247,6 +266,7 @@ pub struct EventView {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EventTriggerView {
     pub trigger: String,
@@ -262,6 +282,7 @@ pub struct EventTriggerView {
 /// One machine in `GET /api/v1/machine`: a tunnel client (id and label) of the user, connected
 /// now or seen before.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MachineView {
     pub machine_label: String,
@@ -282,6 +303,7 @@ pub struct MachineView {
 
 /// `POST /api/v1/task`: sidebike's body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FanoutRequest {
     pub name: String,
@@ -292,6 +314,7 @@ pub struct FanoutRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FanoutRequestDetail {
     /// Run as `bash -c COMMAND` on each machine.
@@ -307,6 +330,7 @@ pub struct FanoutRequestDetail {
 /// A fan-out task in `GET /api/v1/task` and the answer of `POST /api/v1/task` (sidebike's
 /// field names, one result per machine).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct FanoutView {
     pub name: String,
@@ -318,6 +342,7 @@ pub struct FanoutView {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct FanoutDetail {
     pub command: String,
@@ -329,6 +354,7 @@ pub struct FanoutDetail {
 
 /// What one machine did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MachineResult {
     pub machine_label: String,

@@ -26,57 +26,62 @@ pub struct AppState {
 
 type State = web::Data<AppState>;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/api/dialer/connect", web::get().to(crate::dialer::connect))
-        .route("/readyz", web::get().to(readyz))
-        .service(
-            web::scope("/api/user")
-                .route("/register", web::post().to(register))
-                .route("/login", web::post().to(login))
-                .route("/me", web::get().to(me))
-                .route("/logout-all", web::post().to(logout_all))
-                .route("/password", web::post().to(change_password)),
-        )
-        .service(
-            web::scope("/api/actuator")
-                .route("/apply", web::post().to(apply_actuator))
-                .route("", web::get().to(list_actuators))
-                .route("/", web::get().to(list_actuators))
-                .route("/{name}", web::get().to(get_actuator))
-                .route("/{name}", web::delete().to(delete_actuator)),
-        )
-        .service(
-            web::scope("/api/pipeline-definition")
-                .route("/apply", web::post().to(apply_pipeline))
-                .route("", web::get().to(list_pipelines))
-                .route("/", web::get().to(list_pipelines))
-                .route("/{name}", web::get().to(get_pipeline_latest))
-                .route("/{name}/{version}", web::get().to(get_pipeline))
-                .route("/{name}/{version}", web::delete().to(delete_pipeline)),
-        )
-        .service(
-            web::scope("/api/trigger-definition")
-                .route("/apply", web::post().to(apply_trigger))
-                .route("", web::get().to(list_triggers))
-                .route("/", web::get().to(list_triggers))
-                .route("/{name}", web::get().to(get_trigger))
-                .route("/{name}", web::delete().to(delete_trigger)),
-        )
-        .route("/api/event/send", web::post().to(send_event))
-        .route("/api/event/{id}", web::get().to(get_event))
-        .service(
-            web::scope("/api/pipeline")
-                .route("/callback", web::post().to(callback))
-                .route("", web::get().to(list_runs))
-                .route("/", web::get().to(list_runs))
-                .route("/{id}", web::get().to(get_run))
-                .route("/{id}/cancel", web::post().to(cancel_run))
-                .route("/{id}/task/{task}/log", web::get().to(task_log))
-                .route("/{id}/task/{task}/file/{name}", web::get().to(task_file)),
-        )
-        .route("/api/file/upload", web::post().to(upload_file))
-        .configure(crate::fanout::routes);
+/// Registers every route and lists them in [`ROUTES`] (method, path), from one table: the
+/// OpenAPI document is checked against that list (`crate::openapi`'s tests), so a route cannot
+/// be added without being documented. A trailing `/` is accepted on the list routes.
+macro_rules! route_table {
+    ($($method:ident $path:literal => $handler:path;)*) => {
+        /// Every route of the API: (method, path).
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
+
+        pub fn routes(cfg: &mut web::ServiceConfig) {
+            $(cfg.route($path, web::$method().to($handler));)*
+        }
+    };
+}
+
+route_table! {
+    get "/healthz" => healthz;
+    get "/readyz" => readyz;
+    get "/api/openapi.json" => crate::openapi::document;
+    get "/api/dialer/connect" => crate::dialer::connect;
+    post "/api/user/register" => register;
+    post "/api/user/login" => login;
+    get "/api/user/me" => me;
+    post "/api/user/logout-all" => logout_all;
+    post "/api/user/password" => change_password;
+    post "/api/actuator/apply" => apply_actuator;
+    get "/api/actuator" => list_actuators;
+    get "/api/actuator/" => list_actuators;
+    get "/api/actuator/{name}" => get_actuator;
+    delete "/api/actuator/{name}" => delete_actuator;
+    post "/api/pipeline-definition/apply" => apply_pipeline;
+    get "/api/pipeline-definition" => list_pipelines;
+    get "/api/pipeline-definition/" => list_pipelines;
+    get "/api/pipeline-definition/{name}" => get_pipeline_latest;
+    get "/api/pipeline-definition/{name}/{version}" => get_pipeline;
+    delete "/api/pipeline-definition/{name}/{version}" => delete_pipeline;
+    post "/api/trigger-definition/apply" => apply_trigger;
+    get "/api/trigger-definition" => list_triggers;
+    get "/api/trigger-definition/" => list_triggers;
+    get "/api/trigger-definition/{name}" => get_trigger;
+    delete "/api/trigger-definition/{name}" => delete_trigger;
+    post "/api/event/send" => send_event;
+    get "/api/event/{id}" => get_event;
+    post "/api/pipeline/callback" => callback;
+    get "/api/pipeline" => list_runs;
+    get "/api/pipeline/" => list_runs;
+    get "/api/pipeline/{id}" => get_run;
+    post "/api/pipeline/{id}/cancel" => cancel_run;
+    get "/api/pipeline/{id}/task/{task}/log" => task_log;
+    get "/api/pipeline/{id}/task/{task}/file/{name}" => task_file;
+    post "/api/file/upload" => upload_file;
+    get "/api/v1/machine" => crate::fanout::list_machines;
+    get "/api/v1/machine/" => crate::fanout::list_machines;
+    post "/api/v1/task" => crate::fanout::create_task;
+    post "/api/v1/task/" => crate::fanout::create_task;
+    get "/api/v1/task" => crate::fanout::list_tasks;
+    get "/api/v1/task/" => crate::fanout::list_tasks;
 }
 
 /// Reads a whole body as UTF-8 text, refusing more than `limit` bytes (413) before reading
@@ -204,10 +209,16 @@ fn percent_decode(raw: &[u8]) -> Vec<u8> {
     out
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The process is alive", body = proto::Envelope<String>)))]
 async fn healthz() -> HttpResponse {
     ok("alive")
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "The database answers", body = proto::Envelope<String>),
+        (status = 503, description = "Not ready: the database is down", body = crate::openapi::Failure)))]
 async fn readyz(state: State) -> Result<HttpResponse, ApiError> {
     if let Err(e) = state.db.ping().await {
         let why = state
@@ -230,6 +241,13 @@ fn user_view(u: &engine::store::models::User) -> UserView {
     }
 }
 
+#[utoipa::path(post, path = "/api/user/register", tag = "users", request_body = proto::RegisterRequest,
+    responses(
+        (status = 200, description = "Registered", body = proto::Envelope<proto::UserView>),
+        (status = 400, description = "Bad name or password", body = crate::openapi::Failure),
+        (status = 409, description = "The name is taken", body = crate::openapi::Failure),
+        (status = 413, description = "Body too large", body = crate::openapi::Failure),
+        (status = 503, description = "Busy or database down", body = crate::openapi::Failure)))]
 async fn register(
     state: State,
     hasher: web::Data<Hasher>,
@@ -242,6 +260,14 @@ async fn register(
     Ok(ok(user_view(&user)))
 }
 
+#[utoipa::path(post, path = "/api/user/login", tag = "users", request_body = proto::LoginRequest,
+    responses(
+        (status = 200, description = "A login token", body = proto::Envelope<proto::LoginResponse>),
+        (status = 400, description = "Malformed body", body = crate::openapi::Failure),
+        (status = 401, description = "Wrong name or password", body = crate::openapi::Failure),
+        (status = 413, description = "Body too large", body = crate::openapi::Failure),
+        (status = 429, description = "Too many failures: retry after `Retry-After` s", body = crate::openapi::Failure),
+        (status = 503, description = "Busy or database down", body = crate::openapi::Failure)))]
 async fn login(
     state: State,
     tokens: web::Data<Tokens>,
@@ -272,6 +298,10 @@ async fn login(
 }
 
 /// Revokes every login token of the caller, this one included.
+#[utoipa::path(post, path = "/api/user/logout-all", tag = "users", security(("token" = [])),
+    responses(
+        (status = 200, description = "Every token of the caller revoked; the caller's name", body = proto::Envelope<String>),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure)))]
 async fn logout_all(
     state: State,
     users: web::Data<Users>,
@@ -285,6 +315,13 @@ async fn logout_all(
 
 /// Changes the caller's password (the current one is checked, and limited like a login);
 /// every token issued before is revoked and a new one is returned.
+#[utoipa::path(post, path = "/api/user/password", tag = "users", security(("token" = [])),
+    request_body = proto::PasswordChange,
+    responses(
+        (status = 200, description = "Changed; a new token (older ones revoked)", body = proto::Envelope<proto::LoginResponse>),
+        (status = 400, description = "Malformed body or weak password", body = crate::openapi::Failure),
+        (status = 401, description = "No or bad token, or wrong current password", body = crate::openapi::Failure),
+        (status = 429, description = "Too many failures", body = crate::openapi::Failure)))]
 #[allow(clippy::too_many_arguments)]
 async fn change_password(
     state: State,
@@ -323,6 +360,10 @@ async fn change_password(
     Ok(ok(LoginResponse { token, expires_at }))
 }
 
+#[utoipa::path(get, path = "/api/user/me", tag = "users", security(("token" = [])),
+    responses(
+        (status = 200, description = "The caller", body = proto::Envelope<proto::UserView>),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure)))]
 async fn me(state: State, user: AuthUser) -> Result<HttpResponse, ApiError> {
     let u = engine::users::get(&state.db, &user.0).await?;
     Ok(ok(user_view(&u)))
@@ -330,6 +371,14 @@ async fn me(state: State, user: AuthUser) -> Result<HttpResponse, ApiError> {
 
 // ------------------------------------------------------------------ actuators
 
+#[utoipa::path(post, path = "/api/actuator/apply", tag = "actuators", security(("token" = [])),
+    request_body(content = String, description = "The actuator definition, YAML or JSON", content_type = "application/yaml"),
+    responses(
+        (status = 200, description = "Stored (created or replaced)", body = proto::Envelope<proto::ActuatorView>),
+        (status = 400, description = "Invalid definition: the message names the field", body = crate::openapi::Failure),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure),
+        (status = 409, description = "Conflicts with a stored object", body = crate::openapi::Failure),
+        (status = 413, description = "Body too large", body = crate::openapi::Failure)))]
 async fn apply_actuator(
     state: State,
     user: AuthUser,
@@ -344,10 +393,20 @@ async fn apply_actuator(
     Ok(ok(view))
 }
 
+#[utoipa::path(get, path = "/api/actuator", tag = "actuators", security(("token" = [])),
+    responses(
+        (status = 200, description = "The caller's actuators (no secrets)", body = proto::Envelope<Vec<proto::ActuatorView>>),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure)))]
 async fn list_actuators(state: State, user: AuthUser) -> Result<HttpResponse, ApiError> {
     Ok(ok(registry::list_actuators(&state.db, &user.0).await?))
 }
 
+#[utoipa::path(get, path = "/api/actuator/{name}", tag = "actuators", security(("token" = [])),
+    params(("name" = String, Path, description = "The name")),
+    responses(
+        (status = 200, description = "The actuator", body = proto::Envelope<proto::ActuatorView>),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure),
+        (status = 404, description = "No such actuator of the caller", body = crate::openapi::Failure)))]
 async fn get_actuator(
     state: State,
     user: AuthUser,
@@ -356,6 +415,13 @@ async fn get_actuator(
     Ok(ok(registry::get_actuator(&state.db, &user.0, &name).await?))
 }
 
+#[utoipa::path(delete, path = "/api/actuator/{name}", tag = "actuators", security(("token" = [])),
+    params(("name" = String, Path, description = "The name")),
+    responses(
+        (status = 200, description = "Deleted", body = proto::Envelope<proto::Deleted>),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure),
+        (status = 404, description = "No such actuator of the caller", body = crate::openapi::Failure),
+        (status = 409, description = "Still in use by running tasks", body = crate::openapi::Failure)))]
 async fn delete_actuator(
     state: State,
     user: AuthUser,
@@ -372,6 +438,14 @@ async fn delete_actuator(
 
 // ------------------------------------------------------------------ pipelines
 
+#[utoipa::path(post, path = "/api/pipeline-definition/apply", tag = "pipelines", security(("token" = [])),
+    request_body(content = String, description = "The pipeline definition, YAML or JSON", content_type = "application/yaml"),
+    responses(
+        (status = 200, description = "Stored (created or replaced)", body = proto::Envelope<proto::PipelineDefinitionView>),
+        (status = 400, description = "Invalid definition: the message names the field", body = crate::openapi::Failure),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure),
+        (status = 409, description = "Conflicts with a stored object", body = crate::openapi::Failure),
+        (status = 413, description = "Body too large", body = crate::openapi::Failure)))]
 async fn apply_pipeline(
     state: State,
     user: AuthUser,
@@ -389,10 +463,20 @@ async fn apply_pipeline(
     Ok(ok(view))
 }
 
+#[utoipa::path(get, path = "/api/pipeline-definition", tag = "pipelines", security(("token" = [])),
+    responses(
+        (status = 200, description = "The caller's pipeline definitions", body = proto::Envelope<Vec<proto::PipelineDefinitionView>>),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure)))]
 async fn list_pipelines(state: State, user: AuthUser) -> Result<HttpResponse, ApiError> {
     Ok(ok(registry::list_pipelines(&state.db, &user.0).await?))
 }
 
+#[utoipa::path(get, path = "/api/pipeline-definition/{name}", tag = "pipelines", security(("token" = [])),
+    params(("name" = String, Path, description = "The name")),
+    responses(
+        (status = 200, description = "The pipeline (its latest version)", body = proto::Envelope<proto::PipelineDefinitionView>),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure),
+        (status = 404, description = "No such pipeline (its latest version) of the caller", body = crate::openapi::Failure)))]
 async fn get_pipeline_latest(
     state: State,
     user: AuthUser,
@@ -404,6 +488,12 @@ async fn get_pipeline_latest(
     .await?))
 }
 
+#[utoipa::path(get, path = "/api/pipeline-definition/{name}/{version}", tag = "pipelines", security(("token" = [])),
+    params(("name" = String, Path, description = "The name"), ("version" = String, Path, description = "The version")),
+    responses(
+        (status = 200, description = "The pipeline version", body = proto::Envelope<proto::PipelineDefinitionView>),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure),
+        (status = 404, description = "No such pipeline version of the caller", body = crate::openapi::Failure)))]
 async fn get_pipeline(
     state: State,
     user: AuthUser,
@@ -416,6 +506,13 @@ async fn get_pipeline(
     .await?))
 }
 
+#[utoipa::path(delete, path = "/api/pipeline-definition/{name}/{version}", tag = "pipelines", security(("token" = [])),
+    params(("name" = String, Path, description = "The name"), ("version" = String, Path, description = "The version")),
+    responses(
+        (status = 200, description = "Deleted", body = proto::Envelope<proto::Deleted>),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure),
+        (status = 404, description = "No such pipeline version of the caller", body = crate::openapi::Failure),
+        (status = 409, description = "Still in use by a trigger or a parent pipeline", body = crate::openapi::Failure)))]
 async fn delete_pipeline(
     state: State,
     user: AuthUser,
@@ -432,6 +529,14 @@ async fn delete_pipeline(
 
 // ------------------------------------------------------------------ triggers
 
+#[utoipa::path(post, path = "/api/trigger-definition/apply", tag = "triggers", security(("token" = [])),
+    request_body(content = String, description = "The trigger definition, YAML or JSON", content_type = "application/yaml"),
+    responses(
+        (status = 200, description = "Stored (created or replaced)", body = proto::Envelope<proto::TriggerDefinitionView>),
+        (status = 400, description = "Invalid definition: the message names the field", body = crate::openapi::Failure),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure),
+        (status = 409, description = "Conflicts with a stored object", body = crate::openapi::Failure),
+        (status = 413, description = "Body too large", body = crate::openapi::Failure)))]
 async fn apply_trigger(
     state: State,
     user: AuthUser,
@@ -445,10 +550,20 @@ async fn apply_trigger(
     Ok(ok(view))
 }
 
+#[utoipa::path(get, path = "/api/trigger-definition", tag = "triggers", security(("token" = [])),
+    responses(
+        (status = 200, description = "The caller's triggers", body = proto::Envelope<Vec<proto::TriggerDefinitionView>>),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure)))]
 async fn list_triggers(state: State, user: AuthUser) -> Result<HttpResponse, ApiError> {
     Ok(ok(registry::list_triggers(&state.db, &user.0).await?))
 }
 
+#[utoipa::path(get, path = "/api/trigger-definition/{name}", tag = "triggers", security(("token" = [])),
+    params(("name" = String, Path, description = "The name")),
+    responses(
+        (status = 200, description = "The trigger", body = proto::Envelope<proto::TriggerDefinitionView>),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure),
+        (status = 404, description = "No such trigger of the caller", body = crate::openapi::Failure)))]
 async fn get_trigger(
     state: State,
     user: AuthUser,
@@ -457,6 +572,13 @@ async fn get_trigger(
     Ok(ok(registry::get_trigger(&state.db, &user.0, &name).await?))
 }
 
+#[utoipa::path(delete, path = "/api/trigger-definition/{name}", tag = "triggers", security(("token" = [])),
+    params(("name" = String, Path, description = "The name")),
+    responses(
+        (status = 200, description = "Deleted", body = proto::Envelope<proto::Deleted>),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure),
+        (status = 404, description = "No such trigger of the caller", body = crate::openapi::Failure),
+        (status = 409, description = "Still in use", body = crate::openapi::Failure)))]
 async fn delete_trigger(
     state: State,
     user: AuthUser,
@@ -473,6 +595,14 @@ async fn delete_trigger(
 
 // ------------------------------------------------------------------ events
 
+#[utoipa::path(post, path = "/api/event/send", tag = "events", security(("token" = [])),
+    request_body(content = String, description = "The event, YAML or JSON", content_type = "application/yaml"),
+    responses(
+        (status = 200, description = "Accepted (stored before the answer); its id", body = proto::Envelope<proto::EventSent>),
+        (status = 400, description = "Invalid event: the message names the field", body = crate::openapi::Failure),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure),
+        (status = 413, description = "Event too large", body = crate::openapi::Failure),
+        (status = 503, description = "Database down: retry after `Retry-After` s", body = crate::openapi::Failure)))]
 async fn send_event(
     state: State,
     user: AuthUser,
@@ -501,6 +631,13 @@ fn parse_id(s: &str, what: &str) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::BadRequest(format!("{what} {s:?} is not a number")))
 }
 
+#[utoipa::path(get, path = "/api/event/{id}", tag = "events", security(("token" = [])),
+    params(("id" = String, Path, description = "The id (a number)")),
+    responses(
+        (status = 200, description = "The event, each trigger's verdict and the runs started", body = proto::Envelope<proto::EventView>),
+        (status = 400, description = "The id is not a number", body = crate::openapi::Failure),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure),
+        (status = 404, description = "No such event of the caller", body = crate::openapi::Failure)))]
 async fn get_event(
     state: State,
     user: AuthUser,
@@ -513,7 +650,8 @@ async fn get_event(
 // ------------------------------------------------------------------ runs
 
 /// Query of `GET /api/pipeline/` (the seed's parameter names).
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RunQuery {
     event_name: Option<String>,
@@ -526,6 +664,12 @@ pub struct RunQuery {
     top: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/api/pipeline", tag = "runs", security(("token" = [])),
+    params(RunQuery),
+    responses(
+        (status = 200, description = "The caller's runs, newest first", body = proto::Envelope<Vec<proto::RunSummary>>),
+        (status = 400, description = "Bad query", body = crate::openapi::Failure),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure)))]
 async fn list_runs(
     state: State,
     user: AuthUser,
@@ -549,6 +693,13 @@ async fn list_runs(
         .await?))
 }
 
+#[utoipa::path(get, path = "/api/pipeline/{id}", tag = "runs", security(("token" = [])),
+    params(("id" = String, Path, description = "The id (a number)")),
+    responses(
+        (status = 200, description = "The run with its tasks", body = proto::Envelope<proto::RunView>),
+        (status = 400, description = "The id is not a number", body = crate::openapi::Failure),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure),
+        (status = 404, description = "No such run of the caller", body = crate::openapi::Failure)))]
 async fn get_run(
     state: State,
     user: AuthUser,
@@ -558,6 +709,14 @@ async fn get_run(
     Ok(ok(state.engine.run_view(&user.0, id).await?))
 }
 
+#[utoipa::path(post, path = "/api/pipeline/{id}/cancel", tag = "runs", security(("token" = [])),
+    params(("id" = String, Path, description = "The id (a number)")),
+    responses(
+        (status = 200, description = "Cancelling (the run ends `cancel`)", body = proto::Envelope<String>),
+        (status = 400, description = "The id is not a number", body = crate::openapi::Failure),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure),
+        (status = 404, description = "No such run of the caller", body = crate::openapi::Failure),
+        (status = 409, description = "The run has ended", body = crate::openapi::Failure)))]
 async fn cancel_run(
     state: State,
     user: AuthUser,
@@ -569,12 +728,20 @@ async fn cancel_run(
     Ok(ok("cancelling"))
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LogQuery {
     #[serde(default)]
     follow: bool,
 }
 
+#[utoipa::path(get, path = "/api/pipeline/{id}/task/{task}/log", tag = "runs", security(("token" = [])),
+    params(("id" = String, Path, description = "The run id (a number)"), ("task" = String, Path, description = "The task alias"), LogQuery),
+    responses(
+        (status = 200, description = "The task's output; with `follow=true` streamed until the task ends", body = String, content_type = "text/plain"),
+        (status = 400, description = "Bad id or query", body = crate::openapi::Failure),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure),
+        (status = 404, description = "No such run or task of the caller", body = crate::openapi::Failure)))]
 async fn task_log(
     state: State,
     user: AuthUser,
@@ -607,6 +774,11 @@ async fn task_log(
 }
 
 /// `POST /api/pipeline/callback` (white-listed: the per-task secret is the credential).
+#[utoipa::path(post, path = "/api/pipeline/callback", tag = "runs", request_body = proto::CallbackRequest,
+    responses(
+        (status = 200, description = "Recorded (or already recorded)", body = proto::Envelope<String>),
+        (status = 400, description = "Malformed body", body = crate::openapi::Failure),
+        (status = 401, description = "Unknown task or wrong per-task secret", body = crate::openapi::Failure)))]
 async fn callback(
     state: State,
     req: HttpRequest,
@@ -628,7 +800,8 @@ fn file_store(state: &State) -> Result<std::sync::Arc<engine::files::FileStore>,
         .ok_or_else(|| ApiError::BadRequest(engine::definition::FILES_DISABLED.into()))
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct UploadQuery {
     name: String,
@@ -637,6 +810,15 @@ struct UploadQuery {
 /// `POST /api/file/upload?name=FILE`: stores the body (its `Content-Length` announced, at most
 /// `minio.maxUploadBytes`) as `uploads/<user>/<random>/<FILE>` and answers the key, for an
 /// event's `files`. Streamed through: the server holds a few chunks at a time, never the file.
+#[utoipa::path(post, path = "/api/file/upload", tag = "files", security(("token" = [])),
+    params(UploadQuery),
+    request_body(content = Vec<u8>, description = "The file's bytes, with Content-Length", content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "Stored: the key to give in an event's `files`", body = proto::Envelope<proto::UploadedFile>),
+        (status = 400, description = "No Content-Length, bad name, or file values disabled", body = crate::openapi::Failure),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure),
+        (status = 413, description = "Larger than minio.maxUploadBytes", body = crate::openapi::Failure),
+        (status = 503, description = "The file store is unreachable", body = crate::openapi::Failure)))]
 async fn upload_file(
     state: State,
     user: AuthUser,
@@ -679,7 +861,8 @@ async fn upload_file(
     Ok(ok(proto::UploadedFile { key, size: len }))
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct FileQuery {
     #[serde(default)]
@@ -691,6 +874,15 @@ const PRESIGNED_GET_SECS: u64 = 300;
 
 /// `GET /api/pipeline/{id}/task/{task}/file/{name}`: a file output of the caller's run,
 /// streamed from the bucket; `?presign=true` answers a download URL valid for 5 minutes.
+#[utoipa::path(get, path = "/api/pipeline/{id}/task/{task}/file/{name}", tag = "files", security(("token" = [])),
+    params(("id" = String, Path, description = "The run id (a number)"), ("task" = String, Path, description = "The task alias"), ("name" = String, Path, description = "The file output's name"), FileQuery),
+    responses(
+        (status = 200, description = "The file (or with `presign=true` an envelope with a 5-minute URL)", content(
+            (Vec<u8> = "application/octet-stream"),
+            (proto::Envelope<proto::PresignedFile> = "application/json"))),
+        (status = 400, description = "Bad id or query, or file values disabled", body = crate::openapi::Failure),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure),
+        (status = 404, description = "No such run, task or file output of the caller", body = crate::openapi::Failure)))]
 async fn task_file(
     state: State,
     user: AuthUser,

@@ -180,11 +180,13 @@ pub struct WhiteList(pub Vec<String>);
 
 impl WhiteList {
     fn allows(&self, path: &str) -> bool {
-        matches!(path, "/healthz" | "/readyz" | "/metrics")
-            || self.0.iter().any(|w| {
-                let w = w.trim_end_matches('/');
-                path == w || path.strip_prefix(w).is_some_and(|rest| rest == "/")
-            })
+        matches!(
+            path,
+            "/healthz" | "/readyz" | "/metrics" | "/api/openapi.json"
+        ) || self.0.iter().any(|w| {
+            let w = w.trim_end_matches('/');
+            path == w || path.strip_prefix(w).is_some_and(|rest| rest == "/")
+        })
     }
 }
 

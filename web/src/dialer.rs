@@ -40,6 +40,12 @@ fn refuse(peer: &str, why: String) -> ApiError {
     ApiError::Unauthorized(REFUSED.into())
 }
 
+#[utoipa::path(get, path = "/api/dialer/connect", tag = "tunnel",
+    responses(
+        (status = 101, description = "WebSocket upgrade: the tunnel (yamux over binary frames); the client id, token, user and label come in headers (eventops-client sends them)"),
+        (status = 400, description = "Not a WebSocket upgrade, or a bad handshake", body = crate::openapi::Failure),
+        (status = 401, description = "Unknown client or wrong client token", body = crate::openapi::Failure),
+        (status = 429, description = "Too many failed handshakes", body = crate::openapi::Failure)))]
 pub async fn connect(
     req: HttpRequest,
     body: web::Payload,

@@ -5,7 +5,8 @@
 //!   the command on every online machine of mine whose label matches (201 with the task).
 //! - `GET  /api/v1/task[?taskPrefix=P&top=N]` — my tasks, newest first, a result per machine.
 //!
-//! A trailing `/` is accepted on each. The work is `engine::commands`'.
+//! A trailing `/` is accepted on each (the routes are in `api`'s table). The work is
+//! `engine::commands`'.
 
 use crate::api::{read_body, AppState};
 use crate::auth::AuthUser;
@@ -15,15 +16,6 @@ use engine::commands;
 use proto::FanoutRequest;
 
 type State = web::Data<AppState>;
-
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/v1/machine", web::get().to(list_machines))
-        .route("/api/v1/machine/", web::get().to(list_machines))
-        .route("/api/v1/task", web::post().to(create_task))
-        .route("/api/v1/task/", web::post().to(create_task))
-        .route("/api/v1/task", web::get().to(list_tasks))
-        .route("/api/v1/task/", web::get().to(list_tasks));
-}
 
 /// The body as a [`FanoutRequest`]; errors name the field (`detail.timeout: invalid type…`,
 /// `unknown field `colour`…`). Objects must be objects: serde would also take a struct from
@@ -57,7 +49,14 @@ fn parse(text: &str) -> Result<FanoutRequest, ApiError> {
     })
 }
 
-async fn create_task(
+#[utoipa::path(post, path = "/api/v1/task", tag = "fan-out", security(("token" = [])),
+    request_body = proto::FanoutRequest,
+    responses(
+        (status = 201, description = "Started on every online machine whose label matches", body = proto::Envelope<proto::FanoutView>),
+        (status = 400, description = "Invalid request: the message names the field", body = crate::openapi::Failure),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure),
+        (status = 409, description = "A task of that name exists", body = crate::openapi::Failure)))]
+pub(crate) async fn create_task(
     state: State,
     user: AuthUser,
     req: HttpRequest,
@@ -73,14 +72,20 @@ async fn create_task(
 }
 
 /// Query of `GET /api/v1/task`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(utoipa::IntoParams, Debug, serde::Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct TaskQuery {
     task_prefix: Option<String>,
     top: Option<i64>,
 }
 
-async fn list_tasks(
+#[utoipa::path(get, path = "/api/v1/task", tag = "fan-out", security(("token" = [])),
+    params(TaskQuery),
+    responses(
+        (status = 200, description = "The caller's fan-out tasks, newest first, a result per machine", body = proto::Envelope<Vec<proto::FanoutView>>),
+        (status = 400, description = "Bad query", body = crate::openapi::Failure),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure)))]
+pub(crate) async fn list_tasks(
     state: State,
     user: AuthUser,
     req: HttpRequest,
@@ -92,7 +97,11 @@ async fn list_tasks(
     Ok(ok(tasks))
 }
 
-async fn list_machines(state: State, user: AuthUser) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/api/v1/machine", tag = "fan-out", security(("token" = [])),
+    responses(
+        (status = 200, description = "The caller's tunnel clients, online or offline", body = proto::Envelope<Vec<proto::MachineView>>),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure)))]
+pub(crate) async fn list_machines(state: State, user: AuthUser) -> Result<HttpResponse, ApiError> {
     Ok(ok(commands::machines(
         &state.db,
         &state.engine.tunnels,

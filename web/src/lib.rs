@@ -7,5 +7,6 @@ pub mod dialer;
 pub mod error;
 pub mod fanout;
 pub mod limiter;
+pub mod openapi;
 pub mod server;
 pub mod testing;
