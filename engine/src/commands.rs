@@ -280,6 +280,7 @@ async fn run_one(
             format!(" ({})", outcome.msg)
         }
     );
+    crate::metrics::get().fanout_result(&outcome.status);
     if let Err(e) = q::finish(&db, result_id, &outcome).await {
         log::error!(
             "task {task:?}: recording the result of {}: {e}",
@@ -372,6 +373,7 @@ pub async fn list(
             if r.status == q::RUNNING && r.deadline_at < now {
                 let o = ended("error", None, ABANDONED_MSG.into());
                 if q::finish(db, r.id, &o).await? {
+                    crate::metrics::get().fanout_result(&o.status);
                     r.status = o.status;
                     r.msg = o.msg;
                     r.ended_at = Some(o.ended_at);

@@ -18,6 +18,7 @@ pub mod definition;
 pub mod document;
 pub mod error;
 pub mod files;
+pub mod metrics;
 pub mod placeholder;
 pub mod registry;
 pub mod runtime;

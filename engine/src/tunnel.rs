@@ -132,6 +132,11 @@ pub struct Tunnels {
 }
 
 impl Tunnels {
+    /// Tunnel clients connected to this server now.
+    pub fn connected(&self) -> usize {
+        lock(&self.clients).values().map(Vec::len).sum()
+    }
+
     pub fn new(offline_wait: Duration) -> Tunnels {
         Tunnels {
             clients: Mutex::new(HashMap::new()),

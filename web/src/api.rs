@@ -43,6 +43,7 @@ macro_rules! route_table {
 route_table! {
     get "/healthz" => healthz;
     get "/readyz" => readyz;
+    get "/metrics" => crate::metrics::scrape;
     get "/api/openapi.json" => crate::openapi::document;
     get "/api/dialer/connect" => crate::dialer::connect;
     post "/api/user/register" => register;

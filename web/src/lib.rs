@@ -7,6 +7,7 @@ pub mod dialer;
 pub mod error;
 pub mod fanout;
 pub mod limiter;
+pub mod metrics;
 pub mod openapi;
 pub mod server;
 pub mod testing;

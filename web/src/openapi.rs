@@ -49,6 +49,7 @@ impl Modify for Security {
         crate::api::healthz,
         crate::api::readyz,
         document,
+        crate::metrics::scrape,
         crate::dialer::connect,
         crate::api::register,
         crate::api::login,

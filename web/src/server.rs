@@ -77,6 +77,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .app_data(users.clone())
             .wrap(middleware::from_fn(auth::require_login))
             .wrap(middleware::Logger::new("%a \"%r\" %s %b %Dms"))
+            .wrap(middleware::from_fn(crate::metrics::track))
             .configure(api::routes)
             .default_service(web::to(api::not_found))
     })

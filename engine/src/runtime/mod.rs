@@ -186,7 +186,10 @@ impl Engine {
             .await
             .map_err(|_| Error::Internal("the event writer stopped".into()))?;
         match rx.await {
-            Ok(Ok(())) => Ok(id),
+            Ok(Ok(())) => {
+                crate::metrics::get().events_received.inc();
+                Ok(id)
+            }
             Ok(Err(e)) if e.is_transient() => Err(Error::Unavailable(format!(
                 "the database is unavailable; the event was not stored, send it again later ({e})"
             ))),
@@ -268,6 +271,14 @@ impl Engine {
             .lock()
             .map(|m| m.keys().copied().collect())
             .unwrap_or_default()
+    }
+
+    /// Event ids waiting in the workers' mailboxes.
+    pub fn mailbox_depth(&self) -> usize {
+        self.workers
+            .iter()
+            .map(|w| w.max_capacity() - w.capacity())
+            .sum()
     }
 
     pub fn is_live(&self, id: i64) -> bool {

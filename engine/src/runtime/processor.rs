@@ -100,6 +100,7 @@ pub async fn process(engine: &Arc<Engine>, id: i64) -> crate::Result<Vec<i64>> {
                 &[],
             )
             .await?;
+            crate::metrics::get().event_decided(events::PROCESS_FAILED);
             return Ok(Vec::new());
         }
     };
@@ -235,6 +236,11 @@ pub async fn process(engine: &Arc<Engine>, id: i64) -> crate::Result<Vec<i64>> {
     };
     let committed =
         store::runs::commit_event(&engine.db, id, owner, status, &message, &records, &runs).await?;
+    if committed {
+        let m = crate::metrics::get();
+        m.event_decided(status);
+        m.runs_started.inc_by(runs.len() as u64);
+    }
     if !committed {
         // a commit whose answer was lost in a database blip is retried and then finds the
         // event no longer `processing`: if it is ours and decided, that commit went through

@@ -364,6 +364,9 @@ impl RunActor {
                 });
                 let ended = t.status != INITIALIZING && !LIVE.contains(&t.status.as_str());
                 if was_live && ended {
+                    let from = t.started_at.unwrap_or(t.created_at);
+                    let secs = (t.ended_at.unwrap_or_else(now_ms) - from) as f64 / 1000.0;
+                    crate::metrics::get().task_finished(&t.task_type, &t.status, secs);
                     self.task_done(&t);
                 }
                 self.tasks.insert(id, Box::new(t));
@@ -458,7 +461,7 @@ impl RunActor {
                     log::error!("run {}: recording success: {e}", self.run.id);
                 }
                 self.finished = true;
-                self.on_run_ended();
+                self.on_run_ended(SUCCESS);
             }
             ScopeResult::Failed(msg) => {
                 let r = store::runs::transition_run(
@@ -478,7 +481,7 @@ impl RunActor {
                     log::error!("run {}: recording failure: {e}", self.run.id);
                 }
                 self.finished = true;
-                self.on_run_ended();
+                self.on_run_ended(FAILED);
             }
         }
     }
@@ -860,9 +863,10 @@ impl RunActor {
         }
     }
 
-    /// The run ended: each Kubernetes actuator it used deletes the run's namespace, once the
-    /// tasks' own removals (which keep their logs first) have had their turn.
-    fn on_run_ended(&self) {
+    /// The run ended with `status`: counted, and each Kubernetes actuator it used deletes the
+    /// run's namespace (keeping the logs of pods still there first).
+    fn on_run_ended(&self, status: &str) {
+        crate::metrics::get().run_finished(status);
         let names: BTreeSet<String> = self
             .tasks
             .values()
@@ -909,7 +913,7 @@ impl RunActor {
             Ok(_) => {
                 log::info!("run {} cancelled", self.run.id);
                 self.finished = true;
-                self.on_run_ended();
+                self.on_run_ended(CANCEL);
             }
             Err(e) => log::error!("run {}: cancel: {e}", self.run.id),
         }

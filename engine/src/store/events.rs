@@ -165,3 +165,15 @@ pub async fn finish_unmatched(db: &Db, ids: &[i64], message: &str) -> Result<usi
         .await?)
     })
 }
+
+/// When the oldest event not yet decided (`created` or `processing`) arrived (ms), if any:
+/// the processing lag is its age.
+pub async fn oldest_unprocessed(db: &Db) -> Result<Option<i64>> {
+    db_run!(db, |c| {
+        Ok(events::table
+            .filter(events::status.eq_any([CREATED, PROCESSING]))
+            .select(diesel::dsl::min(events::created_at))
+            .first::<Option<i64>>(c)
+            .await?)
+    })
+}

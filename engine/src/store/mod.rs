@@ -145,6 +145,7 @@ pub struct Health {
 
 impl Health {
     fn failed(&self, e: &StoreError) {
+        crate::metrics::get().db_errors.inc();
         let now = now_ms().max(1);
         if let Ok(mut last) = self.last_error.lock() {
             *last = e.to_string();
@@ -385,6 +386,16 @@ impl Db {
                 false
             }
         }
+    }
+
+    /// The pool's connections: (open, in use).
+    pub fn pool_status(&self) -> (usize, usize) {
+        let s = match &self.pools {
+            Pools::Sqlite(p) => p.status(),
+            Pools::Mysql(p) => p.status(),
+            Pools::Postgres(p) => p.status(),
+        };
+        (s.size, s.size.saturating_sub(s.available))
     }
 
     /// Takes a connection from the pool.
