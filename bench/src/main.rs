@@ -708,6 +708,78 @@ fn parked(n: usize) {
     );
 }
 
+/// `/metrics` render time with `n` live (parked) runs, against `/healthz` on the same server.
+fn metrics_render(n: usize) {
+    println!("== /metrics with {n} live runs: time to answer a scrape (baseline: /healthz, same server)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some((mut b, _)) = spawn_server(dir.path()) else {
+        return;
+    };
+    let _ = b.kill();
+    let _ = b.wait();
+    let url = format!("sqlite://{}/data/eventops.db", dir.path().display());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let db = engine::store::Db::connect(&url, 1).await.expect("db");
+        insert_parked(&db, n).await.expect("insert parked runs");
+    });
+    let Some((mut c, port)) = spawn_server(dir.path()) else {
+        return;
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let base = format!("http://127.0.0.1:{port}");
+    // the runs resume in the background: wait until they are all live
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut live = 0.0;
+    while Instant::now() < deadline {
+        let text = agent
+            .get(format!("{base}/metrics"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default();
+        live = text
+            .lines()
+            .find_map(|l| l.strip_prefix("eventops_runs_live "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if live >= n as f64 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let time = |path: &str| {
+        let mut ms = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..300 {
+            let t = Instant::now();
+            let body = agent
+                .get(format!("{base}{path}"))
+                .call()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_to_string().ok())
+                .unwrap_or_default();
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            bytes = body.len();
+        }
+        ms.sort_by(f64::total_cmp);
+        (pct(&ms, 50.0), pct(&ms, 99.0), bytes)
+    };
+    let (h50, h99, _) = time("/healthz");
+    let (m50, m99, size) = time("/metrics");
+    let _ = c.kill();
+    let _ = c.wait();
+    println!(
+        "  {live} runs live: /metrics p50 {m50:.2} ms, p99 {m99:.2} ms ({size} bytes); /healthz p50 {h50:.2} ms, p99 {h99:.2} ms"
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let which = args.first().map(String::as_str).unwrap_or("all");
@@ -742,6 +814,7 @@ fn main() {
         "matching" => matching(),
         "idle" => idle(),
         "parked" => parked(10_000),
+        "metrics" => metrics_render(10_000),
         "tunnel-bulk" => tunnel_bench::bulk(mib),
         "tunnel-streams" => tunnel_bench::streams(streams, stream_secs),
         "agent-sequential" => tunnel_bench::agent_sequential(),
