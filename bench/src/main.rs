@@ -710,7 +710,9 @@ fn parked(n: usize) {
 
 /// `/metrics` render time with `n` live (parked) runs, against `/healthz` on the same server.
 fn metrics_render(n: usize) {
-    println!("== /metrics with {n} live runs: time to answer a scrape (baseline: /healthz, same server)");
+    println!(
+        "== /metrics with {n} live runs: time to answer a scrape (baseline: /healthz, same server)"
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let Some((mut b, _)) = spawn_server(dir.path()) else {
         return;

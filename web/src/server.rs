@@ -15,6 +15,64 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The engine, for in-process users (benchmarks reach the tunnel registry through it).
     pub engine: std::sync::Arc<engine::runtime::Engine>,
+    /// The SQLite file's lock, held while the server lives ([`lock_sqlite`]).
+    _sqlite_lock: Option<std::fs::File>,
+}
+
+/// SQLite serves one server: a second `eventops` on the same file is refused at start, naming
+/// the first one's pid. The lock is an exclusive `flock` on `<file>.lock`, held for the
+/// server's life; the kernel lets it go when the process dies, however it dies.
+pub fn lock_sqlite(url: &str) -> anyhow::Result<Option<std::fs::File>> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let Some(path) = store::sqlite_file(url) else {
+        return Ok(None);
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut lock_name = path.clone().into_os_string();
+    lock_name.push(".lock");
+    let lock_path = std::path::PathBuf::from(lock_name);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    match f.try_lock() {
+        Ok(()) => {
+            f.set_len(0)?;
+            f.rewind()?;
+            write!(f, "{}", std::process::id())?;
+            Ok(Some(f))
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            let pid = pid.trim();
+            let who = if pid.is_empty() {
+                "another eventops server".to_string()
+            } else {
+                format!("another eventops server (pid {pid})")
+            };
+            anyhow::bail!(
+                "database {} is in use by {who}: SQLite serves one server at a time. Stop that \
+                 one, or give this one another database; several servers share PostgreSQL or \
+                 MariaDB (docs/operations.md)",
+                path.display()
+            )
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", lock_path.display()))
+        }
+    }
 }
 
 /// Opens the database (applying migrations) and binds the HTTP server. Must run inside an
@@ -29,6 +87,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         );
     }
     let url = config.database_url();
+    let sqlite_lock = lock_sqlite(&url)?;
     let (key, key_source) = config.secret_key()?;
     let db = Db::connect(&url, config.database.pool_size)
         .await
@@ -100,6 +159,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         server: server.run(),
         addr,
         engine,
+        _sqlite_lock: sqlite_lock,
     })
 }
 

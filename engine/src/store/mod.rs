@@ -243,6 +243,19 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The file of a `sqlite://` URL, or `None` for another backend, an in-memory database or a
+/// URI filename.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    if Backend::from_url(url).ok()? != Backend::Sqlite {
+        return None;
+    }
+    let name = sqlite_path(url);
+    if name.is_empty() || name.starts_with(':') || name.starts_with("file:") || name.contains('?') {
+        return None;
+    }
+    Some(std::path::PathBuf::from(name))
+}
+
 fn sqlite_path(url: &str) -> &str {
     url.strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
