@@ -421,8 +421,7 @@ async fn get_actuator(
     responses(
         (status = 200, description = "Deleted", body = proto::Envelope<proto::Deleted>),
         (status = 401, description = "No or bad token", body = crate::openapi::Failure),
-        (status = 404, description = "No such actuator of the caller", body = crate::openapi::Failure),
-        (status = 409, description = "Still in use by running tasks", body = crate::openapi::Failure)))]
+        (status = 404, description = "No such actuator of the caller", body = crate::openapi::Failure)))]
 async fn delete_actuator(
     state: State,
     user: AuthUser,
@@ -512,8 +511,7 @@ async fn get_pipeline(
     responses(
         (status = 200, description = "Deleted", body = proto::Envelope<proto::Deleted>),
         (status = 401, description = "No or bad token", body = crate::openapi::Failure),
-        (status = 404, description = "No such pipeline version of the caller", body = crate::openapi::Failure),
-        (status = 409, description = "Still in use by a trigger or a parent pipeline", body = crate::openapi::Failure)))]
+        (status = 404, description = "No such pipeline version of the caller", body = crate::openapi::Failure)))]
 async fn delete_pipeline(
     state: State,
     user: AuthUser,
@@ -578,8 +576,7 @@ async fn get_trigger(
     responses(
         (status = 200, description = "Deleted", body = proto::Envelope<proto::Deleted>),
         (status = 401, description = "No or bad token", body = crate::openapi::Failure),
-        (status = 404, description = "No such trigger of the caller", body = crate::openapi::Failure),
-        (status = 409, description = "Still in use", body = crate::openapi::Failure)))]
+        (status = 404, description = "No such trigger of the caller", body = crate::openapi::Failure)))]
 async fn delete_trigger(
     state: State,
     user: AuthUser,

@@ -260,3 +260,59 @@ fn old_row_at_run_time(db: TestDb) {
         "a task of run {run_id} ran on bob's machine"
     );
 }
+
+/// Bob's trigger on alice's event is bob's: alice's view of her event shows her own triggers'
+/// verdicts, not bob's trigger, pipeline or run; bob cannot see alice's event at all.
+#[test]
+fn another_users_trigger_on_my_event_is_not_shown_to_me() {
+    let server = TestServer::start();
+    let mut alice = Api::new(&server.url);
+    alice.login_as("alice");
+    let mut bob = Api::new(&server.url);
+    bob.login_as("bob");
+    let pipeline = |name: &str| {
+        format!(
+            "version: 1\nname: {name}\ndag: [{{name: a, needs: [root]}}]\n\
+             tasks: [{{alias: a, type: os, commands: ['true']}}]\n"
+        )
+    };
+    alice
+        .post("/api/pipeline-definition/apply", pipeline("alice-p"))
+        .ok();
+    alice
+        .post(
+            "/api/trigger-definition/apply",
+            "name: alice-t\neventName: ping\neventVersion: 1\npipelines: [{image: alice-p:1}]\n",
+        )
+        .ok();
+    bob.post("/api/pipeline-definition/apply", pipeline("bob-secret-p"))
+        .ok();
+    bob.post(
+        "/api/trigger-definition/apply",
+        "name: bob-secret-t\neventName: ping\neventVersion: 1\neventCreater: alice\n\
+         pipelines: [{image: bob-secret-p:1}]\n",
+    )
+    .ok();
+    let id = alice
+        .post("/api/event/send", "name: ping\nversion: 1\n")
+        .ok()["id"]
+        .as_i64()
+        .unwrap();
+    let ev = wait_for("event processed", 30, || {
+        let v = alice.get(&format!("/api/event/{id}")).ok();
+        (v["status"] == "processed").then_some(v)
+    });
+    let triggers = ev["triggers"].as_array().unwrap();
+    assert_eq!(triggers.len(), 1, "{ev}");
+    assert_eq!(triggers[0]["trigger"], "alice-t", "{ev}");
+    for secret in ["bob-secret-t", "bob-secret-p"] {
+        assert!(
+            !ev.to_string().contains(secret),
+            "{secret} shown to alice: {ev}"
+        );
+    }
+    // bob's trigger did start bob's run (his to see), and alice's event is not his
+    let runs = bob.get("/api/pipeline/").ok();
+    assert_eq!(runs.as_array().map(Vec::len), Some(1), "{runs}");
+    bob.get(&format!("/api/event/{id}")).fails(404, "not found");
+}

@@ -125,6 +125,16 @@ impl TaskKind {
             _ => None,
         }
     }
+
+    /// The canonical name (`kubernetes` is spelt `k8s`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::Os => "os",
+            TaskKind::Docker => "docker",
+            TaskKind::K8s => "k8s",
+            TaskKind::Pipeline => "pipeline",
+        }
+    }
 }
 
 /// `[creator/]name[:version]`; creator defaults to the applier, version to `latest`.

@@ -65,12 +65,18 @@ async fn finish_unmatched(engine: &Arc<Engine>, ids: &[i64]) -> crate::Result<Ve
         }
     }
     if !unmatched.is_empty() {
-        events::finish_unmatched(
+        let n = events::finish_unmatched(
             &engine.db,
             &unmatched,
             "no trigger listens for this event's name, version and sender",
         )
         .await?;
+        crate::metrics::get()
+            .events_processed
+            .get_or_create(&crate::metrics::StatusLabel {
+                status: events::PROCESSED.into(),
+            })
+            .inc_by(n as u64);
     }
     Ok(rest)
 }

@@ -366,7 +366,8 @@ impl RunActor {
                 if was_live && ended {
                     let from = t.started_at.unwrap_or(t.created_at);
                     let secs = (t.ended_at.unwrap_or_else(now_ms) - from) as f64 / 1000.0;
-                    crate::metrics::get().task_finished(&t.task_type, &t.status, secs);
+                    let kind = TaskKind::parse(&t.task_type).map_or("pipeline", TaskKind::name);
+                    crate::metrics::get().task_finished(kind, &t.status, secs);
                     self.task_done(&t);
                 }
                 self.tasks.insert(id, Box::new(t));

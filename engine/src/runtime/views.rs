@@ -254,7 +254,16 @@ impl Engine {
         let Some(e) = store::runs::event_of(&self.api_db, creator, id).await? else {
             return Err(Error::NotFound(format!("event {id} not found")));
         };
+        // the verdicts of the caller's own triggers only: another user's trigger on my event is
+        // theirs (its name, pipeline and run are not mine to see)
         let recs = store::runs::event_triggers_of(&self.api_db, id).await?;
+        let ids: Vec<i64> = recs.iter().map(|r| r.trigger_id).collect();
+        let mine: std::collections::HashSet<i64> =
+            store::triggers::owned_by(&self.api_db, creator, &ids)
+                .await?
+                .into_iter()
+                .collect();
+        let recs = recs.into_iter().filter(|r| mine.contains(&r.trigger_id));
         Ok(EventView {
             id: e.id,
             name: e.name,
@@ -263,7 +272,6 @@ impl Engine {
             message: e.message,
             created_at: format_ms(e.created_at),
             triggers: recs
-                .into_iter()
                 .map(|r| EventTriggerView {
                     trigger: r.trigger_name,
                     pipeline: r.pipeline_image,

@@ -102,3 +102,18 @@ pub async fn for_event(
             .await?)
     })
 }
+
+/// Which of the trigger ids `ids` belong to `creator` (triggers since deleted do not).
+pub async fn owned_by(db: &Db, creator: &str, ids: &[i64]) -> Result<Vec<i64>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    db_run!(db, |c| {
+        Ok(td::table
+            .filter(td::id.eq_any(ids))
+            .filter(td::creator.eq(creator))
+            .select(td::id)
+            .load(c)
+            .await?)
+    })
+}
