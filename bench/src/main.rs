@@ -771,7 +771,7 @@ fn metrics_render(n: usize) {
             bytes = body.len();
         }
         ms.sort_by(f64::total_cmp);
-        (pct(&ms, 50.0), pct(&ms, 99.0), bytes)
+        (pct(&ms, 0.5), pct(&ms, 0.99), bytes)
     };
     let (h50, h99, _) = time("/healthz");
     let (m50, m99, size) = time("/metrics");

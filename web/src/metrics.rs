@@ -143,18 +143,43 @@ pub async fn track(
     res
 }
 
-/// The text of every metric, the states read now.
+/// How old the backlog's age may be when scraped: a scrape never waits for the database (on
+/// SQLite its one connection may be busy for a while under load); it starts a refresh when
+/// the value is older than this, and answers the last one.
+const LAG_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Starts a refresh of the backlog's age if the last one is older than [`LAG_REFRESH`] and
+/// none is under way.
+fn refresh_lag(state: &AppState) {
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+    static LAST_MS: AtomicI64 = AtomicI64::new(0);
+    static RUNNING: AtomicBool = AtomicBool::new(false);
+    let now = engine::store::now_ms();
+    let stale = now - LAST_MS.load(Ordering::Relaxed) >= LAG_REFRESH.as_millis() as i64;
+    if !stale || RUNNING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let db = state.db.clone();
+    actix_web::rt::spawn(async move {
+        match engine::store::events::oldest_unprocessed(&db).await {
+            Ok(oldest) => {
+                let now = engine::store::now_ms();
+                let lag = oldest.map_or(0.0, |at| ((now - at).max(0) as f64) / 1000.0);
+                metrics().lag.set(lag);
+                LAST_MS.store(now, Ordering::Relaxed);
+            }
+            // the last value stays; the database error is counted
+            Err(e) => log::debug!("metrics: the event backlog: {e}"),
+        }
+        RUNNING.store(false, Ordering::Release);
+    });
+}
+
+/// The text of every metric: counters as they are, states read now (the backlog's age at most
+/// [`LAG_REFRESH`] old).
 pub async fn render(state: &AppState) -> String {
     let m = metrics();
-    let lag = match engine::store::events::oldest_unprocessed(&state.db).await {
-        Ok(Some(at)) => ((engine::store::now_ms() - at).max(0) as f64) / 1000.0,
-        Ok(None) => 0.0,
-        Err(e) => {
-            log::debug!("metrics: the event backlog: {e}");
-            m.lag.get() // the last value; the database error is counted
-        }
-    };
-    m.lag.set(lag);
+    refresh_lag(state);
     let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
     m.mailbox.set(gauge(state.engine.mailbox_depth()));
     m.live_runs.set(gauge(state.engine.live_runs()));
