@@ -78,6 +78,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .wrap(middleware::from_fn(auth::require_login))
             .wrap(middleware::Logger::new("%a \"%r\" %s %b %Dms"))
             .configure(api::routes)
+            .configure(crate::console::routes)
             .default_service(web::to(api::not_found))
     })
     // request/response traffic (API calls, tunnel frames): never wait for Nagle
