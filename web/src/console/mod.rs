@@ -127,7 +127,7 @@ impl ResponseError for ConsoleError {
 pub type Result<T> = std::result::Result<T, ConsoleError>;
 
 fn login_url(next: &str) -> String {
-    if next.is_empty() || next == "/ui/runs" {
+    if matches!(next, "" | "/" | "/ui" | "/ui/" | "/ui/runs") {
         "/ui/login".into()
     } else {
         format!("/ui/login?next={}", encode(next))
