@@ -68,6 +68,8 @@ impl Browser {
             let v: Value = r.into_body().read_json().ok()?;
             (v["value"]["ready"] == true).then_some(())
         });
+        // two providers are compiled in (fantoccini's and kube's rustls features): pick one
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
