@@ -4,9 +4,9 @@
 //! reach, hostile values shown as text. Runs are real: an `os` actuator over the test sshd.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
 #[path = "console_support/browser.rs"]
 mod browser;
+mod common;
 
 use browser::Browser;
 use common::*;
@@ -83,8 +83,11 @@ fn setup() -> Option<(TestSsh, TestServer, Api)> {
     let server = TestServer::start();
     let mut api = Api::new(&server.url);
     api.login_as("alice");
-    api.post("/api/actuator/apply", ssh.actuator("os-runner", "os-runner"))
-        .ok();
+    api.post(
+        "/api/actuator/apply",
+        ssh.actuator("os-runner", "os-runner"),
+    )
+    .ok();
     for p in [PIPELINE.to_string(), SLOW.to_string(), big()] {
         api.post("/api/pipeline-definition/apply", p).ok();
     }
@@ -211,7 +214,11 @@ impl Console {
             self.agent
                 .post(format!("{}/ui/login", self.base))
                 .header("Cookie", format!("eo_login={token}"))
-                .send_form([("csrf", token.as_str()), ("name", name), ("password", PASSWORD)])
+                .send_form([
+                    ("csrf", token.as_str()),
+                    ("name", name),
+                    ("password", PASSWORD),
+                ])
                 .expect("POST login"),
         );
         if let Some(c) = r.set_cookies.iter().find(|c| c.starts_with("eo_session=")) {
@@ -287,7 +294,12 @@ fn session_cookie_csrf_and_expiry() {
         assert_eq!(c.post("/ui/logout", &[("csrf", token)]).status, 403);
         let r = c.post(
             "/ui/machines/exec",
-            &[("csrf", token), ("name", "x"), ("pattern", "."), ("command", "true")],
+            &[
+                ("csrf", token),
+                ("name", "x"),
+                ("pattern", "."),
+                ("command", "true"),
+            ],
         );
         assert_eq!(r.status, 403);
     }
@@ -367,7 +379,11 @@ fn another_users_run_is_not_found() {
     );
     // bob's runs page lists none of alice's runs
     let page = bob.get("/ui/runs");
-    assert!(!page.body.contains(&format!("/ui/runs/{run}\"")), "{}", page.body);
+    assert!(
+        !page.body.contains(&format!("/ui/runs/{run}\"")),
+        "{}",
+        page.body
+    );
     // alice's does
     let mut alice = Console::new(&server.url);
     alice.login("alice");
@@ -403,7 +419,10 @@ fn read_sse(c: &Console, path: &str, last_id: Option<u64>, limit: usize) -> Stri
             break;
         }
         out.extend_from_slice(&buf[..n]);
-        assert!(out.len() <= limit, "the stream sent more than {limit} bytes");
+        assert!(
+            out.len() <= limit,
+            "the stream sent more than {limit} bytes"
+        );
         if out.windows(10).any(|w| w == b"event: end") {
             break;
         }
@@ -467,7 +486,12 @@ fn log_events_carry_offsets_and_resume() {
     assert_eq!(rest, text[cut as usize..], "{resumed}");
     assert_eq!(last2, last);
     // so does ?offset=
-    let (rest, _, _) = sse_text(&read_sse(&c, &format!("{path}?offset={cut}"), None, 1 << 20));
+    let (rest, _, _) = sse_text(&read_sse(
+        &c,
+        &format!("{path}?offset={cut}"),
+        None,
+        1 << 20,
+    ));
     assert_eq!(rest, text[cut as usize..]);
     // the whole log as text too
     let txt = c.get(&format!("/ui/runs/{run}/tasks/{build}/log.txt"));
@@ -489,7 +513,12 @@ fn a_100_mb_log_is_streamed_not_sent_whole() {
     c.login("alice");
     let size: u64 = 100_000_000;
     // the page's stream: bounded, ends at the log's last offset, says what it skipped
-    let sse = read_sse(&c, &format!("/ui/runs/{run}/tasks/{spew}/log"), None, 16 << 20);
+    let sse = read_sse(
+        &c,
+        &format!("/ui/runs/{run}/tasks/{spew}/log"),
+        None,
+        16 << 20,
+    );
     let (text, last, kinds) = sse_text(&sse);
     assert!(sse.len() < 16 << 20, "{} bytes sent", sse.len());
     assert!(kinds.iter().any(|k| k == "skip"), "no skip event");
@@ -589,7 +618,11 @@ fn browser_run_goes_live_with_dag_and_log() {
     b.wait_text("the run shown success", "body", 60, |_| {
         runs_page_status(&b, run).as_deref() == Some("success")
     });
-    assert_eq!(b.js("return window.__noReload;"), 42, "the page was reloaded");
+    assert_eq!(
+        b.js("return window.__noReload;"),
+        42,
+        "the page was reloaded"
+    );
     b.screenshot("runs");
 
     // a second run: its page, its DAG, then a task's log as it grows
@@ -606,11 +639,19 @@ fn browser_run_goes_live_with_dag_and_log() {
         "build→test, build→lint, test→ship, lint→ship"
     );
     // the build node links to its task; follow it from the keyboard's point of view: a link
-    let href = b.js("return document.querySelector('svg.dag a[data-task=build]').getAttribute('href');");
+    let href =
+        b.js("return document.querySelector('svg.dag a[data-task=build]').getAttribute('href');");
     let href = href.as_str().unwrap().to_string();
-    assert!(href.starts_with(&format!("/ui/runs/{run2}/tasks/")), "{href}");
+    assert!(
+        href.starts_with(&format!("/ui/runs/{run2}/tasks/")),
+        "{href}"
+    );
     b.click("svg.dag a[data-task=build] rect");
-    b.wait_js("the task page", &format!("return location.pathname === {href:?};"), 10);
+    b.wait_js(
+        "the task page",
+        &format!("return location.pathname === {href:?};"),
+        10,
+    );
     // lines appear while the task still runs
     b.wait_text("the first lines of the log", "#log", 30, |t| {
         t.contains("build line 2 for a live log")
@@ -620,16 +661,26 @@ fn browser_run_goes_live_with_dag_and_log() {
         "the log should still be live"
     );
     let shown = b.text("#log").unwrap();
-    assert!(!shown.contains("build line 10"), "the whole log at once: {shown}");
+    assert!(
+        !shown.contains("build line 10"),
+        "the whole log at once: {shown}"
+    );
     b.screenshot("live-log");
-    b.wait_text("the end of the log", "#log-state", 30, |t| t.contains("ended"));
+    b.wait_text("the end of the log", "#log-state", 30, |t| {
+        t.contains("ended")
+    });
     let log = b.text("#log").unwrap();
     for i in 1..=10 {
-        assert!(log.contains(&format!("build line {i} for a live log")), "{log}");
+        assert!(
+            log.contains(&format!("build line {i} for a live log")),
+            "{log}"
+        );
     }
     // the run page, the run done: every node green, the status in words
     b.goto(&format!("/ui/runs/{run2}"));
-    b.wait_text("the run's success", "p.run-status", 60, |t| t.contains("success"));
+    b.wait_text("the run's success", "p.run-status", 60, |t| {
+        t.contains("success")
+    });
     b.wait_js(
         "every node success",
         "return document.querySelectorAll('svg.dag .node.st-success').length === 4;",
@@ -655,7 +706,9 @@ fn browser_cancel_csrf_and_other_users() {
     b.login("alice", PASSWORD);
     let run = run_of(&api, &event("slow", "x"));
     b.goto(&format!("/ui/runs/{run}"));
-    b.wait_text("the run running", "p.run-status", 20, |t| t.contains("running"));
+    b.wait_text("the run running", "p.run-status", 20, |t| {
+        t.contains("running")
+    });
     b.wait_js(
         "the task running",
         "return document.querySelector('svg.dag .node.st-running') !== null;",
@@ -665,17 +718,29 @@ fn browser_cancel_csrf_and_other_users() {
     b.js("document.querySelector('form.cancel input[name=csrf]').value = 'forged'; return true;");
     b.click("#cancel");
     b.wait_text("the 403 page", "h1", 10, |t| t.contains("403"));
-    assert_eq!(api.get(&format!("/api/pipeline/{run}")).ok()["status"], "running");
+    assert_eq!(
+        api.get(&format!("/api/pipeline/{run}")).ok()["status"],
+        "running"
+    );
     // the real button
     b.goto(&format!("/ui/runs/{run}"));
     b.wait_text("the cancel button", "#cancel", 10, |t| t.contains("Cancel"));
     b.click("#cancel");
-    b.wait_text("the run cancelled", "p.run-status", 30, |t| t.contains("cancel"));
+    b.wait_text("the run cancelled", "p.run-status", 30, |t| {
+        t.contains("cancel")
+    });
     assert!(!b.exists("#cancel"), "an ended run has no cancel button");
-    assert_eq!(api.get(&format!("/api/pipeline/{run}")).ok()["status"], "cancel");
+    assert_eq!(
+        api.get(&format!("/api/pipeline/{run}")).ok()["status"],
+        "cancel"
+    );
     // log out; bob cannot reach alice's run
     b.click("form.logout button");
-    b.wait_js("the login page", "return location.pathname === '/ui/login';", 10);
+    b.wait_js(
+        "the login page",
+        "return location.pathname === '/ui/login';",
+        10,
+    );
     b.goto(&format!("/ui/runs/{run}"));
     assert!(b.url().contains("/ui/login"), "{}", b.url());
     b.login("bob", PASSWORD);
@@ -706,18 +771,26 @@ fn browser_hostile_values_stay_text() {
     b.wait_text("the input", "main", 10, |t| t.contains(hostile));
     assert_eq!(b.js("return window.__pwned === undefined;"), true);
     b.goto(&format!("/ui/events/{event_id}"));
-    b.wait_text("the event value", "#event-content", 10, |t| t.contains(hostile));
+    b.wait_text("the event value", "#event-content", 10, |t| {
+        t.contains(hostile)
+    });
     assert_eq!(b.js("return window.__pwned === undefined;"), true);
     // the definition name
     b.goto("/ui/definitions");
     b.wait_text("the definition name", "main", 10, |t| t.contains(name));
-    assert_eq!(b.js("return document.querySelectorAll('main img').length;"), 0);
+    assert_eq!(
+        b.js("return document.querySelectorAll('main img').length;"),
+        0
+    );
     assert_eq!(b.js("return window.__pwned === undefined;"), true);
     // the log line
     b.goto(&format!("/ui/runs/{run}/tasks/{build}"));
     b.wait_text("the log line", "#log", 30, |t| {
         t.contains(&format!("build line 10 for {hostile}"))
     });
-    assert_eq!(b.js("return document.querySelectorAll('#log script').length;"), 0);
+    assert_eq!(
+        b.js("return document.querySelectorAll('#log script').length;"),
+        0
+    );
     assert_eq!(b.js("return window.__pwned === undefined;"), true);
 }

@@ -25,10 +25,7 @@ fn find_binary(env: &str, candidates: &[&str]) -> Option<PathBuf> {
             return Some(PathBuf::from(p));
         }
     }
-    candidates
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    candidates.iter().map(PathBuf::from).find(|p| p.exists())
 }
 
 fn free_port() -> u16 {
@@ -50,7 +47,9 @@ impl Browser {
             if std::env::var("EVENTOPS_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
                 panic!("chromium or chromedriver is missing but EVENTOPS_TEST_REQUIRE_ALL=1 (scripts/services.sh installs them)");
             }
-            eprintln!("SKIPPED: chromium/chromedriver not installed (scripts/services.sh installs them)");
+            eprintln!(
+                "SKIPPED: chromium/chromedriver not installed (scripts/services.sh installs them)"
+            );
             return None;
         };
         let port = free_port();
@@ -142,9 +141,7 @@ impl Browser {
 
     pub fn click(&self, css: &str) {
         self.rt
-            .block_on(async {
-                self.client.find(Locator::Css(css)).await?.click().await
-            })
+            .block_on(async { self.client.find(Locator::Css(css)).await?.click().await })
             .unwrap_or_else(|e| panic!("click {css}: {e}"));
     }
 
