@@ -73,7 +73,11 @@ async fn insert_runs(db: &engine::store::Db, n: usize) -> Result<(), engine::sto
 }
 
 /// Median and 99th percentile of `REQUESTS` GETs: time to first byte, whole answer (ms), bytes.
-fn measure(agent: &ureq::Agent, url: &str, headers: &[(&str, String)]) -> (f64, f64, f64, f64, usize) {
+fn measure(
+    agent: &ureq::Agent,
+    url: &str,
+    headers: &[(&str, String)],
+) -> (f64, f64, f64, f64, usize) {
     let mut ttfb = Vec::with_capacity(REQUESTS);
     let mut total = Vec::with_capacity(REQUESTS);
     let mut size = 0;
@@ -251,7 +255,10 @@ fn sse_latency() {
     let server = TestServer::start();
     let api = crate::Api::new(&server.url);
     let lines = 300;
-    api.post("/api/actuator/apply", &ssh.actuator("os-runner", "os-runner"));
+    api.post(
+        "/api/actuator/apply",
+        &ssh.actuator("os-runner", "os-runner"),
+    );
     api.post(
         "/api/pipeline-definition/apply",
         &format!(
@@ -312,7 +319,10 @@ fn sse_latency() {
     let plain = plain.join().unwrap_or_default();
     for (what, mut v) in [
         ("console SSE (GET …/tasks/T/log)", sse),
-        ("baseline: API follow, plain text (same log, same time)", plain),
+        (
+            "baseline: API follow, plain text (same log, same time)",
+            plain,
+        ),
     ] {
         v.sort_by(f64::total_cmp);
         println!(

@@ -623,10 +623,18 @@ fn browser_run_goes_live_with_dag_and_log() {
         42,
         "the page was reloaded"
     );
-    b.screenshot("runs");
 
-    // a second run: its page, its DAG, then a task's log as it grows
+    // a second run: on the list beside the first, then its page, its DAG, a task's log
     let run2 = run_of(&api, &event("demo", "a live log"));
+    b.wait_text("the second run shown running", "body", 20, |_| {
+        runs_page_status(&b, run2).as_deref() == Some("running")
+    });
+    assert_eq!(
+        b.js("return window.__noReload;"),
+        42,
+        "the page was reloaded"
+    );
+    b.screenshot("runs");
     b.goto(&format!("/ui/runs/{run2}"));
     b.wait_js(
         "the DAG with its four tasks",

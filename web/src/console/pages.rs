@@ -252,7 +252,7 @@ async fn runs(state: State, req: HttpRequest) -> Result<HttpResponse> {
                     }
                 }
             }
-            p.field {
+            p.field.narrow {
                 label for="f-top" { "Per page" }
                 input id="f-top" name="top" type="number" min="1" max="500" value=(top);
             }
@@ -1045,7 +1045,7 @@ fn exec_form(s: &Session, f: &ExecForm, error: Option<&str>) -> Markup {
                 label for="x-workspace" { "Working directory (optional)" }
                 input id="x-workspace" name="workspace" type="text" value=(f.workspace);
             }
-            p.field {
+            p.field.narrow {
                 label for="x-timeout" { "Timeout, seconds (optional)" }
                 input id="x-timeout" name="timeout" type="number" min="1" value=(f.timeout);
             }
