@@ -802,3 +802,53 @@ fn browser_hostile_values_stay_text() {
     );
     assert_eq!(b.js("return window.__pwned === undefined;"), true);
 }
+
+#[test]
+fn a_child_pipeline_is_drawn_under_its_task() {
+    let Some((_ssh, server, api)) = setup() else {
+        return;
+    };
+    api.post(
+        "/api/pipeline-definition/apply",
+        "version: 1.0\nname: child\nactuatorSelector: {tags: [os-runner]}\ninputs: [{name: g, type: env}]\ndag: [{name: a, needs: [root]}, {name: b, needs: [a]}]\ntasks:\n  - {alias: a, type: os, commands: ['echo child a']}\n  - {alias: b, type: os, commands: ['echo child b']}\n",
+    )
+    .ok();
+    api.post(
+        "/api/pipeline-definition/apply",
+        "version: 1.0\nname: parent\nactuatorSelector: {tags: [os-runner]}\ndag: [{name: first, needs: [root]}, {name: nest, needs: [first]}]\ntasks:\n  - {alias: first, type: os, commands: ['true']}\n  - {alias: nest, type: pipeline, image: 'child:1.0', inputs: [{name: g, value: hi}]}\n",
+    )
+    .ok();
+    api.post(
+        "/api/trigger-definition/apply",
+        trigger("alice", "on-nest", "nest", "parent", false),
+    )
+    .ok();
+    let run = run_of(&api, &event("nest", "x"));
+    let view = finished(&api, run, 60);
+    assert_eq!(view["status"], "success", "{view}");
+    let mut c = Console::new(&server.url);
+    c.login("alice");
+    let page = c.get(&format!("/ui/runs/{run}")).body;
+    assert_eq!(
+        page.matches("<svg").count(),
+        2,
+        "the run's DAG and the child's: {page}"
+    );
+    assert!(
+        page.contains("Child pipeline of task <strong>nest</strong>"),
+        "{page}"
+    );
+    for alias in ["first", "nest", "a", "b"] {
+        let t = task(&view, alias)["id"].as_i64().unwrap();
+        assert!(
+            page.contains(&format!(
+                "href=\"/ui/runs/{run}/tasks/{t}\" aria-label=\"task {alias}: success\""
+            )),
+            "node {alias} linked: {page}"
+        );
+    }
+    assert!(
+        page.contains("kind-pipeline"),
+        "the pipeline-type node is marked"
+    );
+}
