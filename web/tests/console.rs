@@ -547,7 +547,7 @@ fn a_100_mb_log_is_streamed_not_sent_whole() {
 
 #[test]
 fn hostile_values_are_escaped_in_the_html() {
-    let Some((_ssh, server, api)) = setup() else {
+    let Some((ssh, server, api)) = setup() else {
         return;
     };
     let hostile = "<script>window.__pwned=1</script>";
@@ -569,6 +569,8 @@ fn hostile_values_are_escaped_in_the_html() {
         "/ui/definitions".to_string(),
     ] {
         let b = c.get(&path).body;
+        // the actuator's password is never shown
+        assert!(!b.contains(&ssh.password), "{path} shows a secret");
         assert!(!b.contains("<script>window"), "{path}: {b}");
         assert!(!b.contains("<img src=x"), "{path}: {b}");
         assert!(
@@ -783,6 +785,7 @@ fn browser_hostile_values_stay_text() {
         t.contains(hostile)
     });
     assert_eq!(b.js("return window.__pwned === undefined;"), true);
+    b.screenshot("event");
     // the definition name
     b.goto("/ui/definitions");
     b.wait_text("the definition name", "main", 10, |t| t.contains(name));
@@ -790,6 +793,8 @@ fn browser_hostile_values_stay_text() {
         b.js("return document.querySelectorAll('main img').length;"),
         0
     );
+    b.js("document.querySelectorAll('details.def').forEach(d => d.open = true); return true;");
+    b.screenshot("definitions");
     assert_eq!(b.js("return window.__pwned === undefined;"), true);
     // the log line
     b.goto(&format!("/ui/runs/{run}/tasks/{build}"));
