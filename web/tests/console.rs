@@ -590,6 +590,14 @@ fn hostile_values_are_escaped_in_the_html() {
 
 // ------------------------------------------------------------------ in a browser
 
+/// A new API client with the same token: the browser steps between two API calls can outlast
+/// the server's keep-alive, and a pooled connection it closed would fail the next call.
+fn fresh(api: &Api) -> Api {
+    let mut a = Api::new(&api.base);
+    a.token = api.token.clone();
+    a
+}
+
 fn browser_setup(name: &str) -> Option<(TestSsh, TestServer, Api, Browser)> {
     let (ssh, server, api) = setup()?;
     let b = Browser::start(name, &server.url)?;
@@ -613,7 +621,7 @@ fn browser_run_goes_live_with_dag_and_log() {
     assert!(b.text("main").unwrap().contains("No runs match"));
     // a marker that a reload would lose
     b.js("window.__noReload = 42; return true;");
-    let run = run_of(&api, &event("demo", "the browser"));
+    let run = run_of(&fresh(&api), &event("demo", "the browser"));
     b.wait_text("the run shown running", "body", 20, |_| {
         runs_page_status(&b, run).as_deref() == Some("running")
     });
@@ -627,7 +635,7 @@ fn browser_run_goes_live_with_dag_and_log() {
     );
 
     // a second run: on the list beside the first, then its page, its DAG, a task's log
-    let run2 = run_of(&api, &event("demo", "a live log"));
+    let run2 = run_of(&fresh(&api), &event("demo", "a live log"));
     b.wait_text("the second run shown running", "body", 20, |_| {
         runs_page_status(&b, run2).as_deref() == Some("running")
     });
@@ -714,7 +722,7 @@ fn browser_cancel_csrf_and_other_users() {
     let mut bob = Api::new(&server.url);
     bob.login_as("bob");
     b.login("alice", PASSWORD);
-    let run = run_of(&api, &event("slow", "x"));
+    let run = run_of(&fresh(&api), &event("slow", "x"));
     b.goto(&format!("/ui/runs/{run}"));
     b.wait_text("the run running", "p.run-status", 20, |t| {
         t.contains("running")
@@ -729,7 +737,7 @@ fn browser_cancel_csrf_and_other_users() {
     b.click("#cancel");
     b.wait_text("the 403 page", "h1", 10, |t| t.contains("403"));
     assert_eq!(
-        api.get(&format!("/api/pipeline/{run}")).ok()["status"],
+        fresh(&api).get(&format!("/api/pipeline/{run}")).ok()["status"],
         "running"
     );
     // the real button
@@ -741,7 +749,7 @@ fn browser_cancel_csrf_and_other_users() {
     });
     assert!(!b.exists("#cancel"), "an ended run has no cancel button");
     assert_eq!(
-        api.get(&format!("/api/pipeline/{run}")).ok()["status"],
+        fresh(&api).get(&format!("/api/pipeline/{run}")).ok()["status"],
         "cancel"
     );
     // log out; bob cannot reach alice's run
@@ -765,10 +773,10 @@ fn browser_hostile_values_stay_text() {
         return;
     };
     let hostile = "<script>window.__pwned=1</script>";
-    let run = run_of(&api, &event("demo", hostile));
-    let view = finished(&api, run, 60);
+    let run = run_of(&fresh(&api), &event("demo", hostile));
+    let view = finished(&fresh(&api), run, 60);
     let name = "<img src=x onerror=window.__pwned=1>";
-    api.post(
+    fresh(&api).post(
         "/api/pipeline-definition/apply",
         format!("version: 1.0\nname: \"{name}\"\ndag: [{{name: a, needs: [root]}}]\ntasks: [{{alias: a, type: os, commands: ['true']}}]\nactuatorSelector: {{tags: [os-runner]}}\n"),
     )
