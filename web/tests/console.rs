@@ -520,6 +520,7 @@ fn a_100_mb_log_is_streamed_not_sent_whole() {
         16 << 20,
     );
     let (text, last, kinds) = sse_text(&sse);
+    eprintln!("a 100 MB log: {} bytes of events sent", sse.len());
     assert!(sse.len() < 16 << 20, "{} bytes sent", sse.len());
     assert!(kinds.iter().any(|k| k == "skip"), "no skip event");
     assert_eq!(kinds.last().map(String::as_str), Some("end"));
