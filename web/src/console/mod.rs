@@ -118,7 +118,14 @@ impl ResponseError for ConsoleError {
                 if let ApiError::Internal(detail) = e {
                     log::error!("console: internal error: {detail}");
                 }
-                error_page(e.status_code(), &e.to_string())
+                let mut page = error_page(e.status_code(), &e.to_string());
+                // a 429 or 503 says when to try again, as the API's answer does
+                if matches!(e, ApiError::Unavailable(_) | ApiError::TooManyRequests(..)) {
+                    if let Some(v) = e.error_response().headers().get(header::RETRY_AFTER) {
+                        page.headers_mut().insert(header::RETRY_AFTER, v.clone());
+                    }
+                }
+                page
             }
         }
     }
