@@ -139,10 +139,23 @@ impl Browser {
         self.js(&format!("return document.querySelector({q}) !== null;")) == true
     }
 
+    /// Clicks the first element matching `css`; tried again for a few seconds when the
+    /// element went stale in between (a live region swapped it).
     pub fn click(&self, css: &str) {
-        self.rt
-            .block_on(async { self.client.find(Locator::Css(css)).await?.click().await })
-            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let r = self
+                .rt
+                .block_on(async { self.client.find(Locator::Css(css)).await?.click().await });
+            match r {
+                Ok(()) => return,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("click {css}: {e}; again");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("click {css}: {e}"),
+            }
+        }
     }
 
     pub fn type_into(&self, css: &str, text: &str) {
