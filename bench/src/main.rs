@@ -1,4 +1,4 @@
-//! `cargo run --release -p bench -- [intake|latency|sequential|matching|parked|idle|all] [--secs N] [--clients N]`
+//! `cargo run --release -p bench -- [intake|latency|sequential|matching|parked|idle|console|all] [--secs N] [--clients N]`
 //! (`parked` runs the release `eventops` binary: `cargo build --release --bin eventops` first)
 //!
 //! The tunnel benchmarks (`tunnel-bulk`, `tunnel-streams`, `agent-sequential`, `fanout`; all four:
@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use web::testing::TestServer;
 
 mod auth_bench;
+mod console_bench;
 mod docker_bench;
 mod files_bench;
 mod input_bench;
@@ -829,6 +830,7 @@ fn main() {
         "docker" => docker_bench::run(),
         "files" => files_bench::run(mib),
         "k8s" => k8s_bench::run(),
+        "console" => console_bench::run(),
         "all" => {
             idle();
             matching();
@@ -840,7 +842,7 @@ fn main() {
             outage_bench::outage(10);
         }
         other => {
-            eprintln!("unknown benchmark {other:?}: intake | latency | sequential | matching | parked | idle | tunnel-bulk | tunnel-streams | agent-sequential | fanout | tunnel | outage | docker | files | k8s | all");
+            eprintln!("unknown benchmark {other:?}: intake | latency | sequential | matching | parked | idle | tunnel-bulk | tunnel-streams | agent-sequential | fanout | tunnel | outage | docker | files | k8s | console | all");
             std::process::exit(2);
         }
     }

@@ -195,9 +195,11 @@ pub async fn require_login(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let white = req
-        .app_data::<web::Data<WhiteList>>()
-        .is_some_and(|w| w.allows(req.path()));
+    // the console's pages check their own session cookie (`console::session`)
+    let white = crate::console::handles(req.path())
+        || req
+            .app_data::<web::Data<WhiteList>>()
+            .is_some_and(|w| w.allows(req.path()));
     if !white {
         let tokens = req
             .app_data::<web::Data<Tokens>>()

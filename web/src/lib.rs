@@ -3,6 +3,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod dialer;
 pub mod error;
 pub mod fanout;

@@ -138,6 +138,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .wrap(middleware::Logger::new("%a \"%r\" %s %b %Dms"))
             .wrap(middleware::from_fn(crate::metrics::track))
             .configure(api::routes)
+            .configure(crate::console::routes)
             .default_service(web::to(api::not_found))
     })
     // request/response traffic (API calls, tunnel frames): never wait for Nagle

@@ -10,6 +10,7 @@
 //! Several servers may share one database: claims are conditional updates, and runs carry an
 //! owner and a lease that the owner renews.
 
+pub mod console;
 pub mod loader;
 pub mod matching;
 pub mod processor;

@@ -54,7 +54,7 @@ fn parse(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or(Value::Null)
 }
 
-fn summary(p: &Pipeline) -> RunSummary {
+pub(crate) fn summary(p: &Pipeline) -> RunSummary {
     RunSummary {
         id: p.id,
         status: p.status.clone(),

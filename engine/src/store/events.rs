@@ -33,6 +33,20 @@ pub async fn get(db: &Db, id: i64) -> Result<Option<Event>> {
     })
 }
 
+/// Events sent by `creator`, newest first, at most `top`, from the one before id `before` on.
+pub async fn recent(db: &Db, creator: &str, before: Option<i64>, top: i64) -> Result<Vec<Event>> {
+    db_run!(db, |c| {
+        let mut q = events::table
+            .filter(events::creator.eq(creator))
+            .select(Event::as_select())
+            .into_boxed();
+        if let Some(b) = before {
+            q = q.filter(events::id.lt(b));
+        }
+        Ok(q.order(events::id.desc()).limit(top).load(c).await?)
+    })
+}
+
 /// `created → processing` for `owner`, only if the event is still `created` (or, when
 /// `stale_before` is given, `processing` and untouched since then: a crashed worker's).
 /// True when this caller won the claim.

@@ -127,11 +127,25 @@ pub struct RunFilter {
 
 /// Runs of `creator`, newest first, at most `top`.
 pub async fn list(db: &Db, creator: &str, f: &RunFilter, top: i64) -> Result<Vec<Pipeline>> {
+    list_page(db, creator, f, None, top).await
+}
+
+/// [`list`] from the run before id `before` on (the console's pages: newest first, keyset).
+pub async fn list_page(
+    db: &Db,
+    creator: &str,
+    f: &RunFilter,
+    before: Option<i64>,
+    top: i64,
+) -> Result<Vec<Pipeline>> {
     db_run!(db, |c| {
         let mut q = pipelines::table
             .filter(pipelines::creator.eq(creator))
             .select(Pipeline::as_select())
             .into_boxed();
+        if let Some(b) = before {
+            q = q.filter(pipelines::id.lt(b));
+        }
         if let Some(v) = &f.event_name {
             q = q.filter(pipelines::event_name.eq(v));
         }

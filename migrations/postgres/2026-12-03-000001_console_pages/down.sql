@@ -1,0 +1,2 @@
+DROP INDEX pipelines_creator_id_idx;
+DROP INDEX events_creator_id_idx;
