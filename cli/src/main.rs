@@ -18,7 +18,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     quiet_when_stdout_closes();
     let cli = args::Cli::parse();
-    if let Err(e) = commands::check_output_flag(&cli) {
+    if let Err(e) = commands::check_usage(&cli) {
         use clap::CommandFactory;
         args::Cli::command()
             .error(clap::error::ErrorKind::InvalidValue, e)
