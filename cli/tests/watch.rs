@@ -356,6 +356,13 @@ fn send_wait_without_runs_and_failing_runs() {
         let out = eo.run(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
+    let out = eo.run(&["runtime", "logs", "x", "t"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: \"x\" is not a run id")
+            && err.contains("Usage: eoctl runtime logs"),
+        "{err}"
+    );
 }
 
 #[test]

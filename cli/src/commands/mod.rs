@@ -102,6 +102,16 @@ pub fn check_usage(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
+/// The subcommand names of a command line whose usage [`check_usage`] refuses.
+pub fn subcommand_path(command: &Command) -> &'static [&'static str] {
+    use crate::args::RuntimeCmd;
+    match command {
+        Command::Runtime(RuntimeCmd::Logs { .. }) => &["runtime", "logs"],
+        Command::Runtime(RuntimeCmd::File { .. }) => &["runtime", "file"],
+        _ => &[],
+    }
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match &cli.command {
