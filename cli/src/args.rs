@@ -4,7 +4,7 @@
 
 use clap::{Args, Parser, Subcommand};
 
-/// eoctl — the command-line client of the eventops server.
+/// The command-line client of the eventops server.
 #[derive(Debug, Parser)]
 #[command(name = "eoctl", version, propagate_version = true)]
 pub struct Cli {
@@ -60,6 +60,28 @@ pub enum Command {
     /// Machines: my eventops-client connections, online or seen before.
     #[command(subcommand, visible_alias = "machines")]
     Machine(MachineCmd),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Load it for this shell with `source <(eoctl completion bash)`, \
+or install it: `eoctl completion bash > /etc/bash_completion.d/eoctl`, \
+`eoctl completion zsh > \"${fpath[1]}/_eoctl\"`, \
+`eoctl completion fish > ~/.config/fish/completions/eoctl.fish`."
+    )]
+    Completion {
+        /// The shell.
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages: one per command (eoctl.1, eoctl-runtime-watch.1, …) into
+    /// --dir, or the page of eoctl itself to standard output.
+    #[command(
+        after_help = "e.g. `eoctl man --dir /usr/local/share/man/man1 && man eoctl-runtime-watch`."
+    )]
+    Man {
+        /// The folder to write the pages into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -161,8 +183,13 @@ pub struct FileArg {
     pub file: String,
 }
 
-/// `eoctl event send -f EVENT.yaml [--attach NAME=PATH]...`
+/// `eoctl event send -f EVENT.yaml [--attach NAME=PATH]... [--wait [--timeout S]]`
 #[derive(Debug, Args)]
+#[command(
+    after_help = "With --wait, exit status 0 only if every run the event started \
+succeeded (also when it started none); 1 if one did not, the event failed, or the --timeout \
+passed first (the runs go on)."
+)]
 pub struct SendArgs {
     #[command(flatten)]
     pub file: FileArg,
@@ -170,6 +197,92 @@ pub struct SendArgs {
     /// it (repeatable). Needs `minio` on the server.
     #[arg(long = "attach", value_name = "NAME=PATH")]
     pub attach: Vec<String>,
+    /// After printing the id, wait for the runs the event started, showing their progress.
+    #[arg(short = 'w', long)]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds (default: wait as long as the runs take).
+    #[arg(long, value_name = "S", requires = "wait")]
+    pub timeout: Option<u64>,
+}
+
+/// A run id, as `ID` or `--id=ID` (the seed's spelling).
+#[derive(Debug, Args, Clone, Copy, PartialEq, Eq)]
+pub struct RunId {
+    /// Run id (as listed by `eoctl runtime list`); `--id=ID` also works.
+    #[arg(
+        value_name = "ID",
+        required_unless_present = "id",
+        conflicts_with = "id"
+    )]
+    pub run: Option<i64>,
+    /// Run id.
+    #[arg(long = "id", value_name = "ID")]
+    pub id: Option<i64>,
+}
+
+impl RunId {
+    /// The id given either way (clap makes sure there is one).
+    pub fn get(&self) -> i64 {
+        self.run.or(self.id).unwrap_or_default()
+    }
+}
+
+/// The arguments of `runtime logs` and `runtime file`: the run id and the task as flags
+/// (`--id=ID --task=ALIAS`, the seed's spelling) or as positional arguments, in the order
+/// ID, TASK, then the rest; a value given by its flag is not repeated positionally.
+#[derive(Debug, Args, Clone, PartialEq, Eq)]
+pub struct RunTask {
+    /// Run id.
+    #[arg(long = "id", value_name = "ID")]
+    pub id: Option<i64>,
+    /// Task alias or task id.
+    #[arg(long = "task", value_name = "ALIAS_OR_ID")]
+    pub task: Option<String>,
+    /// `ID TASK` (each unless given by its flag), then what the command takes.
+    #[arg(value_name = "ARGS")]
+    pub args: Vec<String>,
+}
+
+impl RunTask {
+    /// Run id, task, and the positional arguments left after them; `wanted` names those
+    /// (e.g. `["NAME"]`) for the messages.
+    pub fn resolve(&self, wanted: &[&str]) -> Result<(i64, String, Vec<String>), String> {
+        let mut rest = self.args.iter();
+        let id = match self.id {
+            Some(id) => id,
+            None => {
+                let Some(text) = rest.next() else {
+                    return Err("which run? give its ID (or --id=ID)".into());
+                };
+                text.trim().parse::<i64>().map_err(|_| {
+                    format!("{text:?} is not a run id (a number, as `eoctl runtime list` shows)")
+                })?
+            }
+        };
+        let task = match &self.task {
+            Some(t) => t.clone(),
+            None => match rest.next() {
+                Some(t) => t.clone(),
+                None => return Err("which task? give its alias or id (or --task=ALIAS)".into()),
+            },
+        };
+        let rest: Vec<String> = rest.cloned().collect();
+        if rest.len() < wanted.len() {
+            return Err(format!("missing {}", wanted[rest.len()..].join(" ")));
+        }
+        if rest.len() > wanted.len() {
+            return Err(format!(
+                "unexpected argument {:?} (after ID and TASK this command takes {})",
+                rest[wanted.len()],
+                if wanted.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    wanted.join(" ")
+                }
+            ));
+        }
+        Ok((id, task, rest))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,9 +360,16 @@ pub enum EventCmd {
     Send(SendArgs),
     /// Show an event: its processing status and what each trigger did with it.
     Get {
-        /// Event id (as printed by `eoctl event send`).
-        #[arg(value_name = "ID")]
-        id: i64,
+        /// Event id (as printed by `eoctl event send`); `--id=ID` also works.
+        #[arg(
+            value_name = "ID",
+            required_unless_present = "id_flag",
+            conflicts_with = "id_flag"
+        )]
+        id: Option<i64>,
+        /// Event id.
+        #[arg(long = "id", id = "id_flag", value_name = "ID")]
+        id_flag: Option<i64>,
     },
 }
 
@@ -258,41 +378,35 @@ pub enum RuntimeCmd {
     /// List pipeline runs, newest first.
     #[command(visible_alias = "ls")]
     List(RuntimeListArgs),
-    /// Show one run with its tasks.
-    Get {
-        /// Run id.
-        #[arg(long, value_name = "ID")]
-        id: i64,
-    },
-    /// Cancel a running run.
-    Cancel {
-        /// Run id.
-        #[arg(long, value_name = "ID")]
-        id: i64,
-    },
-    /// Print (or follow) the log of one task of a run.
+    /// Show one run with its tasks: `runtime get ID` or `--id=ID`.
+    Get(RunId),
+    /// Follow a run: its task table, redrawn as statuses change, until the run ends. Exit
+    /// status 0 if it succeeded, 1 otherwise.
+    Watch(RunId),
+    /// Cancel a running run: `runtime cancel ID` or `--id=ID`.
+    Cancel(RunId),
+    /// Print (or follow) the log of one task of a run: `runtime logs ID TASK` or
+    /// `--id=ID --task=ALIAS`.
+    #[command(override_usage = "eoctl runtime logs [OPTIONS] <ID> <TASK>\n       \
+eoctl runtime logs [OPTIONS] --id=<ID> --task=<ALIAS_OR_ID>")]
     Logs {
-        /// Run id.
-        #[arg(long, value_name = "ID")]
-        id: i64,
-        /// Task alias or task id.
-        #[arg(long, value_name = "ALIAS_OR_ID")]
-        task: String,
+        #[command(flatten)]
+        target: RunTask,
         /// Keep printing the log as it grows, until the task ends.
         #[arg(short = 'f', long)]
         follow: bool,
     },
-    /// Download a file output of a task (to standard output without `-o`).
+    /// Download a file output of a task (to standard output without `-o`): `runtime file ID
+    /// TASK NAME` or `--id=ID --task=ALIAS NAME`.
+    #[command(
+        override_usage = "eoctl runtime file [OPTIONS] <ID> <TASK> <NAME>\n       \
+eoctl runtime file [OPTIONS] --id=<ID> --task=<ALIAS_OR_ID> <NAME>"
+    )]
     File {
-        /// Run id.
-        #[arg(long, value_name = "ID")]
-        id: i64,
-        /// Task alias or task id.
-        #[arg(long, value_name = "ALIAS_OR_ID")]
-        task: String,
-        /// The output's name. `-o PATH` writes the file there (default: standard output).
-        #[arg(value_name = "NAME")]
-        name: String,
+        /// ID and TASK unless given by --id and --task, then the output's NAME. `-o PATH`
+        /// writes the file there (default: standard output).
+        #[command(flatten)]
+        target: RunTask,
     },
 }
 
@@ -449,17 +563,41 @@ mod tests {
         assert_eq!(cli.output.as_deref(), Some("out.txt"));
     }
 
+    /// The run id of a `runtime get|watch|cancel` command line.
+    fn run_id(args: &[&str]) -> Option<i64> {
+        match Cli::try_parse_from(args).ok()?.command {
+            Command::Runtime(
+                RuntimeCmd::Get(id) | RuntimeCmd::Watch(id) | RuntimeCmd::Cancel(id),
+            ) => Some(id.get()),
+            _ => None,
+        }
+    }
+
+    /// Run id, task and the rest of a `runtime logs|file` command line, as the command sees it.
+    fn run_task(args: &[&str]) -> Result<(i64, String, Vec<String>), String> {
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        match cli.command {
+            Command::Runtime(RuntimeCmd::Logs { target, .. }) => target.resolve(&[]),
+            Command::Runtime(RuntimeCmd::File { target }) => target.resolve(&["NAME"]),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn runtime_ids_take_both_spellings() {
-        for args in [
-            vec!["eoctl", "runtime", "get", "--id=12"],
-            vec!["eoctl", "runtime", "get", "--id", "12"],
-        ] {
-            let cli = Cli::try_parse_from(args).unwrap();
-            assert!(matches!(
-                cli.command,
-                Command::Runtime(RuntimeCmd::Get { id: 12 })
-            ));
+        for verb in ["get", "watch", "cancel"] {
+            for args in [
+                vec!["eoctl", "runtime", verb, "--id=12"],
+                vec!["eoctl", "runtime", verb, "--id", "12"],
+                vec!["eoctl", "runtime", verb, "12"],
+                vec!["eoctl", "runtime", verb, "12", "-o", "json"],
+            ] {
+                assert_eq!(run_id(&args), Some(12), "{args:?}");
+            }
+            assert_eq!(run_id(&["eoctl", "runtime", verb]), None);
+            assert_eq!(run_id(&["eoctl", "runtime", verb, "abc"]), None);
+            assert_eq!(run_id(&["eoctl", "runtime", verb, "--id=abc"]), None);
+            assert_eq!(run_id(&["eoctl", "runtime", verb, "1", "--id=1"]), None);
         }
         let cli = Cli::try_parse_from([
             "eoctl",
@@ -471,15 +609,116 @@ mod tests {
             "-f",
         ])
         .unwrap();
-        match cli.command {
-            Command::Runtime(RuntimeCmd::Logs { id, task, follow }) => {
-                assert_eq!((id, task.as_str(), follow), (3, "build", true));
-            }
-            other => panic!("{other:?}"),
+        assert!(matches!(
+            cli.command,
+            Command::Runtime(RuntimeCmd::Logs { follow: true, .. })
+        ));
+        let build = |id| Ok((id, "build".to_string(), vec![]));
+        for args in [
+            vec![
+                "eoctl",
+                "runtime",
+                "logs",
+                "--id",
+                "3",
+                "--task=build",
+                "-f",
+            ],
+            vec!["eoctl", "runtime", "logs", "3", "build", "-f"],
+            vec!["eoctl", "runtime", "logs", "3", "--task", "build"],
+            vec!["eoctl", "runtime", "logs", "--id=3", "build"],
+            vec!["eoctl", "runtime", "logs", "build", "--id=3"],
+        ] {
+            assert_eq!(run_task(&args), build(3), "{args:?}");
+        }
+        let out = |id| Ok((id, "t".to_string(), vec!["out".to_string()]));
+        for args in [
+            vec!["eoctl", "runtime", "file", "--id=3", "--task=t", "out"],
+            vec!["eoctl", "runtime", "file", "3", "t", "out", "-o", "x"],
+            vec!["eoctl", "runtime", "file", "--id=3", "t", "out"],
+            vec!["eoctl", "runtime", "file", "3", "--task=t", "out"],
+        ] {
+            assert_eq!(run_task(&args), out(3), "{args:?}");
+        }
+        for (args, msg) in [
+            (vec!["eoctl", "runtime", "logs"], "which run?"),
+            (vec!["eoctl", "runtime", "logs", "--id=1"], "which task?"),
+            (vec!["eoctl", "runtime", "logs", "7"], "which task?"),
+            (
+                vec!["eoctl", "runtime", "logs", "x", "t"],
+                "\"x\" is not a run id",
+            ),
+            (
+                vec!["eoctl", "runtime", "logs", "1", "t", "u"],
+                "unexpected argument \"u\"",
+            ),
+            (vec!["eoctl", "runtime", "file", "1", "t"], "missing NAME"),
+            (
+                vec!["eoctl", "runtime", "file", "--id=1", "--task=t"],
+                "missing NAME",
+            ),
+            (
+                vec!["eoctl", "runtime", "file", "1", "t", "a", "b"],
+                "unexpected argument \"b\"",
+            ),
+        ] {
+            let e = run_task(&args).unwrap_err();
+            assert!(e.contains(msg), "{args:?}: {e}");
         }
         assert!(Cli::try_parse_from(["eoctl", "runtime", "get", "--id=abc"]).is_err());
         assert!(Cli::try_parse_from(["eoctl", "runtime", "cancel"]).is_err());
-        assert!(Cli::try_parse_from(["eoctl", "runtime", "logs", "--id=1"]).is_err());
+    }
+
+    #[test]
+    fn event_ids_take_both_spellings() {
+        for args in [
+            vec!["eoctl", "event", "get", "7", "-o", "json"],
+            vec!["eoctl", "event", "get", "--id=7"],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            match cli.command {
+                Command::Event(EventCmd::Get { id, id_flag }) => {
+                    assert_eq!(id.or(id_flag), Some(7))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(Cli::try_parse_from(["eoctl", "event", "get"]).is_err());
+        assert!(Cli::try_parse_from(["eoctl", "event", "get", "7", "--id=7"]).is_err());
+        let cli = Cli::try_parse_from([
+            "eoctl",
+            "event",
+            "send",
+            "-f",
+            "e.yaml",
+            "--wait",
+            "--timeout=30",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Event(EventCmd::Send(SendArgs {
+                wait: true,
+                timeout: Some(30),
+                ..
+            }))
+        ));
+        // a deadline without waiting says nothing: refused
+        assert!(Cli::try_parse_from(["eoctl", "event", "send", "-f", "e", "--timeout=3"]).is_err());
+    }
+
+    #[test]
+    fn completion_and_man_parse() {
+        let cli = Cli::try_parse_from(["eoctl", "completion", "zsh"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Completion {
+                shell: clap_complete::Shell::Zsh
+            }
+        ));
+        assert!(Cli::try_parse_from(["eoctl", "completion", "tcsh"]).is_err());
+        let cli = Cli::try_parse_from(["eoctl", "man", "--dir", "/tmp/m"]).unwrap();
+        assert!(matches!(cli.command, Command::Man { dir: Some(_) }));
     }
 
     #[test]
@@ -513,11 +752,6 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let cli = Cli::try_parse_from(["eoctl", "event", "get", "7", "-o", "json"]).unwrap();
-        assert!(matches!(
-            cli.command,
-            Command::Event(EventCmd::Get { id: 7 })
-        ));
     }
 
     #[test]

@@ -18,11 +18,19 @@ use clap::Parser;
 fn main() -> ExitCode {
     quiet_when_stdout_closes();
     let cli = args::Cli::parse();
-    if let Err(e) = commands::check_output_flag(&cli) {
+    if let Err(e) = commands::check_usage(&cli) {
         use clap::CommandFactory;
-        args::Cli::command()
-            .error(clap::error::ErrorKind::InvalidValue, e)
-            .exit();
+        // the error with the usage of the subcommand at fault (`eoctl runtime logs …`)
+        let mut cmd = args::Cli::command();
+        cmd.build();
+        let mut leaf = cmd;
+        for name in commands::subcommand_path(&cli.command) {
+            match leaf.find_subcommand(name) {
+                Some(sub) => leaf = sub.clone(),
+                None => break,
+            }
+        }
+        leaf.error(clap::error::ErrorKind::InvalidValue, e).exit();
     }
     let uses_token = commands::uses_stored_token(&cli.command);
     match commands::run(cli) {

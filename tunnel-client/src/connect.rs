@@ -30,6 +30,10 @@ pub struct Settings {
     pub heartbeat: Duration,
     /// Longest wait between connection attempts.
     pub max_backoff: Duration,
+    /// A failure that repeats the previous one is logged at most this often (the attempts in
+    /// between at debug level): a refused client keeps trying, since its actuator may be
+    /// applied later, without a line every few seconds.
+    pub repeat_log: Duration,
 }
 
 impl std::fmt::Debug for Settings {
@@ -41,6 +45,7 @@ impl std::fmt::Debug for Settings {
             .field("user", &self.user)
             .field("label", &self.label)
             .field("run_as", &self.run_as)
+            .field("repeat_log", &self.repeat_log)
             .finish()
     }
 }
@@ -54,13 +59,148 @@ const STABLE: Duration = Duration::from_secs(10);
 /// The first wait after a failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
+/// The path of the server's tunnel endpoint.
+pub const ENDPOINT: &str = "/api/dialer/connect";
+
+/// The `--connect` value as a WebSocket URL: `HOST:PORT` (or `HOST`) means
+/// `ws://HOST:PORT/api/dialer/connect`; `http://` and `https://` mean `ws://` and `wss://`;
+/// a URL without a path gets the endpoint's. Anything that is not such an address is refused
+/// with the reason.
+pub fn connect_url(given: &str) -> Result<String, String> {
+    use tokio_tungstenite::tungstenite::http::Uri;
+    let s = given.trim();
+    let bad = |why: &str| format!("--connect {given:?}: {why}");
+    if s.is_empty() {
+        return Err(bad(
+            "empty; expected HOST:PORT or ws://HOST:PORT/api/dialer/connect",
+        ));
+    }
+    let (scheme, rest) = match s.split_once("://") {
+        Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
+        None => ("ws".to_string(), s),
+    };
+    let scheme = match scheme.as_str() {
+        "ws" | "http" => "ws",
+        "wss" | "https" => "wss",
+        other => {
+            return Err(bad(&format!(
+                "unsupported scheme {other:?} (expected ws://, wss://, http:// or https://)"
+            )))
+        }
+    };
+    let (authority, path) = match rest.find(['/', '?', '#']) {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    if authority.is_empty() {
+        return Err(bad("no host"));
+    }
+    if authority.contains('@') {
+        return Err(bad(
+            "user names or passwords do not go in the URL (use --user and --token)",
+        ));
+    }
+    let path = if path.is_empty() || path == "/" {
+        ENDPOINT
+    } else {
+        path
+    };
+    // a port that does not fit (`host:99999`) or is not a number
+    if let Some((_, port)) = authority
+        .rsplit_once(':')
+        .filter(|_| !authority.ends_with(']'))
+    {
+        if port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(bad(&format!("{port:?} is not a port (1-65535)")));
+        }
+    }
+    let url = format!("{scheme}://{authority}{path}");
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| bad(&format!("not a valid URL: {e}")))?;
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    Ok(url)
+}
+
+/// Says a failure of a connection attempt: at once when it differs from the previous one, else
+/// at most once per `every`, with the number of attempts since (in between: debug level).
+struct FailureLog {
+    every: Duration,
+    last: Option<(String, Instant)>,
+    repeats: u32,
+}
+
+impl FailureLog {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: None,
+            repeats: 0,
+        }
+    }
+
+    /// What counts as the same failure: any refusal (401, or 429 once the server's limiter
+    /// locks the address out) is one; other failures by their text.
+    fn kind(what: &str) -> &str {
+        if what.starts_with("refused by the server") {
+            "refused by the server"
+        } else {
+            what
+        }
+    }
+
+    fn failed(&mut self, what: &str, wait: Duration) {
+        let retry = format!("retrying in {:.1}s", wait.as_secs_f64());
+        let kind = Self::kind(what);
+        match &self.last {
+            Some((prev, at)) if prev == kind && at.elapsed() < self.every => {
+                self.repeats += 1;
+                log::debug!("{what}; {retry}");
+            }
+            Some((prev, _)) if prev == kind => {
+                log::warn!(
+                    "{what} (again, {} attempts in the last {}s); still retrying, next in {:.1}s",
+                    self.repeats + 1,
+                    self.every.as_secs(),
+                    wait.as_secs_f64()
+                );
+                self.last = Some((kind.to_string(), Instant::now()));
+                self.repeats = 0;
+            }
+            _ => {
+                let quiet = if what.starts_with("refused by the server") {
+                    format!(
+                        "; retrying (the actuator may be applied later), said again once every {}s",
+                        self.every.as_secs()
+                    )
+                } else {
+                    format!("; {retry}")
+                };
+                log::warn!("{what}{quiet}");
+                self.last = Some((kind.to_string(), Instant::now()));
+                self.repeats = 0;
+            }
+        }
+    }
+
+    /// A connection was made: the next failure is news.
+    fn connected(&mut self) {
+        self.last = None;
+        self.repeats = 0;
+    }
+}
+
 /// Connects and serves forever, reconnecting with backoff.
 pub async fn run(settings: Settings, ctx: Arc<Ctx>) {
     let max = settings.max_backoff.max(FIRST_BACKOFF);
     let mut backoff = FIRST_BACKOFF;
+    let mut failures = FailureLog::new(settings.repeat_log);
     loop {
         let ended = match connect(&settings).await {
             Ok(ws) => {
+                failures.connected();
                 log::info!(
                     "connected to {} as {} (id {}, user {})",
                     settings.url,
@@ -92,7 +232,7 @@ pub async fn run(settings: Settings, ctx: Arc<Ctx>) {
             Err(e) => e,
         };
         let wait = jitter(backoff).min(max);
-        log::warn!("{ended}; retrying in {:.1}s", wait.as_secs_f64());
+        failures.failed(&ended, wait);
         tokio::time::sleep(wait).await;
         backoff = (backoff * 2).min(max);
     }
@@ -267,7 +407,43 @@ mod tests {
             run_as: "r".into(),
             heartbeat: Duration::from_secs(1),
             max_backoff: Duration::from_secs(1),
+            repeat_log: Duration::from_secs(60),
         };
         assert!(!format!("{s:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn connect_addresses_default_their_scheme_and_path() {
+        let ok = |s: &str| connect_url(s).unwrap();
+        assert_eq!(ok("10.0.0.5:8080"), "ws://10.0.0.5:8080/api/dialer/connect");
+        assert_eq!(
+            ok("eventops.example"),
+            "ws://eventops.example/api/dialer/connect"
+        );
+        assert_eq!(ok(" ws://h:1/ "), "ws://h:1/api/dialer/connect");
+        assert_eq!(
+            ok("ws://h:1/api/dialer/connect"),
+            "ws://h:1/api/dialer/connect"
+        );
+        assert_eq!(ok("http://h:1"), "ws://h:1/api/dialer/connect");
+        assert_eq!(ok("HTTPS://h/"), "wss://h/api/dialer/connect");
+        assert_eq!(ok("wss://h:443/custom/path"), "wss://h:443/custom/path");
+        assert_eq!(ok("[::1]:8080"), "ws://[::1]:8080/api/dialer/connect");
+        for (bad, why) in [
+            ("", "empty"),
+            ("ftp://h:1", "unsupported scheme \"ftp\""),
+            ("ws://", "no host"),
+            ("h:99999", "\"99999\" is not a port"),
+            ("h:http", "\"http\" is not a port"),
+            ("h:0", "\"0\" is not a port"),
+            ("ws://u:p@h:1", "do not go in the URL"),
+            ("ws://h h:1", "not a valid URL"),
+        ] {
+            let e = connect_url(bad).unwrap_err();
+            assert!(
+                e.starts_with("--connect ") && e.contains(why),
+                "{bad:?}: {e}"
+            );
+        }
     }
 }

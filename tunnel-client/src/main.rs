@@ -17,8 +17,9 @@ use tunnel_client::Ctx;
     about = "eventops reverse tunnel and agent: connects out to the server over WebSocket"
 )]
 struct Args {
-    /// The server's tunnel endpoint, e.g. ws://HOST:PORT/api/dialer/connect (or wss://)
-    #[arg(long)]
+    /// The server: HOST:PORT (meaning ws://HOST:PORT/api/dialer/connect), or the endpoint's
+    /// URL, ws:// or wss:// (http:// and https:// are taken as those)
+    #[arg(long, value_name = "HOST:PORT|URL")]
     connect: String,
     /// The actuator's tunnel.clientId
     #[arg(long)]
@@ -29,7 +30,8 @@ struct Args {
     /// The user who owns the actuator definition
     #[arg(long)]
     user: String,
-    /// This machine's label (default: the hostname)
+    /// This machine's label (default: the hostname); sidebike's SIDEBIKE_MACHINE_LABEL is
+    /// read too
     #[arg(long, env = "EVENTOPS_MACHINE_LABEL")]
     label: Option<String>,
     /// Addresses the server may dial through this client, as CIDR:PORT (PORT a number, a
@@ -39,11 +41,23 @@ struct Args {
     /// Longest wait between connection attempts, in seconds
     #[arg(long, default_value_t = 30)]
     max_backoff_secs: u64,
+    /// A failure that repeats the previous one is logged at most once per this many seconds
+    #[arg(long, default_value_t = 60, hide = true)]
+    repeat_log_secs: u64,
 }
 
 fn main() {
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+
+    // a malformed address would only be retried forever: say why now
+    let url = match connect::connect_url(&args.connect) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("eventops-client: {e}");
+            std::process::exit(2);
+        }
+    };
 
     let allow_spec = if args.allow.is_empty() {
         tunnel::allow::DEFAULT.to_string()
@@ -61,9 +75,11 @@ fn main() {
         eprintln!("eventops-client: no home directory ($HOME is not set and the user has none)");
         std::process::exit(2);
     };
+    // sidebike's agent is started as `SIDEBIKE_MACHINE_LABEL=NAME ./sidebike agent`
     let label = args
         .label
         .clone()
+        .or_else(|| std::env::var("SIDEBIKE_MACHINE_LABEL").ok())
         .map(|l| l.trim().to_string())
         .filter(|l| !l.is_empty())
         .unwrap_or_else(hostname);
@@ -77,7 +93,7 @@ fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     let settings = Settings {
-        url: args.connect.clone(),
+        url,
         id: args.id.clone(),
         token: args.token.clone(),
         user: args.user.clone(),
@@ -85,6 +101,7 @@ fn main() {
         run_as,
         heartbeat: Duration::from_secs(tunnel::HEARTBEAT_SECS),
         max_backoff: Duration::from_secs(args.max_backoff_secs.max(1)),
+        repeat_log: Duration::from_secs(args.repeat_log_secs),
     };
     log::info!(
         "eventops-client {} starting: home {}, runs as {}, dials allowed to {allow}",

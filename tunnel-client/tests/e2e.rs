@@ -280,7 +280,8 @@ fn refused_clients_are_told_why() {
         "not-the-token",
         "m1",
         home.path(),
-        &[],
+        // a repeated refusal is said again after this long (a minute by default)
+        &["--repeat-log-secs=1"],
     );
     // one public message for every refusal (the precise reason is in the server log only)
     wrong.wait_log(

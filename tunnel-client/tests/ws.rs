@@ -32,6 +32,7 @@ fn settings(port: u16, heartbeat_ms: u64) -> Settings {
         run_as: "runner".into(),
         heartbeat: Duration::from_millis(heartbeat_ms),
         max_backoff: Duration::from_secs(1),
+        repeat_log: Duration::from_secs(60),
     }
 }
 

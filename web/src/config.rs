@@ -2,6 +2,9 @@
 //! command-line flags, into one typed struct that refuses unknown keys. A bad value stops
 //! start-up with one line naming the key. Secrets never appear in `Debug` or in messages.
 
+// Text settings may be written as bare numbers or booleans (`password: 123456`, `db: 2024`),
+// as in definitions: their text is kept.
+use engine::document::stringish::{deserialize as text, vec as texts};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
@@ -10,10 +13,11 @@ use std::path::{Path, PathBuf};
 /// Where `--configFile` points when not given; a missing file there means embedded defaults.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/eventops/config.yaml";
 
-/// A secret value: deserializes from a plain string, prints as `***`.
+/// A secret value: deserializes from a string or a bare scalar (`password: 123456`), prints
+/// as `***`.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Secret(pub String);
+pub struct Secret(#[serde(deserialize_with = "text")] pub String);
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -37,10 +41,12 @@ pub struct Config {
     /// HTTP port (0 = any free port).
     pub port: u16,
     /// Address to listen on.
+    #[serde(deserialize_with = "text")]
     pub bind_address: String,
     /// Debug logging.
     pub debug: bool,
     /// The address tasks call back to; defaults to `http://127.0.0.1:{port}`.
+    #[serde(deserialize_with = "text")]
     pub callback_address: String,
     /// Folder for the default SQLite database and the generated token signature.
     pub data_dir: PathBuf,
@@ -74,6 +80,7 @@ pub struct RunsConfig {
 pub struct ActuatorsConfig {
     /// The unix sockets on this server's host that `docker: {socket: PATH}` actuators may
     /// name (anyone who can apply an actuator drives what is behind it).
+    #[serde(deserialize_with = "texts")]
     pub docker_sockets: Vec<String>,
 }
 
@@ -112,12 +119,15 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MysqlConfig {
+    #[serde(deserialize_with = "text")]
     pub user: String,
     #[serde(default)]
     pub password: Secret,
+    #[serde(deserialize_with = "text")]
     pub address: String,
     #[serde(default = "mysql_port")]
     pub port: u16,
+    #[serde(deserialize_with = "text")]
     pub db: String,
 }
 
@@ -128,15 +138,18 @@ fn mysql_port() -> u16 {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MinioConfig {
+    #[serde(deserialize_with = "text")]
     pub server: String,
+    #[serde(deserialize_with = "text")]
     pub access_key_id: String,
     pub secret_access_key: Secret,
     #[serde(default)]
     pub ssl: bool,
     /// The bucket of every file value; created at start when missing.
+    #[serde(deserialize_with = "text")]
     pub base_path: String,
     /// The region requests are signed for (MinIO and most servers accept any).
-    #[serde(default = "default_region")]
+    #[serde(default = "default_region", deserialize_with = "text")]
     pub region: String,
     /// The largest file `POST /api/file/upload` (`eoctl event send --attach`) takes.
     #[serde(default = "default_max_upload")]
@@ -260,6 +273,7 @@ impl Default for UcConfig {
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct AuthConfig {
     /// Paths that need no login token.
+    #[serde(deserialize_with = "texts")]
     pub white_url_list: Vec<String>,
 }
 
@@ -397,6 +411,11 @@ pub fn env_name(path: &str) -> String {
 #[error("config: {0}")]
 pub struct ConfigError(pub String);
 
+/// `EVENTOPS_*` variables that are not server settings but are read by the other binaries or
+/// the tests, so that a shell which sets them for those is not warned about.
+const OTHER_ENV: &[&str] = &["EVENTOPS_CLIENT_TOKEN", "EVENTOPS_MACHINE_LABEL"];
+const OTHER_ENV_PREFIXES: &[&str] = &["EVENTOPS_TEST_"];
+
 impl Config {
     /// Loads the configuration. `path` is `--configFile`; `explicit` says the user gave it (then
     /// a missing file is an error; the default path may be absent).
@@ -404,6 +423,33 @@ impl Config {
         path: &Path,
         explicit: bool,
         env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        Self::load_with_warnings(path, explicit, env).map(|(c, _)| c)
+    }
+
+    /// [`Config::load`], with what start-up should warn about: `EVENTOPS_*` variables that name
+    /// no key (each with the closest key's variable, if one is close), which are ignored.
+    pub fn load_with_warnings(
+        path: &Path,
+        explicit: bool,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<(Config, Vec<String>), ConfigError> {
+        let env: Vec<(String, String)> = env.collect();
+        let warnings = unknown_env(env.iter().map(|(k, _)| k.as_str()));
+        // the keys set from the environment, to name their variable in an error
+        let from_env: Vec<(&str, String)> = ENV_KEYS
+            .iter()
+            .map(|(key, _)| (*key, env_name(key)))
+            .filter(|(_, name)| env.iter().any(|(k, _)| k == name))
+            .collect();
+        let config = Self::load_tree(path, explicit, &env).map_err(|e| name_env(e, &from_env))?;
+        Ok((config, warnings))
+    }
+
+    fn load_tree(
+        path: &Path,
+        explicit: bool,
+        env: &[(String, String)],
     ) -> Result<Config, ConfigError> {
         let mut tree = match std::fs::read_to_string(path) {
             Ok(text) => {
@@ -425,7 +471,6 @@ impl Config {
             }
             Err(e) => return Err(ConfigError(format!("{}: {e}", path.display()))),
         };
-        let env: Vec<(String, String)> = env.collect();
         for (key, kind) in ENV_KEYS {
             let name = env_name(key);
             let Some((_, raw)) = env.iter().find(|(k, _)| *k == name) else {
@@ -720,6 +765,74 @@ fn redact_serde(msg: &str) -> String {
     }
 }
 
+/// `key PATH: …` → `key PATH (from EVENTOPS_VAR): …` when the environment set that key (or,
+/// for a message about a section, keys in it).
+fn name_env(e: ConfigError, from_env: &[(&str, String)]) -> ConfigError {
+    let Some(rest) = e.0.strip_prefix("key ") else {
+        return e;
+    };
+    let Some((path, msg)) = rest.split_once(": ") else {
+        return e;
+    };
+    let key = path.split('[').next().unwrap_or(path);
+    let vars: Vec<&str> = from_env
+        .iter()
+        .filter(|(k, _)| *k == key || k.starts_with(&format!("{key}.")))
+        .map(|(_, name)| name.as_str())
+        .collect();
+    if vars.is_empty() {
+        return e;
+    }
+    ConfigError(format!("key {path} (from {}): {msg}", vars.join(", ")))
+}
+
+/// A warning for each `EVENTOPS_*` variable that names no key.
+fn unknown_env<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let known: Vec<(String, &str)> = ENV_KEYS
+        .iter()
+        .map(|(key, _)| (env_name(key), *key))
+        .collect();
+    let mut warnings = Vec::new();
+    for name in names {
+        let ours = name.starts_with("EVENTOPS_")
+            && !OTHER_ENV.contains(&name)
+            && !OTHER_ENV_PREFIXES.iter().any(|p| name.starts_with(p));
+        if !ours || known.iter().any(|(k, _)| k == name) {
+            continue;
+        }
+        let closest = known
+            .iter()
+            .map(|(var, key)| (edit_distance(name, var), var, key))
+            .min_by_key(|(d, _, _)| *d)
+            .filter(|(d, var, _)| *d <= 3.max(var.len() / 5));
+        warnings.push(match closest {
+            Some((_, var, key)) => format!(
+                "{name} names no configuration key and is ignored; did you mean {var} (key {key})?"
+            ),
+            None => format!(
+                "{name} names no configuration key and is ignored (see `eventops default-config`)"
+            ),
+        });
+    }
+    warnings.sort();
+    warnings
+}
+
+/// Levenshtein distance, over bytes (variable names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 fn set_path(tree: &mut Value, path: &str, value: Value) -> Result<(), String> {
     let mut cur = tree;
     let segs: Vec<&str> = path.split('.').collect();
@@ -881,6 +994,130 @@ mod tests {
         assert!(!format!("{c:?}").contains(&key));
         let c = load_str("secretKey: short\n", &[]).unwrap();
         assert!(c.secret_key().unwrap_err().0.contains("secretKey"));
+    }
+
+    /// The seed's config.yaml (eventops-README), pasted as is.
+    const SEED_CONFIG: &str = r#"# 启动的端口 (必填)
+port: 8080
+# 是否是 debug 模式启动
+debug: true
+
+# 任务回调的 eventops 地址 (必填)
+callbackAddress: http://127.0.0.1:8080
+
+# mysql 连接地址 (必填)
+mysql:
+  user: root
+  password: 123456
+  address: 127.0.0.1
+  port: 3306
+  db: eventops
+
+event:
+  process:
+    bufferSize: 500
+    workNum: 5
+    triggerCacheSize: 10000
+    loopLoadEventInterval: 300
+    processingOverTime: 120
+
+uc:
+  loginTokenExpiresTime: 315360000
+  loginTokenSignature: MYSQL_SIGNATURE
+  auth:
+    whiteUrlList:
+      - /api/user/register
+      - /api/user/login
+      - /api/dialer/connect
+      - /api/pipeline/callback
+"#;
+
+    #[test]
+    fn the_seed_config_loads_as_pasted() {
+        let c = load_str(SEED_CONFIG, &[]).unwrap();
+        assert_eq!(
+            c.database_url(),
+            "mysql://root:123456@127.0.0.1:3306/eventops"
+        );
+        assert!(c.debug);
+        assert_eq!(c.uc.login_token_signature.expose(), "MYSQL_SIGNATURE");
+        // numbers and booleans where text is expected keep their text
+        let c = load_str(
+            "mysql: {user: 0, password: true, address: 10.0.0.1, db: 2024}
+uc: {loginTokenSignature: 12345678}
+actuators: {dockerSockets: [1]}
+",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.database_url(), "mysql://0:true@10.0.0.1:3306/2024");
+        assert_eq!(c.uc.login_token_signature.expose(), "12345678");
+        assert_eq!(c.actuators.docker_sockets, ["1"]);
+        // a mapping is still no text, and the message says where
+        let e = load_str(
+            "mysql: {user: {a: 1}, address: h, db: d}
+",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.0.contains("key mysql.user: invalid type"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_from_the_environment_name_the_variable() {
+        let e = load_str("", &[("EVENTOPS_PORT", "eighty")]).unwrap_err();
+        assert!(e.0.contains("key port (from EVENTOPS_PORT): "), "{e}");
+        assert!(!e.0.contains("eighty"), "{e}");
+        let e = load_str("", &[("EVENTOPS_EVENT_PROCESS_WORK_NUM", "0")]).unwrap_err();
+        assert!(
+            e.0.contains("key event.process.workNum (from EVENTOPS_EVENT_PROCESS_WORK_NUM): must be at least 1"),
+            "{e}"
+        );
+        let e = load_str("", &[("EVENTOPS_UC_LIMITS_MAX_LOCK_SECS", "0")]).unwrap_err();
+        assert!(
+            e.0.contains("(from EVENTOPS_UC_LIMITS_MAX_LOCK_SECS)"),
+            "{e}"
+        );
+        // the same value in the file names the key only
+        let e = load_str("port: eighty\n", &[]).unwrap_err();
+        assert!(
+            e.0.contains("key port: ") && !e.0.contains("EVENTOPS"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_environment_variables_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(&p, "").unwrap();
+        let env = [
+            ("EVENTOPS_PROT", "9090"),
+            ("EVENTOPS_DATABASE_URL", "sqlite://x.db"),
+            ("EVENTOPS_EVENT_PROCESS_WORKNUM", "3"),
+            ("EVENTOPS_FROBNICATE", "1"),
+            ("EVENTOPS_CLIENT_TOKEN", "t"),
+            ("EVENTOPS_MACHINE_LABEL", "web-1"),
+            ("EVENTOPS_TEST_MYSQL_URL", "mysql://x"),
+            ("HOME", "/root"),
+        ];
+        let (c, warnings) = Config::load_with_warnings(
+            &p,
+            true,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .unwrap();
+        assert_eq!(c.port, 8080);
+        assert_eq!(
+            warnings,
+            [
+                "EVENTOPS_EVENT_PROCESS_WORKNUM names no configuration key and is ignored; did you mean EVENTOPS_EVENT_PROCESS_WORK_NUM (key event.process.workNum)?",
+                "EVENTOPS_FROBNICATE names no configuration key and is ignored (see `eventops default-config`)",
+                "EVENTOPS_PROT names no configuration key and is ignored; did you mean EVENTOPS_PORT (key port)?",
+            ]
+        );
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "ab"), 2);
     }
 
     #[test]

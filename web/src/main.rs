@@ -55,7 +55,8 @@ fn main() {
     let path = cli
         .config_file
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
-    let mut config = match Config::load(&path, explicit, std::env::vars()) {
+    let (mut config, warnings) = match Config::load_with_warnings(&path, explicit, std::env::vars())
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("eventops: {e}");
@@ -67,6 +68,9 @@ fn main() {
     }
     let level = if config.debug { "debug" } else { "info" };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    for w in warnings {
+        log::warn!("{w}");
+    }
     let result = actix_web::rt::System::new().block_on(async move {
         match cli.command {
             Some(Command::Migrate) => {

@@ -1,8 +1,12 @@
 //! `eoctl event send -f FILE`: sends the file as written (YAML or JSON) and prints the id;
 //! `eoctl event get ID`: the event's processing status and its event-trigger records.
 
-use anyhow::{Context, Result};
+use std::time::{Duration, Instant};
 
+use anyhow::{anyhow, Context, Result};
+
+use super::live::{self, Live};
+use super::runtime::{ended, run_result, watch_frame};
 use super::Ctx;
 use crate::args::EventCmd;
 use crate::client::typed;
@@ -24,6 +28,13 @@ pub fn run(ctx: &Ctx, cmd: EventCmd) -> Result<()> {
                 content_type = "application/json";
             }
             let data = client.post_raw("/api/event/send", content_type, text.as_bytes())?;
+            if a.wait {
+                let sent: proto::EventSent = typed(data, "event id")?;
+                if ctx.format == output::Format::Table {
+                    println!("{}", sent.id);
+                }
+                return wait(ctx, &client, sent.id, a.timeout.map(Duration::from_secs));
+            }
             if output::print_structured(ctx.format, &data)? {
                 return Ok(());
             }
@@ -32,7 +43,8 @@ pub fn run(ctx: &Ctx, cmd: EventCmd) -> Result<()> {
             println!("{}", sent.id);
             Ok(())
         }
-        EventCmd::Get { id } => {
+        EventCmd::Get { id, id_flag } => {
+            let id = id.or(id_flag).unwrap_or_default();
             let data = ctx.client()?.get(&format!("/api/event/{id}"))?;
             if output::print_structured(ctx.format, &data)? {
                 return Ok(());
@@ -42,6 +54,137 @@ pub fn run(ctx: &Ctx, cmd: EventCmd) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `event send --wait`: waits until the event is processed, then until every run it started
+/// has ended, redrawing their task tables as they change; an error (exit 1) if the event
+/// failed, a trigger could not start its pipeline, a run did not succeed, or `timeout` passed
+/// first. With `-o json|yaml` nothing is drawn: `{id, event, runs}` is printed at the end.
+fn wait(
+    ctx: &Ctx,
+    client: &crate::client::Client,
+    id: i64,
+    timeout: Option<Duration>,
+) -> Result<()> {
+    let deadline = timeout.map(|t| (Instant::now() + t, t));
+    let draw = ctx.format == output::Format::Table;
+    let mut live = Live::new();
+    let out_of_time = |what: String| -> Result<()> {
+        match deadline {
+            Some((at, t)) if Instant::now() >= at => {
+                Err(anyhow!("timed out after {}s: {what}", t.as_secs_f64()))
+            }
+            _ => Ok(()),
+        }
+    };
+    let (event_data, event) = loop {
+        let data = live::get(client, &format!("/api/event/{id}"))?;
+        let event: proto::EventView = typed(data.clone(), "event")?;
+        if event.status != "created" && event.status != "processing" {
+            break (data, event);
+        }
+        if draw {
+            live.show(&format!("event {id}: {}\n", event.status))?;
+        }
+        out_of_time(format!("event {id} is still {}", event.status))?;
+        std::thread::sleep(live::POLL);
+    };
+    if event.status == "processFailed" {
+        if draw {
+            live.show(&render(&event))?;
+        }
+        return Err(anyhow!(
+            "event {id} could not be processed: {}",
+            or_dash(&event.message)
+        ));
+    }
+    let run_ids: Vec<i64> = event
+        .triggers
+        .iter()
+        .filter_map(|t| t.pipeline_id)
+        .collect();
+    let mut runs: Vec<proto::RunView> = Vec::new();
+    let mut run_data = Vec::new();
+    if run_ids.is_empty() {
+        if draw {
+            live.show(&render(&event))?;
+        }
+    } else {
+        loop {
+            runs.clear();
+            run_data.clear();
+            for r in &run_ids {
+                let data = live::get(client, &format!("/api/pipeline/{r}"))?;
+                runs.push(typed(data.clone(), "pipeline run")?);
+                run_data.push(data);
+            }
+            if draw {
+                live.show(&wait_frame(&event, &runs))?;
+            }
+            let running: Vec<String> = runs
+                .iter()
+                .filter(|r| !ended(&r.summary.status))
+                .map(|r| r.summary.id.to_string())
+                .collect();
+            if running.is_empty() {
+                break;
+            }
+            out_of_time(format!(
+                "pipeline run {} still running (it goes on: `eoctl runtime watch ID`)",
+                running.join(", ")
+            ))?;
+            std::thread::sleep(live::POLL);
+        }
+    }
+    let all = serde_json::json!({"id": id, "event": event_data, "runs": run_data});
+    output::print_structured(ctx.format, &all)?;
+    let mut failures: Vec<String> = event
+        .triggers
+        .iter()
+        .filter(|t| t.status == "processFailed")
+        .map(|t| {
+            format!(
+                "trigger {} could not start {}: {}",
+                or_dash(&t.trigger),
+                or_dash(&t.pipeline),
+                or_dash(&t.reason)
+            )
+        })
+        .collect();
+    failures.extend(
+        runs.iter()
+            .filter_map(|r| run_result(&r.summary).err())
+            .map(|e| e.to_string()),
+    );
+    if run_ids.is_empty() && failures.is_empty() {
+        eprintln!("event {id} started no pipeline run");
+    }
+    match failures.len() {
+        0 => Ok(()),
+        _ => Err(anyhow!(failures.join("; "))),
+    }
+}
+
+/// A frame of `event send --wait`: the event, then each run it started as `runtime watch`
+/// shows it.
+fn wait_frame(event: &proto::EventView, runs: &[proto::RunView]) -> String {
+    let label = if event.version.is_empty() {
+        event.name.clone()
+    } else {
+        format!("{}:{}", event.name, event.version)
+    };
+    let done = runs.iter().filter(|r| ended(&r.summary.status)).count();
+    let mut out = format!(
+        "Event {} ({label}): {}, {done}/{} runs ended\n",
+        event.id,
+        event.status,
+        runs.len()
+    );
+    for r in runs {
+        out.push('\n');
+        out.push_str(&watch_frame(r));
+    }
+    out
 }
 
 fn render(v: &proto::EventView) -> String {

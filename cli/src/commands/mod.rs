@@ -2,8 +2,10 @@
 //! the config file and the authenticated client.
 
 mod actuator;
+mod docs;
 mod event;
 mod fanout;
+mod live;
 mod pipeline;
 mod runtime;
 mod trigger;
@@ -74,24 +76,49 @@ pub fn uses_stored_token(command: &Command) -> bool {
             | Command::Logout(crate::args::LogoutArgs { all: false })
             | Command::User(crate::args::UserCmd::List)
             | Command::User(crate::args::UserCmd::Use { .. })
+            | Command::Completion { .. }
+            | Command::Man { .. }
     )
 }
 
-/// `-o` is `table|json|yaml`, except for `runtime file`, where it is the file to write: a
-/// usage error (exit 2) otherwise, as clap's own.
-pub fn check_output_flag(cli: &Cli) -> Result<()> {
-    let writes_file = matches!(
-        cli.command,
-        Command::Runtime(crate::args::RuntimeCmd::File { .. })
-    );
+/// What clap cannot check itself, a usage error (exit 2) as clap's own: `-o` is
+/// `table|json|yaml`, except for `runtime file`, where it is the file to write; the
+/// positional arguments of `runtime logs|file` are those expected.
+pub fn check_usage(cli: &Cli) -> Result<()> {
+    use crate::args::RuntimeCmd;
+    let writes_file = matches!(cli.command, Command::Runtime(RuntimeCmd::File { .. }));
     if !writes_file {
         Format::parse(cli.output.as_deref())?;
+    }
+    match &cli.command {
+        Command::Runtime(RuntimeCmd::Logs { target, .. }) => {
+            target.resolve(&[]).map_err(|e| anyhow!(e))?;
+        }
+        Command::Runtime(RuntimeCmd::File { target }) => {
+            target.resolve(&["NAME"]).map_err(|e| anyhow!(e))?;
+        }
+        _ => {}
     }
     Ok(())
 }
 
+/// The subcommand names of a command line whose usage [`check_usage`] refuses.
+pub fn subcommand_path(command: &Command) -> &'static [&'static str] {
+    use crate::args::RuntimeCmd;
+    match command {
+        Command::Runtime(RuntimeCmd::Logs { .. }) => &["runtime", "logs"],
+        Command::Runtime(RuntimeCmd::File { .. }) => &["runtime", "file"],
+        _ => &[],
+    }
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Completion { shell } => return docs::completion(*shell),
+        Command::Man { dir } => return docs::man(dir.as_deref()),
+        _ => {}
+    }
     // An empty EOCTL_SERVER means "not set".
     let server_override = match cli.server.as_deref().filter(|s| !s.trim().is_empty()) {
         Some(s) => Some(normalize_server(s)?),
@@ -125,6 +152,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Runtime(c) => runtime::run(&ctx, c),
         Command::Exec(a) => fanout::exec(&ctx, a),
         Command::Machine(c) => fanout::machine(&ctx, c),
+        // answered before the config file is looked for
+        Command::Completion { .. } | Command::Man { .. } => Ok(()),
     }
 }
 

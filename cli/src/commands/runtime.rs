@@ -6,6 +6,7 @@ use std::io::{self, Read, Write};
 use anyhow::{anyhow, Context, Result};
 use serde_json::Value;
 
+use super::live::{self, Live};
 use super::Ctx;
 use crate::args::{RuntimeCmd, RuntimeListArgs};
 use crate::client::{api_path, encode_segment, typed};
@@ -19,13 +20,95 @@ const ERROR_WIDTH: usize = 60;
 pub fn run(ctx: &Ctx, cmd: RuntimeCmd) -> Result<()> {
     match cmd {
         RuntimeCmd::List(args) => list(ctx, &args),
-        RuntimeCmd::Get { id } => get(ctx, id),
-        RuntimeCmd::Cancel { id } => cancel(ctx, id),
-        RuntimeCmd::Logs { id, task, follow } => logs(ctx, id, &task, follow),
-        RuntimeCmd::File { id, task, name } => {
-            file(ctx, id, &task, &name, ctx.output_path.as_deref())
+        RuntimeCmd::Get(id) => get(ctx, id.get()),
+        RuntimeCmd::Watch(id) => watch(ctx, id.get()),
+        RuntimeCmd::Cancel(id) => cancel(ctx, id.get()),
+        RuntimeCmd::Logs { target, follow } => {
+            let (id, task, _) = target.resolve(&[]).map_err(|e| anyhow!(e))?;
+            logs(ctx, id, &task, follow)
+        }
+        RuntimeCmd::File { target } => {
+            let (id, task, rest) = target.resolve(&["NAME"]).map_err(|e| anyhow!(e))?;
+            let name = rest.first().map(String::as_str).unwrap_or_default();
+            file(ctx, id, &task, name, ctx.output_path.as_deref())
         }
     }
+}
+
+/// Whether a run status is final (a run is `running` until it ends).
+pub fn ended(status: &str) -> bool {
+    status != "running"
+}
+
+/// `eoctl runtime watch ID`: the run's view, redrawn as it changes (polled every second),
+/// until the run ends; an error (exit 1) unless it succeeded. With `-o json|yaml` nothing is
+/// drawn: the run's final view is printed once it ended.
+fn watch(ctx: &Ctx, id: i64) -> Result<()> {
+    let client = ctx.client()?;
+    let path = format!("{BASE}/{id}");
+    let mut live = Live::new();
+    let (data, run) = loop {
+        let data = live::get(&client, &path)?;
+        let run: proto::RunView = typed(data.clone(), "pipeline run")?;
+        if ctx.format == output::Format::Table {
+            live.show(&watch_frame(&run))?;
+        }
+        if ended(&run.summary.status) {
+            break (data, run);
+        }
+        std::thread::sleep(live::POLL);
+    };
+    output::print_structured(ctx.format, &data)?;
+    run_result(&run.summary)
+}
+
+/// Ok for a run that succeeded, else the error that says how it ended.
+pub fn run_result(run: &proto::RunSummary) -> Result<()> {
+    if run.status == "success" {
+        return Ok(());
+    }
+    if run.error.is_empty() {
+        Err(anyhow!("pipeline run {} ended {}", run.id, run.status))
+    } else {
+        Err(anyhow!(
+            "pipeline run {} ended {}: {}",
+            run.id,
+            run.status,
+            truncate(&run.error, 200)
+        ))
+    }
+}
+
+/// One frame of `runtime watch`: what the run is, its status, then its tasks. Nothing in it
+/// changes unless a status does (no clock), so that frames repeat only on change.
+pub fn watch_frame(run: &proto::RunView) -> String {
+    let s = &run.summary;
+    let done = run.tasks.iter().filter(|t| task_ended(&t.status)).count();
+    let mut pairs: Vec<(&str, String)> = vec![
+        ("Run", format!("{} {}", s.id, s.pipeline)),
+        ("Status", s.status.clone()),
+        ("Tasks", format!("{done}/{} ended", run.tasks.len())),
+        ("Created", s.created_at.clone()),
+    ];
+    if let Some(ended) = &s.ended_at {
+        pairs.push(("Ended", ended.clone()));
+    }
+    if !s.error.is_empty() {
+        pairs.push(("Error", truncate(&s.error, 200)));
+    }
+    let mut out = key_values(&pairs);
+    out.push('\n');
+    if run.tasks.is_empty() {
+        out.push_str("no tasks yet\n");
+    } else {
+        out.push_str(&task_table(&run.tasks).render());
+    }
+    out
+}
+
+/// Whether a task status is final.
+fn task_ended(status: &str) -> bool {
+    !matches!(status, "initializing" | "created" | "running")
 }
 
 /// `eoctl runtime file --id=RUN --task=ALIAS NAME [-o PATH]`: streamed from the server (which

@@ -110,3 +110,105 @@ impl Eoctl {
         user["token"].as_str().unwrap().to_string()
     }
 }
+
+/// A background `eoctl` whose stdout is collected on a thread of its own; killed if the test
+/// ends before it exits.
+pub struct Background {
+    child: Child,
+    out: std::sync::mpsc::Receiver<Vec<u8>>,
+    seen: Vec<u8>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Background {
+    pub fn new(mut child: Child) -> Self {
+        use std::io::Read;
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match stdout.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send(buf[..n].to_vec()).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Self {
+            child,
+            out: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Everything written on stdout so far.
+    pub fn stdout(&mut self) -> String {
+        while let Ok(chunk) = self.out.try_recv() {
+            self.seen.extend(chunk);
+        }
+        String::from_utf8_lossy(&self.seen).into_owned()
+    }
+
+    /// Waits until stdout satisfies `f`, at most `secs`.
+    pub fn stdout_until(&mut self, what: &str, secs: u64, f: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let text = self.stdout();
+            if f(&text) {
+                return text;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {what}; stdout so far:\n{text}"
+            );
+            match self.out.recv_timeout(left) {
+                Ok(chunk) => self.seen.extend(chunk),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    let text = self.stdout();
+                    assert!(f(&text), "stdout closed before {what}:\n{text}");
+                    return text;
+                }
+            }
+        }
+    }
+
+    /// Waits for the exit, at most `secs`; returns the exit code, all of stdout and stderr.
+    pub fn exit_within(&mut self, secs: u64) -> (Option<i32>, String, String) {
+        use std::io::Read;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "eoctl did not exit within {secs}s; stdout so far:\n{}",
+                self.stdout()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        // the reader thread ends at the pipe's end
+        while let Ok(chunk) = self.out.recv_timeout(std::time::Duration::from_secs(10)) {
+            self.seen.extend(chunk);
+        }
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            e.read_to_string(&mut stderr).unwrap();
+        }
+        (status.code(), self.stdout(), stderr)
+    }
+}

@@ -1077,6 +1077,40 @@ async fn pick_actuator(
     Err(format!("no {what} with tags [{}]", sel.tags.join(", ")))
 }
 
+/// A task about to wait for the tunnel client of its actuator (an agent, or an SSH host or
+/// Docker daemon reached through one) that is not connected: says so on the task, as its
+/// message while it waits (`waiting for tunnel client X since …`), rather than a bare
+/// `initializing`. The wait's end clears it (running) or replaces it (the offline error).
+async fn note_offline_client(
+    engine: &Arc<Engine>,
+    task_id: i64,
+    owner: &str,
+    adef: &crate::definition::actuator::ActuatorDef,
+) {
+    let Some(t) = &adef.tunnel else {
+        return;
+    };
+    let online = engine
+        .tunnels
+        .online(owner)
+        .iter()
+        .any(|c| c.info.client_id == t.client_id);
+    if online {
+        return;
+    }
+    let note = TaskChange {
+        error: Some(format!(
+            "waiting for tunnel client {} since {} (for up to {}s)",
+            t.client_id,
+            store::format_ms(now_ms()),
+            engine.tunnels.offline_wait.as_secs()
+        )),
+        ..Default::default()
+    };
+    let _ =
+        store::runs::transition_task(&engine.db, task_id, &[INITIALIZING, CREATED], &note).await;
+}
+
 /// The run a task belongs to, as starting it needs it.
 struct RunOf {
     id: i64,
@@ -1125,6 +1159,7 @@ async fn start_job_task(
     }
     let at = |e: ActuatorError| format!("actuator {}: {e}", adef.name);
     let job_dir = script::task_dir(run_id, task_id);
+    note_offline_client(engine, task_id, creator, &adef).await;
     let job_id = act.place(job_dir, prior).await.map_err(at)?;
     let change = TaskChange {
         status: Some(CREATED.into()),
@@ -1231,7 +1266,8 @@ async fn start_job_task(
         job_id: Some(job_id.clone()),
         // its time counts from now (not from a wait for a slot)
         started_at: act.limit.map(|_| Some(now_ms())),
-        error: act.limit.map(|_| String::new()),
+        // no longer waiting (for a slot, or for its tunnel client)
+        error: Some(String::new()),
         ..Default::default()
     };
     store::runs::transition_task(&engine.db, task_id, &[CREATED], &running)

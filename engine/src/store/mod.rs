@@ -8,6 +8,7 @@
 
 pub mod actuators;
 pub mod commands;
+mod create_db;
 pub mod events;
 pub mod machines;
 pub mod models;
@@ -517,17 +518,35 @@ fn migrate_blocking(url: &str) -> Result<()> {
             c.run_pending_migrations(SQLITE_MIGRATIONS).map_err(err)?;
         }
         Backend::Mysql => {
-            let mut c = AsyncConnectionWrapper::<AsyncMysqlConnection>::establish(&mysql_url(url))
-                .map_err(|e| StoreError::Migration(e.to_string()))?;
+            let url = mysql_url(url);
+            let mut c = establish_or_create::<AsyncMysqlConnection>(Backend::Mysql, &url)?;
             c.run_pending_migrations(MYSQL_MIGRATIONS).map_err(err)?;
         }
         Backend::Postgres => {
-            let mut c = AsyncConnectionWrapper::<AsyncPgConnection>::establish(url)
-                .map_err(|e| StoreError::Migration(e.to_string()))?;
+            let mut c = establish_or_create::<AsyncPgConnection>(Backend::Postgres, url)?;
             c.run_pending_migrations(POSTGRES_MIGRATIONS).map_err(err)?;
         }
     }
     Ok(())
+}
+
+/// Connects; a database that does not exist yet is created first (see [`create_db`]).
+fn establish_or_create<C>(backend: Backend, url: &str) -> Result<AsyncConnectionWrapper<C>>
+where
+    AsyncConnectionWrapper<C>: Connection,
+{
+    let connect = || AsyncConnectionWrapper::<C>::establish(url).map_err(|e| e.to_string());
+    match connect() {
+        Ok(c) => Ok(c),
+        Err(e) => match create_db::absent_database(backend, &e) {
+            Some(absent) => {
+                let db = create_db::create_blocking(backend, url, absent)?;
+                log::info!("created the database {db:?} ({})", redact_url(url));
+                connect().map_err(StoreError::Migration)
+            }
+            None => Err(StoreError::Migration(e)),
+        },
+    }
 }
 
 /// Runs `$body` with `$c` bound to `&mut` the backend's connection type. The body is
