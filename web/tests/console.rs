@@ -712,6 +712,16 @@ fn browser_run_goes_live_with_dag_and_log() {
     let overflow = b.js("return document.documentElement.scrollWidth <= window.innerWidth + 1;");
     assert_eq!(overflow, true, "the runs page is wider than 375 px");
     b.screenshot("runs-375");
+    // the run page too: the DAG and the tables scroll inside their boxes
+    b.goto(&format!("/ui/runs/{run2}"));
+    b.wait_js(
+        "the DAG at 375 px",
+        "return document.querySelector('svg.dag') !== null;",
+        10,
+    );
+    let overflow = b.js("return document.documentElement.scrollWidth <= window.innerWidth + 1;");
+    assert_eq!(overflow, true, "the run page is wider than 375 px");
+    b.screenshot("run-375");
     drop(server);
 }
 

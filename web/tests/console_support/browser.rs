@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 pub struct Browser {
     pub client: Client,
     pub rt: tokio::runtime::Runtime,
-    driver: Child,
+    driver: Driver,
     /// Where this test's screenshots go.
     pub out: PathBuf,
     /// The server's base URL.
@@ -61,6 +61,8 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
+        // killed when dropped, also when anything below panics
+        let driver = Driver(driver);
         let url = format!("http://127.0.0.1:{port}");
         web::testing::wait_for("chromedriver ready", 30, || {
             let r = ureq::get(format!("{url}/status")).call().ok()?;
@@ -91,7 +93,7 @@ impl Browser {
                     .connect(&url)
                     .await
             })
-            .expect("a WebDriver session");
+            .unwrap_or_else(|e| panic!("a WebDriver session: {e}"));
         let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join("console-screenshots")
             .join(name);
@@ -238,11 +240,20 @@ impl Browser {
     }
 }
 
+/// The chromedriver process, killed on drop.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
+        // the session first (Chromium quits), then the driver (a field, dropped after this)
         let c = self.client.clone();
         let _ = self.rt.block_on(c.close());
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
