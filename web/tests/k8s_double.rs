@@ -23,6 +23,7 @@ async fn client(k: &TestK8s) -> kube::Client {
     let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
         .expect("a client config from the kubeconfig");
+    engine::actuator::kubernetes::tls_provider();
     kube::Client::try_from(cfg).expect("a kube client")
 }
 

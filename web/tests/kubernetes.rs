@@ -485,6 +485,7 @@ fn on_a_real_cluster_when_one_is_configured() {
         let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
             .await
             .unwrap();
+        engine::actuator::kubernetes::tls_provider();
         let client = kube::Client::try_from(cfg).unwrap();
         let nss: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);

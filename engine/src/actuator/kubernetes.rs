@@ -552,6 +552,16 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     msg
 }
 
+/// Makes ring the process's rustls provider if none is set. kube's rustls connector uses the
+/// process default; with two providers compiled in (a test build with aws-lc-rs beside ring)
+/// there is none until someone picks, and kube panics. Cheap after the first call.
+pub fn tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 fn api_status(e: &kube::Error) -> Option<&kube::core::Status> {
     match e {
         kube::Error::Api(s) => Some(s),
@@ -592,6 +602,7 @@ impl Kubernetes {
     }
 
     async fn client(&self) -> Result<Client> {
+        tls_provider();
         self.client
             .get_or_try_init(|| async {
                 let kc = Kubeconfig::from_yaml(&self.spec.config).map_err(|e| {

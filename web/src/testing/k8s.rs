@@ -341,6 +341,8 @@ impl TestK8s {
 
     /// Starts the double on `ip`, running pods on the given daemon.
     pub fn with_docker_on(docker: DockerEnv, ip: &str) -> TestK8s {
+        // tests build kube clients of their own
+        engine::actuator::kubernetes::tls_provider();
         let ip = ip.to_string();
         let _ = env_logger::builder().is_test(true).try_init();
         let mut st = State::new();
