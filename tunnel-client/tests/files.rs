@@ -478,6 +478,11 @@ fn bad_days_get_a_task_error_naming_the_file() {
                 .join(format!("pipelines/{run}/tasks/{}", t["id"]))
         })
     });
+    // "running" comes before run.sh has fetched its input: the store goes only once the
+    // commands ran (o.txt is written after the download), so it is the upload that fails
+    wait_for("the commands ran", 60, || {
+        dir.join("o.txt").exists().then_some(())
+    });
     s3.stop();
     std::fs::write(dir.join("go"), "").unwrap();
     let v = finished(&api, run, 90);
