@@ -53,6 +53,7 @@ async fn insert_runs(db: &engine::store::Db, n: usize) -> Result<(), engine::sto
                         error: String::new(),
                         owner: "gone".into(),
                         lease_until: 0,
+                        lease_epoch: 0,
                         created_at: now,
                         started_at: Some(now),
                         ended_at: Some(now + 1000),

@@ -594,6 +594,7 @@ async fn insert_parked(db: &engine::store::Db, n: usize) -> Result<(), engine::s
                         error: String::new(),
                         owner: "gone".into(),
                         lease_until: 0,
+                        lease_epoch: 0,
                         created_at: now,
                         started_at: Some(now),
                         ended_at: None,

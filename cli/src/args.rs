@@ -60,6 +60,9 @@ pub enum Command {
     /// Machines: my eventops-client connections, online or seen before.
     #[command(subcommand, visible_alias = "machines")]
     Machine(MachineCmd),
+    /// The servers sharing this server's database (`*` marks the one that answered).
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(
         after_help = "Load it for this shell with `source <(eoctl completion bash)`, \
@@ -470,6 +473,12 @@ pub enum MachineCmd {
     /// List my machines: online now, or seen before.
     #[command(visible_alias = "ls")]
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// List the servers: state, version, last heartbeat, runs owned, clients connected.
+    Status,
 }
 
 #[cfg(test)]

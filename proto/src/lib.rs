@@ -369,3 +369,41 @@ pub struct MachineResult {
     pub started_at: String,
     pub ended_at: Option<String>,
 }
+
+/// One server of those sharing the database (`GET /api/cluster`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ServerView {
+    /// Its node (0..31): part of every id it makes.
+    pub node: i32,
+    pub instance_id: String,
+    /// Its own URL (`cluster.address`, else its callback address).
+    pub address: String,
+    pub version: String,
+    pub started_at: String,
+    pub last_heartbeat: String,
+    /// Milliseconds since its last heartbeat, by the database's clock.
+    pub heartbeat_age_ms: i64,
+    /// `up` (heartbeat within 10 s), `draining` (stopping: its runs go to the others) or
+    /// `down` (no heartbeat for 10 s: its runs are taken over when their leases end).
+    pub state: String,
+    /// Running runs whose lease it holds.
+    pub runs: i64,
+    /// Tunnel clients connected to it.
+    pub clients: i32,
+    /// True for the server that answered.
+    pub this: bool,
+}
+
+/// `GET /api/cluster`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterView {
+    /// `sqlite` (one server), `mysql` or `postgres`.
+    pub database: String,
+    /// Run lease (seconds): a dead server's runs are taken over within this plus a fifth.
+    pub lease_secs: u64,
+    pub servers: Vec<ServerView>,
+}

@@ -77,6 +77,7 @@ route_table! {
     get "/api/pipeline/{id}/task/{task}/log" => task_log;
     get "/api/pipeline/{id}/task/{task}/file/{name}" => task_file;
     post "/api/file/upload" => upload_file;
+    get "/api/cluster" => cluster;
     get "/api/v1/machine" => crate::fanout::list_machines;
     get "/api/v1/machine/" => crate::fanout::list_machines;
     post "/api/v1/task" => crate::fanout::create_task;
@@ -221,6 +222,11 @@ async fn healthz() -> HttpResponse {
         (status = 200, description = "The database answers", body = proto::Envelope<String>),
         (status = 503, description = "Not ready: the database is down", body = crate::openapi::Failure)))]
 async fn readyz(state: State) -> Result<HttpResponse, ApiError> {
+    if state.engine.cluster.is_draining() {
+        return Err(ApiError::Unavailable(
+            "not ready: this server is draining (stopping); use another".into(),
+        ));
+    }
     if let Err(e) = state.db.ping().await {
         let why = state
             .db
@@ -230,6 +236,58 @@ async fn readyz(state: State) -> Result<HttpResponse, ApiError> {
         return Err(ApiError::Unavailable(format!("not ready: {why}")));
     }
     Ok(ok("ready"))
+}
+
+#[utoipa::path(get, path = "/api/cluster", tag = "health", security(("token" = [])),
+    responses(
+        (status = 200, description = "The servers sharing this server's database", body = proto::Envelope<proto::ClusterView>),
+        (status = 401, description = "No or bad token", body = crate::openapi::Failure),
+        (status = 503, description = "The database is down", body = crate::openapi::Failure)))]
+async fn cluster(state: State, _user: AuthUser) -> Result<HttpResponse, ApiError> {
+    use engine::store;
+    let rows = store::cluster::list(&state.db).await?;
+    let runs: std::collections::HashMap<String, i64> = store::cluster::runs_per_owner(&state.db)
+        .await?
+        .into_iter()
+        .collect();
+    let now = store::now_ms();
+    let me = &state.engine.settings.instance_id;
+    let servers = rows
+        .into_iter()
+        .map(|s| {
+            let age = (now - s.heartbeat_at).max(0);
+            proto::ServerView {
+                node: s.node,
+                runs: runs.get(&s.instance_id).copied().unwrap_or(0),
+                this: &s.instance_id == me,
+                state: if s.draining {
+                    "draining"
+                } else if age > 10_000 {
+                    "down"
+                } else {
+                    "up"
+                }
+                .into(),
+                started_at: store::format_ms(s.started_at),
+                last_heartbeat: store::format_ms(s.heartbeat_at),
+                heartbeat_age_ms: age,
+                instance_id: s.instance_id,
+                address: s.address,
+                version: s.version,
+                clients: s.clients,
+            }
+        })
+        .collect();
+    Ok(ok(proto::ClusterView {
+        database: match state.db.backend() {
+            store::Backend::Sqlite => "sqlite",
+            store::Backend::Mysql => "mysql",
+            store::Backend::Postgres => "postgres",
+        }
+        .into(),
+        lease_secs: state.engine.lease.as_secs(),
+        servers,
+    }))
 }
 
 // ------------------------------------------------------------------ users
@@ -544,7 +602,7 @@ async fn apply_trigger(
 ) -> Result<HttpResponse, ApiError> {
     let text = read_body(&req, body, state.max_body).await?;
     let view = registry::apply_trigger(&state.db, state.settings, &user.0, &text).await?;
-    state.engine.triggers_changed();
+    state.engine.triggers_changed().await;
     log::info!("trigger {:?} applied by {:?}", view.name, user.0);
     Ok(ok(view))
 }
@@ -583,7 +641,7 @@ async fn delete_trigger(
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     registry::delete_trigger(&state.db, &user.0, &name).await?;
-    state.engine.triggers_changed();
+    state.engine.triggers_changed().await;
     log::info!("trigger {:?} deleted by {:?}", name.as_str(), user.0);
     Ok(ok(Deleted {
         kind: "trigger".into(),

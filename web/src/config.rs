@@ -65,6 +65,28 @@ pub struct Config {
     pub tunnel: TunnelConfig,
     pub actuators: ActuatorsConfig,
     pub runs: RunsConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// Several servers on one database (docs/deployment.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ClusterConfig {
+    /// How long a run's lease lasts (renewed every fifth of it): a server that dies has its
+    /// runs taken over by the others within this plus a fifth. 3..=600.
+    pub lease_secs: u64,
+    /// This server's own URL as the other servers and `eoctl cluster status` show it; empty:
+    /// the callback address.
+    pub address: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            lease_secs: 10,
+            address: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -332,6 +354,7 @@ impl Default for Config {
             tunnel: TunnelConfig::default(),
             actuators: ActuatorsConfig::default(),
             runs: RunsConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -389,6 +412,8 @@ const ENV_KEYS: &[(&str, Kind)] = &[
     ("tunnel.offlineWaitSecs", Kind::Scalar),
     ("actuators.dockerSockets", Kind::List),
     ("runs.retentionDays", Kind::Scalar),
+    ("cluster.leaseSecs", Kind::Scalar),
+    ("cluster.address", Kind::Text),
 ];
 
 /// `event.process.bufferSize` → `EVENTOPS_EVENT_PROCESS_BUFFER_SIZE`.
@@ -567,6 +592,12 @@ impl Config {
         if !r.is_finite() || !(0.0..=36_500.0).contains(&r) {
             return Err(ConfigError(format!(
                 "key runs.retentionDays: {r} is not between 0 and 36500"
+            )));
+        }
+        if !(3..=600).contains(&self.cluster.lease_secs) {
+            return Err(ConfigError(format!(
+                "key cluster.leaseSecs: {} is not between 3 and 600",
+                self.cluster.lease_secs
             )));
         }
         if let Some(m) = &self.minio {

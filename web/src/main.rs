@@ -71,7 +71,7 @@ fn main() {
     for w in warnings {
         log::warn!("{w}");
     }
-    let result = actix_web::rt::System::new().block_on(async move {
+    let result = web::system().block_on(async move {
         match cli.command {
             Some(Command::Migrate) => {
                 let url = config.database_url();

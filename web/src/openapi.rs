@@ -48,6 +48,7 @@ impl Modify for Security {
     paths(
         crate::api::healthz,
         crate::api::readyz,
+        crate::api::cluster,
         document,
         crate::metrics::scrape,
         crate::dialer::connect,

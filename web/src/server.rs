@@ -94,7 +94,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("database {}", store::redact_url(&url)))?
         .with_secrets(key);
     seal_actuator_secrets(&db, &key_source).await?;
-    let secret = config.token_signature()?;
+    check_secret_key(&db, &key_source).await?;
+    let secret = shared_token_secret(&db, &config).await?;
     let tokens = web::Data::new(Tokens::new(
         &derive_key(&secret, TOKEN_KEY_LABEL),
         config.uc.login_token_expires_time,
@@ -113,7 +114,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot listen on {}:{}", config.bind_address, config.port))?;
     let addr = listener.local_addr()?;
     let files = open_files(&config).await?;
-    let engine = start_engine(&config, addr.port(), db.clone(), files).await?;
+    let engine = start_engine(&config, addr.port(), db.clone(), files, &secret).await?;
     let state = web::Data::new(AppState {
         db,
         engine: engine.clone(),
@@ -203,6 +204,45 @@ async fn open_files(
     Ok(Some(store))
 }
 
+/// The secret the login-token and callback keys are derived from: `uc.loginTokenSignature`
+/// when set (then every server must be given the same), else the one kept in the database,
+/// which the first server to start seeds from its `dataDir/token-signature` (so tokens it
+/// issued before stay valid) — every server on the database then shares it with no step.
+async fn shared_token_secret(db: &Db, config: &Config) -> anyhow::Result<String> {
+    let local = config.token_signature()?;
+    if !config.uc.login_token_signature.0.is_empty() {
+        return Ok(local);
+    }
+    store::cluster::value_or_insert(db, "token-signature", &local)
+        .await
+        .context("reading the shared login-token secret")
+}
+
+/// A value sealed with the actuator-secret key, kept in the database by the first server: a
+/// server given another key refuses to start (before it stores anything sealed with it), even
+/// while no actuator secret is stored yet. The key itself never goes to the database.
+async fn check_secret_key(db: &Db, key_source: &str) -> anyhow::Result<()> {
+    const PLAIN: &str = "eventops actuator-secret key check";
+    const NAME: &str = "secret-key-check";
+    let Some(sealer) = db.secrets() else {
+        return Ok(());
+    };
+    let fresh = sealer
+        .seal(PLAIN, NAME)
+        .map_err(|e| anyhow::anyhow!("sealing the key check: {e}"))?;
+    let stored = store::cluster::value_or_insert(db, NAME, &fresh)
+        .await
+        .context("reading the actuator-secret key check")?;
+    match sealer.open(&stored, NAME) {
+        Ok(p) if p == PLAIN => Ok(()),
+        _ => anyhow::bail!(
+            "the actuator-secret key ({key_source}) is not the one this database's secrets are \
+             sealed with: every server sharing a database needs the same key (the secretKey \
+             setting or the dataDir/secret-key file); give this server that key"
+        ),
+    }
+}
+
 /// Seals the actuator secrets older versions stored in clear, and checks that the stored
 /// sealed ones open with the configured key: a wrong or lost key stops start-up here, naming
 /// the key, instead of failing every task later.
@@ -231,13 +271,14 @@ async fn start_engine(
     port: u16,
     db: Db,
     files: Option<std::sync::Arc<engine::files::FileStore>>,
+    secret: &str,
 ) -> anyhow::Result<std::sync::Arc<engine::runtime::Engine>> {
     let p = &config.event.process;
     let instance_id = config.instance_id()?;
     let settings = engine::runtime::Settings {
         callback_address: config.callback(port),
         instance_id,
-        secret_key: derive_key(&config.token_signature()?, CALLBACK_KEY_LABEL),
+        secret_key: derive_key(secret, CALLBACK_KEY_LABEL),
         work_num: p.work_num,
         buffer_size: p.buffer_size,
         trigger_cache_size: p.trigger_cache_size,
@@ -253,6 +294,12 @@ async fn start_engine(
         files,
         retention: (config.runs.retention_days > 0.0)
             .then(|| std::time::Duration::from_secs_f64(config.runs.retention_days * 86_400.0)),
+        lease: std::time::Duration::from_secs(config.cluster.lease_secs),
+        address: if config.cluster.address.is_empty() {
+            config.callback(port)
+        } else {
+            config.cluster.address.trim_end_matches('/').to_string()
+        },
     };
     Ok(engine::runtime::Engine::start(db, settings).await?)
 }
@@ -276,7 +323,8 @@ pub async fn stop_on_signal(
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     };
-    log::info!("{name}: stopping (tunnel clients are told to reconnect)");
+    log::info!("{name}: draining (no new events or runs here; leases given up; tunnel clients are told to reconnect)");
+    engine.drain().await;
     engine.tunnels.shutdown();
     handle.stop(true).await;
 }

@@ -74,30 +74,44 @@ fn create_database(db: TestDb, base: &str, name: &str) {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(async {
-        let sql = format!("CREATE DATABASE {name}");
-        match db {
-            TestDb::Mysql => {
-                let mut c = diesel_async::AsyncMysqlConnection::establish(&format!("{base}/mysql"))
-                    .await
-                    .expect("connect to the MySQL test server");
-                diesel::sql_query(sql)
-                    .execute(&mut c)
-                    .await
-                    .expect("create database");
+    let sql = format!("CREATE DATABASE {name}");
+    // PostgreSQL refuses a CREATE DATABASE while another one copies the template ("source
+    // database template1 is being accessed by other users"): tests start in parallel, retry
+    let mut last = String::new();
+    for attempt in 0..10 {
+        let res: Result<(), String> = rt.block_on(async {
+            match db {
+                TestDb::Mysql => {
+                    let mut c =
+                        diesel_async::AsyncMysqlConnection::establish(&format!("{base}/mysql"))
+                            .await
+                            .map_err(|e| format!("connect to the MySQL test server: {e}"))?;
+                    diesel::sql_query(&sql)
+                        .execute(&mut c)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                TestDb::Postgres => {
+                    let mut c =
+                        diesel_async::AsyncPgConnection::establish(&format!("{base}/postgres"))
+                            .await
+                            .map_err(|e| format!("connect to the PostgreSQL test server: {e}"))?;
+                    diesel::sql_query(&sql)
+                        .execute(&mut c)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                TestDb::Sqlite => {}
             }
-            TestDb::Postgres => {
-                let mut c = diesel_async::AsyncPgConnection::establish(&format!("{base}/postgres"))
-                    .await
-                    .expect("connect to the PostgreSQL test server");
-                diesel::sql_query(sql)
-                    .execute(&mut c)
-                    .await
-                    .expect("create database");
-            }
-            TestDb::Sqlite => {}
+            Ok(())
+        });
+        match res {
+            Ok(()) => return,
+            Err(e) => last = e,
         }
-    });
+        std::thread::sleep(std::time::Duration::from_millis(100 * (attempt + 1)));
+    }
+    panic!("create database {name}: {last}");
 }
 
 impl TestServer {
@@ -137,7 +151,7 @@ impl TestServer {
         let data_dir = config.data_dir.clone();
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::spawn(move || {
-            let sys = actix_web::rt::System::new();
+            let sys = crate::system();
             sys.block_on(async move {
                 match crate::server::start(config).await {
                     Ok(r) => {

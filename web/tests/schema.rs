@@ -130,6 +130,7 @@ async fn round_trip(db: &Db) -> Result<(), StoreError> {
                 started_at: Some(1),
                 ended_at: None,
                 updated_at: 2,
+                lease_epoch: 0,
             })
             .execute(c)
             .await?;

@@ -2,6 +2,7 @@
 //! the config file and the authenticated client.
 
 mod actuator;
+mod cluster;
 mod docs;
 mod event;
 mod fanout;
@@ -152,6 +153,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Runtime(c) => runtime::run(&ctx, c),
         Command::Exec(a) => fanout::exec(&ctx, a),
         Command::Machine(c) => fanout::machine(&ctx, c),
+        Command::Cluster(c) => cluster::cluster(&ctx, c),
         // answered before the config file is looked for
         Command::Completion { .. } | Command::Man { .. } => Ok(()),
     }

@@ -10,6 +10,7 @@
 //! Several servers may share one database: claims are conditional updates, and runs carry an
 //! owner and a lease that the owner renews.
 
+pub mod cluster;
 pub mod console;
 pub mod loader;
 pub mod matching;
@@ -58,6 +59,10 @@ pub struct Settings {
     pub files: Option<Arc<crate::files::FileStore>>,
     /// Runs ended longer ago than this are deleted with their files (`runs.retentionDays`).
     pub retention: Option<Duration>,
+    /// How long a run's lease lasts (`cluster.leaseSecs`); renewed every fifth of it.
+    pub lease: Duration,
+    /// This server's own URL, as other servers and `eoctl cluster status` see it.
+    pub address: String,
 }
 
 /// A trigger as the matcher uses it.
@@ -75,6 +80,9 @@ pub(crate) enum RunMsg {
     /// A task's final status was written (by a callback or the poller): re-read it.
     TaskEnded(i64),
     Cancel,
+    /// The run's lease was not renewed (taken over, or this server lost the database for a
+    /// lease): the actor stops at once, writing nothing.
+    LeaseLost,
     /// From a job the run spawned (a start, a status poll); boxed to keep the mailbox's
     /// slots small. One mailbox per run: messages are handled in the order they were sent.
     Internal(Box<run::Internal>),
@@ -97,13 +105,17 @@ pub struct Engine {
     workers: Vec<mpsc::Sender<i64>>,
     next_worker: AtomicUsize,
     triggers: moka::future::Cache<String, TriggerList>,
-    runs: Mutex<HashMap<i64, mpsc::UnboundedSender<RunMsg>>>,
+    /// The runs with an actor here: its mailbox and the lease epoch it loaded (`None` until
+    /// it has).
+    runs: Mutex<HashMap<i64, (mpsc::UnboundedSender<RunMsg>, Option<i64>)>>,
     /// The actuator actors (SSH hosts, Docker daemons, tunnel fleets).
     pub actuators: actuator::hub::Hub,
     /// The tunnel clients connected now.
     pub tunnels: Arc<crate::tunnel::Tunnels>,
-    /// Lease of a run in the database; renewed at a third of it.
+    /// Lease of a run in the database; renewed every fifth of it.
     pub lease: Duration,
+    /// This server among those sharing the database (`runtime::cluster`).
+    pub cluster: cluster::Membership,
 }
 
 impl Engine {
@@ -123,6 +135,7 @@ impl Engine {
         let instance = settings.instance_id.clone();
         let task_logs = settings.task_logs.clone();
         let policy = settings.actuator_policy.clone();
+        let settings_lease = settings.lease.max(Duration::from_secs(1));
         let engine = Arc::new(Engine {
             db: db.retrying(),
             api_db: db.fail_fast(),
@@ -147,8 +160,10 @@ impl Engine {
                 policy,
             ),
             tunnels,
-            lease: Duration::from_secs(30),
+            lease: settings_lease,
+            cluster: cluster::Membership::default(),
         });
+        cluster::join(&engine).await?;
         let released =
             store::events::release_owned(&engine.db, &engine.settings.instance_id).await?;
         if released > 0 {
@@ -160,10 +175,16 @@ impl Engine {
         tokio::spawn(write_events(engine.clone(), intake_rx));
         tokio::spawn(loader::run(engine.clone()));
         tokio::spawn(keep_leases(engine.clone()));
+        tokio::spawn(cluster::heartbeat(engine.clone()));
+        if engine.db.backend() != store::Backend::Sqlite {
+            // SQLite is one server: nothing comes from another
+            tokio::spawn(cluster::listen(engine.clone()));
+        }
         tokio::spawn(reap_containers(engine.clone()));
         if engine.settings.retention.is_some() {
             tokio::spawn(retention::prune_forever(engine.clone()));
         }
+        engine.cluster.renewed();
         let resumed = store::runs::claim_running(
             &engine.db,
             &engine.settings.instance_id,
@@ -209,13 +230,27 @@ impl Engine {
 
     /// Puts an event id into the first worker mailbox with room; false when all are full.
     pub(crate) fn try_dispatch(&self, id: i64) -> bool {
+        if self.cluster.is_draining() {
+            return true; // left `created` for the other servers
+        }
         let n = self.workers.len();
         let start = self.next_worker.fetch_add(1, Ordering::Relaxed);
         (0..n).any(|i| self.workers[(start + i) % n].try_send(id).is_ok())
     }
 
-    /// Forgets cached triggers (after an apply or delete).
-    pub fn triggers_changed(&self) {
+    /// Forgets cached triggers (after an apply or delete), here at once and on the other
+    /// servers of the database within a second (they poll the counter this moves).
+    pub async fn triggers_changed(&self) {
+        self.triggers.invalidate_all();
+        if self.db.backend() != store::Backend::Sqlite {
+            if let Err(e) = store::cluster::bump(&self.api_db, cluster::TRIGGERS).await {
+                log::warn!("telling the other servers that triggers changed: {e}");
+            }
+        }
+    }
+
+    /// Forgets cached triggers (another server changed one).
+    pub(crate) fn forget_triggers(&self) {
         self.triggers.invalidate_all();
     }
 
@@ -251,7 +286,7 @@ impl Engine {
             Ok(mut m) => match m.entry(id) {
                 std::collections::hash_map::Entry::Occupied(_) => false,
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(tx);
+                    v.insert((tx, None));
                     true
                 }
             },
@@ -262,8 +297,25 @@ impl Engine {
     /// Gives a (restarted) run actor a new mailbox.
     pub(crate) fn replace_run(&self, id: i64, tx: mpsc::UnboundedSender<RunMsg>) {
         if let Ok(mut m) = self.runs.lock() {
-            m.insert(id, tx);
+            m.insert(id, (tx, None));
         }
+    }
+
+    /// The lease epoch a run's actor loaded (what its lease is renewed with).
+    pub(crate) fn set_epoch(&self, id: i64, epoch: i64) {
+        if let Ok(mut m) = self.runs.lock() {
+            if let Some(slot) = m.get_mut(&id) {
+                slot.1 = Some(epoch);
+            }
+        }
+    }
+
+    /// The runs with an actor here and the epoch each loaded.
+    fn held_runs(&self) -> Vec<(i64, Option<i64>)> {
+        self.runs
+            .lock()
+            .map(|m| m.iter().map(|(id, (_, e))| (*id, *e)).collect())
+            .unwrap_or_default()
     }
 
     /// The runs with a live actor on this server.
@@ -297,7 +349,7 @@ impl Engine {
         self.runs
             .lock()
             .ok()
-            .and_then(|m| m.get(&id).map(|tx| tx.send(msg).is_ok()))
+            .and_then(|m| m.get(&id).map(|(tx, _)| tx.send(msg).is_ok()))
             .unwrap_or(false)
     }
 
@@ -389,30 +441,48 @@ async fn write_events(engine: Arc<Engine>, mut rx: mpsc::Receiver<IntakeItem>) {
     }
 }
 
-/// Every third of a lease: renews the leases of the runs whose actor is alive here, then
-/// takes over runs whose lease expired — a server that died, or an actor of ours that
-/// stopped — and starts an actor for each.
+/// Every fifth of a lease: renews the leases of the runs whose actor is alive here (an actor
+/// whose run was not renewed — taken over, or ended — is stopped), then takes over runs whose
+/// lease expired — a server that died, or an actor of ours that stopped — and starts an actor
+/// for each. Not while draining: the leases were given up.
 async fn keep_leases(engine: Arc<Engine>) {
-    let mut tick = tokio::time::interval(engine.lease / 3);
+    let mut tick = tokio::time::interval(engine.lease / 5);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let lease_ms = i64::try_from(engine.lease.as_millis()).unwrap_or(i64::MAX / 4);
+    let me = engine.settings.instance_id.clone();
     loop {
         tick.tick().await;
-        let live = engine.live_run_ids();
-        if let Err(e) =
-            store::runs::renew_leases(&engine.db, &engine.settings.instance_id, &live, lease_ms)
-                .await
-        {
-            log::warn!("renewing run leases: {e}");
+        if engine.cluster.is_draining() {
+            return;
         }
-        match store::runs::claim_expired(&engine.db, &engine.settings.instance_id, lease_ms, 1000)
+        let began = std::time::Instant::now();
+        let held = engine.held_runs();
+        let (known, unknown): (Vec<_>, Vec<_>) = held.iter().partition(|(_, e)| e.is_some());
+        let known: Vec<(i64, i64)> = known.iter().map(|(id, e)| (*id, e.unwrap_or(0))).collect();
+        match store::runs::renew_leases(&engine.db, &me, &known, lease_ms).await {
+            Ok(renewed) => {
+                // an actor still loading has no epoch yet: its lease is renewed whatever the
+                // epoch (it checks its own at load)
+                let loading: Vec<i64> = unknown.iter().map(|(id, _)| *id).collect();
+                let _ = store::runs::renew_any_epoch(&engine.db, &me, &loading, lease_ms).await;
+                engine.cluster.renewed_at(began);
+                let renewed: std::collections::HashSet<i64> = renewed.into_iter().collect();
+                for (id, _) in known.iter().filter(|(id, _)| !renewed.contains(id)) {
+                    if engine.tell_run(*id, RunMsg::LeaseLost) {
+                        log::info!("run {id}: no longer ours (taken over or ended); its actor stops");
+                    }
+                }
+            }
+            Err(e) => log::warn!("renewing run leases: {e}"),
+        }
+        let e = engine.clone();
+        match store::runs::claim_expired(&engine.db, &me, lease_ms, 1000, move |id| e.is_live(id))
             .await
         {
             Ok(ids) => {
                 for id in ids {
-                    if !engine.is_live(id) {
-                        log::info!("run {id}: its lease expired; taking it over");
-                        run::spawn(engine.clone(), id);
-                    }
+                    log::info!("run {id}: its lease expired; taking it over");
+                    run::spawn(engine.clone(), id);
                 }
             }
             Err(e) => log::warn!("taking over expired runs: {e}"),

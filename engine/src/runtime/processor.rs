@@ -1,16 +1,18 @@
-//! `EventProcessor`: claims an event, matches it against the cached triggers, and commits the
-//! event-trigger records, the new runs with their tasks and the event's status in one
-//! transaction; then starts the runs.
+//! `EventProcessor`: takes a batch of events from its mailbox, matches each against the cached
+//! triggers, and commits the event-trigger records, the new runs with their tasks and the
+//! events' statuses in one transaction per batch; then starts the runs.
 //!
-//! Exactly once: the claim is conditional (`created → processing`), the commit is conditional
-//! on still holding the claim, and `(event, trigger, pipeline)` and `event_trigger_id` are
-//! unique, so a second worker (after a crash or a takeover) can never start a second run.
+//! Exactly once: the transaction locks only the events still waiting (`FOR UPDATE SKIP
+//! LOCKED`; SQLite has one writer) and writes for those alone, and `(event, trigger,
+//! pipeline)` and `event_trigger_id` are unique, so a second worker or server (after a crash,
+//! a takeover, a duplicate hand-out) can never start a second run.
 
 use super::matching::{self, Verdict};
 use super::{run, Engine};
 use crate::definition::pipeline::DEFAULT_TIMEOUT;
 use crate::definition::{EventDoc, ImageRef};
 use crate::store::models::{EventTrigger, Pipeline, Task};
+use crate::store::runs::Decision;
 use crate::store::{self, events, new_id, now_ms};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,8 +22,10 @@ pub const PASS: &str = "pass";
 pub const UNPASS: &str = "unpass";
 pub const PROCESS_FAILED: &str = "processFailed";
 
+/// Largest batch a worker decides and commits at once.
+const MAX_BATCH: usize = 256;
+
 pub async fn work(engine: Arc<Engine>, mut rx: mpsc::Receiver<i64>) {
-    const MAX_BATCH: usize = 128;
     while let Some(first) = rx.recv().await {
         let mut ids = vec![first];
         while ids.len() < MAX_BATCH {
@@ -30,89 +34,135 @@ pub async fn work(engine: Arc<Engine>, mut rx: mpsc::Receiver<i64>) {
                 Err(_) => break,
             }
         }
-        let rest = match finish_unmatched(&engine, &ids).await {
-            Ok(rest) => rest,
-            Err(e) => {
-                log::warn!("batch of {} event(s): {e}", ids.len());
-                ids
-            }
-        };
-        for id in rest {
-            if let Err(e) = process(&engine, id).await {
-                // left `processing`: the loader retries it after processingOverTime
-                log::error!("event {id}: processing failed: {e}");
-            }
+        ids.sort_unstable();
+        ids.dedup();
+        if let Err(e) = process_batch(&engine, &ids).await {
+            // left as they were: the loader hands them out again
+            log::error!("processing a batch of {} event(s) failed: {e}", ids.len());
         }
     }
 }
 
-/// The fast path: events no trigger listens for go `created → processed` in one statement for
-/// the whole batch (no claim: nothing else is written for them). Returns the others.
-async fn finish_unmatched(engine: &Arc<Engine>, ids: &[i64]) -> crate::Result<Vec<i64>> {
-    let rows = events::get_many(&engine.db, ids).await?;
-    let mut unmatched = Vec::new();
-    let mut rest = Vec::new();
-    for e in &rows {
-        if e.status == events::CREATED
-            && engine
-                .triggers_for(&e.name, &e.version, &e.creator)
-                .await?
-                .is_empty()
-        {
-            unmatched.push(e.id);
-        } else {
-            rest.push(e.id);
-        }
+/// Decides a batch of events and commits every decision in one transaction (see
+/// [`store::runs::commit_batch`]), then starts the runs. Exactly once: only the events still
+/// waiting when the transaction locks them are written, and run ids are fresh per decision,
+/// so a second worker or server deciding the same event writes nothing. Returns the runs
+/// started.
+pub async fn process_batch(engine: &Arc<Engine>, ids: &[i64]) -> crate::Result<Vec<i64>> {
+    if engine.cluster.is_draining() {
+        return Ok(Vec::new()); // left `created`: the other servers' loaders take them
     }
-    if !unmatched.is_empty() {
-        let n = events::finish_unmatched(
-            &engine.db,
-            &unmatched,
-            "no trigger listens for this event's name, version and sender",
-        )
-        .await?;
-        crate::metrics::get()
-            .events_processed
-            .get_or_create(&crate::metrics::StatusLabel {
-                status: events::PROCESSED.into(),
-            })
-            .inc_by(n as u64);
-    }
-    Ok(rest)
-}
-
-/// Processes one event if this worker can claim it. Returns the runs started.
-pub async fn process(engine: &Arc<Engine>, id: i64) -> crate::Result<Vec<i64>> {
     let owner = &engine.settings.instance_id;
     let stale = now_ms() - engine.settings.processing_over_time.as_millis() as i64;
-    let claimed = events::claim(&engine.db, id, owner, None).await?
-        || events::claim(&engine.db, id, owner, Some(stale)).await?;
-    if !claimed {
+    let rows = events::get_many(&engine.db, ids).await?;
+    let mut pipelines = PipelineCache::default();
+    let mut decisions = Vec::with_capacity(rows.len());
+    for event in rows {
+        let waiting = event.status == events::CREATED
+            || (event.status == events::PROCESSING && event.updated_at < stale);
+        if waiting {
+            decisions.push(decide(engine, &event, &mut pipelines).await?);
+        }
+    }
+    if decisions.is_empty() {
         return Ok(Vec::new());
     }
-    let Some(event) = events::get(&engine.db, id).await? else {
-        return Ok(Vec::new());
-    };
-    let doc: EventDoc = match serde_json::from_str(&event.content) {
-        Ok(d) => d,
-        Err(e) => {
-            store::runs::commit_event(
-                &engine.db,
-                id,
-                owner,
-                events::PROCESS_FAILED,
-                &format!("stored event unreadable: {e}"),
-                &[],
-                &[],
-            )
-            .await?;
-            crate::metrics::get().event_decided(events::PROCESS_FAILED);
-            return Ok(Vec::new());
+    let committed = store::runs::commit_batch(&engine.db, owner, stale, &decisions).await?;
+    let mut committed: std::collections::HashSet<i64> = committed.into_iter().collect();
+    if committed.len() < decisions.len() {
+        // a commit whose answer was lost in a database blip is retried and then finds its
+        // events decided: by this batch if its runs exist (run ids are fresh per decision)
+        let runs: Vec<i64> = decisions
+            .iter()
+            .filter(|d| !committed.contains(&d.event_id))
+            .flat_map(|d| d.runs.iter().map(|(r, _)| r.id))
+            .collect();
+        let found: std::collections::HashSet<i64> =
+            store::runs::existing(&engine.db, &runs).await?.into_iter().collect();
+        for d in &decisions {
+            if d.runs.iter().any(|(r, _)| found.contains(&r.id)) {
+                committed.insert(d.event_id);
+            }
         }
-    };
+    }
+    let m = crate::metrics::get();
+    let mut started = Vec::new();
+    for d in decisions.iter().filter(|d| committed.contains(&d.event_id)) {
+        m.event_decided(d.status);
+        m.runs_started.inc_by(d.runs.len() as u64);
+        if !d.runs.is_empty() || d.status != events::PROCESSED {
+            log::info!("event {}: {}: {}", d.event_id, d.status, d.message);
+        }
+        started.extend(d.runs.iter().map(|(r, _)| r.id));
+    }
+    for rid in &started {
+        run::spawn(engine.clone(), *rid);
+    }
+    Ok(started)
+}
+
+/// The pipeline definitions loaded for one batch, by (trigger owner, image).
+#[derive(Default)]
+struct PipelineCache(
+    std::collections::HashMap<
+        (String, String),
+        Option<(ImageRef, Arc<crate::definition::PipelineDef>)>,
+    >,
+);
+
+impl PipelineCache {
+    async fn get(
+        &mut self,
+        engine: &Engine,
+        owner: &str,
+        image: &str,
+    ) -> crate::Result<Option<(ImageRef, Arc<crate::definition::PipelineDef>)>> {
+        let key = (owner.to_string(), image.to_string());
+        if let Some(hit) = self.0.get(&key) {
+            return Ok(hit.clone());
+        }
+        let loaded = match ImageRef::parse(image, owner) {
+            Ok(img) => crate::registry::load_pipeline(&engine.db, owner, &img)
+                .await?
+                .map(|(i, d)| (i, Arc::new(d))),
+            Err(_) => None,
+        };
+        self.0.insert(key, loaded.clone());
+        Ok(loaded)
+    }
+}
+
+/// What the triggers listening for an event make of it (nothing is written here).
+async fn decide(
+    engine: &Arc<Engine>,
+    event: &crate::store::models::Event,
+    pipelines: &mut PipelineCache,
+) -> crate::Result<Decision> {
+    let id = event.id;
     let triggers = engine
         .triggers_for(&event.name, &event.version, &event.creator)
         .await?;
+    if triggers.is_empty() {
+        return Ok(Decision {
+            event_id: id,
+            status: events::PROCESSED,
+            message: "no trigger listens for this event's name, version and sender".into(),
+            records: Vec::new(),
+            runs: Vec::new(),
+        });
+    }
+    let doc: EventDoc = match serde_json::from_str(&event.content) {
+        Ok(d) => d,
+        Err(e) => {
+            return Ok(Decision {
+                event_id: id,
+                status: events::PROCESS_FAILED,
+                message: format!("stored event unreadable: {e}"),
+                records: Vec::new(),
+                runs: Vec::new(),
+            })
+        }
+    };
     let now = now_ms();
     let mut records = Vec::new();
     let mut runs: Vec<(Pipeline, Vec<Task>)> = Vec::new();
@@ -153,58 +203,51 @@ pub async fn process(engine: &Arc<Engine>, id: i64) -> crate::Result<Vec<i64>> {
                     rec.status = PROCESS_FAILED.into();
                     rec.reason = reason;
                 }
-                Verdict::Pass(inputs) => {
-                    let loaded = match ImageRef::parse(&tp.image, &t.row.creator) {
-                        Ok(img) => {
-                            crate::registry::load_pipeline(&engine.db, &t.row.creator, &img).await?
-                        }
-                        Err(_) => None,
-                    };
-                    match loaded {
-                        None => {
-                            rec.status = PROCESS_FAILED.into();
-                            rec.reason = format!("pipeline {} does not exist", tp.image);
-                        }
-                        Some((img, def)) => {
-                            let run_id = new_id();
-                            rec.pipeline_id = Some(run_id);
-                            let contexts: BTreeMap<String, String> = def
-                                .contexts
-                                .iter()
-                                .map(|c| (c.name.clone(), String::new()))
-                                .collect();
-                            let run = Pipeline {
-                                id: run_id,
-                                creator: t.row.creator.clone(),
-                                event_id: Some(id),
-                                event_trigger_id: Some(rec.id),
-                                definition_creator: img.creator.clone(),
-                                definition_name: img.name.clone(),
-                                definition_version: img.version.clone(),
-                                trigger_name: t.row.name.clone(),
-                                event_name: event.name.clone(),
-                                event_version: event.version.clone(),
-                                event_creator: event.creator.clone(),
-                                status: run::RUNNING.into(),
-                                definition_snapshot: json(&def),
-                                event_snapshot: event.content.clone(),
-                                trigger_snapshot: t.row.content.clone(),
-                                inputs: json(&inputs),
-                                contexts: json(&contexts),
-                                outputs: "{}".into(),
-                                error: String::new(),
-                                owner: engine.settings.instance_id.clone(),
-                                lease_until: now + engine.lease.as_millis() as i64,
-                                created_at: now,
-                                started_at: Some(now),
-                                ended_at: None,
-                                updated_at: now,
-                            };
-                            let tasks = new_tasks(run_id, 0, &def, now);
-                            runs.push((run, tasks));
-                        }
+                Verdict::Pass(inputs) => match pipelines.get(engine, &t.row.creator, &tp.image).await? {
+                    None => {
+                        rec.status = PROCESS_FAILED.into();
+                        rec.reason = format!("pipeline {} does not exist", tp.image);
                     }
-                }
+                    Some((img, def)) => {
+                        let run_id = new_id();
+                        rec.pipeline_id = Some(run_id);
+                        let contexts: BTreeMap<String, String> = def
+                            .contexts
+                            .iter()
+                            .map(|c| (c.name.clone(), String::new()))
+                            .collect();
+                        let run = Pipeline {
+                            id: run_id,
+                            creator: t.row.creator.clone(),
+                            event_id: Some(id),
+                            event_trigger_id: Some(rec.id),
+                            definition_creator: img.creator.clone(),
+                            definition_name: img.name.clone(),
+                            definition_version: img.version.clone(),
+                            trigger_name: t.row.name.clone(),
+                            event_name: event.name.clone(),
+                            event_version: event.version.clone(),
+                            event_creator: event.creator.clone(),
+                            status: run::RUNNING.into(),
+                            definition_snapshot: json(&*def),
+                            event_snapshot: event.content.clone(),
+                            trigger_snapshot: t.row.content.clone(),
+                            inputs: json(&inputs),
+                            contexts: json(&contexts),
+                            outputs: "{}".into(),
+                            error: String::new(),
+                            owner: engine.settings.instance_id.clone(),
+                            lease_until: now + engine.lease.as_millis() as i64,
+                            created_at: now,
+                            started_at: Some(now),
+                            ended_at: None,
+                            updated_at: now,
+                            lease_epoch: 0,
+                        };
+                        let tasks = new_tasks(run_id, 0, &def, now);
+                        runs.push((run, tasks));
+                    }
+                },
             }
             records.push(rec);
         }
@@ -240,34 +283,13 @@ pub async fn process(engine: &Arc<Engine>, id: i64) -> crate::Result<Vec<i64>> {
             ),
         )
     };
-    let committed =
-        store::runs::commit_event(&engine.db, id, owner, status, &message, &records, &runs).await?;
-    if committed {
-        let m = crate::metrics::get();
-        m.event_decided(status);
-        m.runs_started.inc_by(runs.len() as u64);
-    }
-    if !committed {
-        // a commit whose answer was lost in a database blip is retried and then finds the
-        // event no longer `processing`: if it is ours and decided, that commit went through
-        let ours = events::get(&engine.db, id)
-            .await?
-            .is_some_and(|e| e.status != events::PROCESSING && e.owner == *owner);
-        if !ours {
-            log::info!("event {id}: taken over by another worker");
-            return Ok(Vec::new());
-        }
-    }
-    log::info!(
-        "event {id} {}:{}: {status}: {message}",
-        event.name,
-        event.version
-    );
-    let ids: Vec<i64> = runs.iter().map(|(r, _)| r.id).collect();
-    for rid in &ids {
-        run::spawn(engine.clone(), *rid);
-    }
-    Ok(ids)
+    Ok(Decision {
+        event_id: id,
+        status,
+        message,
+        records,
+        runs,
+    })
 }
 
 /// The task rows of a DAG scope, all `initializing`.

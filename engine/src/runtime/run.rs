@@ -16,7 +16,7 @@ use crate::definition::{ImageRef, PipelineDef, Selector};
 use crate::placeholder;
 use crate::script::{self, Values};
 use crate::store::models::{Pipeline, Task};
-use crate::store::runs::{RunChange, TaskChange};
+use crate::store::runs::{Fence, RunChange, TaskChange};
 use crate::store::{self, now_ms};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -197,6 +197,8 @@ struct Poll {
 struct RunActor {
     engine: Arc<Engine>,
     run: Pipeline,
+    /// The owner and epoch this actor loaded: every write it makes is conditional on them.
+    fence: Fence,
     def: PipelineDef,
     /// Boxed: a B-tree leaf holds eleven values inline, and most runs have a few tasks.
     tasks: BTreeMap<i64, Box<Task>>,
@@ -223,6 +225,15 @@ impl RunActor {
         if run.status != RUNNING {
             return Ok(None);
         }
+        if run.owner != engine.settings.instance_id {
+            return Ok(None); // taken over meanwhile: its new owner drives it
+        }
+        engine.set_epoch(id, run.lease_epoch);
+        let fence = Fence {
+            run: id,
+            owner: run.owner.clone(),
+            epoch: run.lease_epoch,
+        };
         let def: PipelineDef = serde_json::from_str(&run.definition_snapshot)
             .map_err(|e| crate::Error::Internal(format!("run {id} definition: {e}")))?;
         // a run may wait for days: keep in memory only what the actor reads (id, creator,
@@ -270,6 +281,7 @@ impl RunActor {
         Ok(Some(RunActor {
             engine,
             run,
+            fence,
             def,
             tasks,
             starting: BTreeSet::new(),
@@ -304,6 +316,10 @@ impl RunActor {
                 self.step().await;
             }
             Wake::Msg(RunMsg::Cancel) => self.cancel_run().await,
+            Wake::Msg(RunMsg::LeaseLost) => {
+                // another server drives the run now (or this one drains): write nothing more
+                self.finished = true;
+            }
             Wake::Msg(RunMsg::Internal(m)) => match *m {
                 Internal::Started(id, res) => {
                     self.starting.remove(&id);
@@ -445,9 +461,9 @@ impl RunActor {
         match Box::pin(self.step_scope(0)).await {
             ScopeResult::Running => {}
             ScopeResult::Success(outputs) => {
-                let ok = store::runs::transition_run(
+                let ok = store::runs::fenced_run(
                     &self.engine.db,
-                    self.run.id,
+                    &self.fence,
                     &[RUNNING],
                     &RunChange {
                         status: Some(SUCCESS.into()),
@@ -465,9 +481,9 @@ impl RunActor {
                 self.on_run_ended(SUCCESS);
             }
             ScopeResult::Failed(msg) => {
-                let r = store::runs::transition_run(
+                let r = store::runs::fenced_run(
                     &self.engine.db,
-                    self.run.id,
+                    &self.fence,
                     &[RUNNING],
                     &RunChange {
                         status: Some(FAILED.into()),
@@ -591,6 +607,7 @@ impl RunActor {
                 let engine = self.engine.clone();
                 let run = RunOf {
                     id: self.run.id,
+                    fence: self.fence.clone(),
                     owner: self.run.creator.clone(),
                     sender: self.run.event_creator.clone(),
                     scope: def.clone(),
@@ -612,6 +629,14 @@ impl RunActor {
                         &values,
                     )
                     .await;
+                    // a start that found the run another server's wrote nothing: the actor
+                    // stops rather than try again
+                    if res.is_ok() && !matches!(store::runs::holds(&engine.db, &run.fence).await, Ok(true)) {
+                        if let Some(tx) = tx.upgrade() {
+                            let _ = tx.send(RunMsg::LeaseLost);
+                        }
+                        return;
+                    }
                     tell(&tx, Internal::Started(id, res));
                 });
             }
@@ -650,8 +675,14 @@ impl RunActor {
         let existing = self.scope_tasks(id);
         if existing.is_empty() {
             let rows = new_tasks(self.run.id, id, &child, now_ms());
-            if let Err(e) = store::runs::insert_tasks(&self.engine.db, &rows).await {
-                return self.fail_task(id, ERROR, &e.to_string()).await;
+            match store::runs::fenced_insert_tasks(&self.engine.db, &self.fence, &rows).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    log::info!("run {}: taken over; its actor here stops", self.run.id);
+                    self.finished = true;
+                    return;
+                }
+                Err(e) => return self.fail_task(id, ERROR, &e.to_string()).await,
             }
         }
         let change = TaskChange {
@@ -663,7 +694,7 @@ impl RunActor {
             ..Default::default()
         };
         if let Err(e) =
-            store::runs::transition_task(&self.engine.db, id, &[INITIALIZING], &change).await
+            store::runs::fenced_task(&self.engine.db, &self.fence, id, &[INITIALIZING], &change).await
         {
             log::error!("run {}: starting pipeline task {id}: {e}", self.run.id);
         }
@@ -715,7 +746,7 @@ impl RunActor {
             ..Default::default()
         };
         if let Ok(true) =
-            store::runs::transition_task(&self.engine.db, id, &[RUNNING], &change).await
+            store::runs::fenced_task(&self.engine.db, &self.fence, id, &[RUNNING], &change).await
         {
             self.refresh(id).await;
             self.on_task_ended(id).await;
@@ -761,7 +792,7 @@ impl RunActor {
                 ..Default::default()
             };
             if let Err(e) =
-                store::runs::transition_run(&self.engine.db, self.run.id, &[RUNNING], &change).await
+                store::runs::fenced_run(&self.engine.db, &self.fence, &[RUNNING], &change).await
             {
                 log::error!("run {}: saving contexts: {e}", self.run.id);
             }
@@ -778,7 +809,7 @@ impl RunActor {
                 ..Default::default()
             };
             let _ =
-                store::runs::transition_task(&self.engine.db, parent, &[RUNNING], &change).await;
+                store::runs::fenced_task(&self.engine.db, &self.fence, parent, &[RUNNING], &change).await;
             self.refresh(parent).await;
         }
     }
@@ -791,7 +822,7 @@ impl RunActor {
             ..Default::default()
         };
         let from = [INITIALIZING, CREATED, RUNNING];
-        if let Err(e) = store::runs::transition_task(&self.engine.db, id, &from, &change).await {
+        if let Err(e) = store::runs::fenced_task(&self.engine.db, &self.fence, id, &from, &change).await {
             log::error!("run {}: recording task {id} {status}: {e}", self.run.id);
         }
         log::info!("run {}: task {id} {status}: {msg}", self.run.id);
@@ -910,7 +941,7 @@ impl RunActor {
             ended_at: Some(Some(now_ms())),
             ..Default::default()
         };
-        match store::runs::transition_run(&self.engine.db, self.run.id, &[RUNNING], &change).await {
+        match store::runs::fenced_run(&self.engine.db, &self.fence, &[RUNNING], &change).await {
             Ok(_) => {
                 log::info!("run {} cancelled", self.run.id);
                 self.finished = true;
@@ -1083,6 +1114,7 @@ async fn pick_actuator(
 /// `initializing`. The wait's end clears it (running) or replaces it (the offline error).
 async fn note_offline_client(
     engine: &Arc<Engine>,
+    fence: &Fence,
     task_id: i64,
     owner: &str,
     adef: &crate::definition::actuator::ActuatorDef,
@@ -1107,13 +1139,15 @@ async fn note_offline_client(
         )),
         ..Default::default()
     };
-    let _ =
-        store::runs::transition_task(&engine.db, task_id, &[INITIALIZING, CREATED], &note).await;
+    let _ = store::runs::fenced_task(&engine.db, fence, task_id, &[INITIALIZING, CREATED], &note)
+        .await;
 }
 
 /// The run a task belongs to, as starting it needs it.
 struct RunOf {
     id: i64,
+    /// The actor's fence: the start's writes carry it.
+    fence: Fence,
     owner: String,
     /// Who sent the event that started the run.
     sender: String,
@@ -1159,7 +1193,7 @@ async fn start_job_task(
     }
     let at = |e: ActuatorError| format!("actuator {}: {e}", adef.name);
     let job_dir = script::task_dir(run_id, task_id);
-    note_offline_client(engine, task_id, creator, &adef).await;
+    note_offline_client(engine, &run.fence, task_id, creator, &adef).await;
     let job_id = act.place(job_dir, prior).await.map_err(at)?;
     let change = TaskChange {
         status: Some(CREATED.into()),
@@ -1171,15 +1205,21 @@ async fn start_job_task(
         started_at: Some(Some(now_ms())),
         ..Default::default()
     };
-    let moved =
-        store::runs::transition_task(&engine.db, task_id, &[INITIALIZING, CREATED], &change)
-            .await
-            .map_err(|e| e.to_string())?;
+    let moved = store::runs::fenced_task(
+        &engine.db,
+        &run.fence,
+        task_id,
+        &[INITIALIZING, CREATED],
+        &change,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     if !moved {
-        return Ok(()); // cancelled meanwhile
+        return Ok(()); // cancelled meanwhile, or taken over by another server
     }
     if let Some(limit) = act.limit {
         let db = engine.db.clone();
+        let fence = run.fence.clone();
         let note = TaskChange {
             error: Some(format!(
                 "waiting for a slot on actuator {} ({limit} task(s) at once)",
@@ -1188,7 +1228,7 @@ async fn start_job_task(
             ..Default::default()
         };
         let noted = async move {
-            let _ = store::runs::transition_task(&db, task_id, &[CREATED], &note).await;
+            let _ = store::runs::fenced_task(&db, &fence, task_id, &[CREATED], &note).await;
         };
         act.acquire(task_id, noted).await.map_err(at)?;
         // cancelled (or timed out) while it waited: the slot goes to the next one
@@ -1259,6 +1299,18 @@ async fn start_job_task(
         has_outputs: !tdef.outputs.is_empty(),
         job_id,
     };
+    // the last moment before the job reaches the actuator: only while this server's leases
+    // are sure and the run is still this actor's (a server paused or cut off from the
+    // database meanwhile must not start what its successor may start too)
+    let ours = engine.wait_for_leases().await
+        && store::runs::holds(&engine.db, &run.fence)
+            .await
+            .map_err(|e| e.to_string())?;
+    if !ours {
+        act.release(task_id);
+        log::info!("task {task_id}: not started here: run {run_id} is another server's now");
+        return Ok(());
+    }
     let (job_id, ended) = act.start_watch(job, START_WATCH_SECS).await.map_err(at)?;
     let running = TaskChange {
         status: Some(RUNNING.into()),
@@ -1270,7 +1322,7 @@ async fn start_job_task(
         error: Some(String::new()),
         ..Default::default()
     };
-    store::runs::transition_task(&engine.db, task_id, &[CREATED], &running)
+    store::runs::fenced_task(&engine.db, &run.fence, task_id, &[CREATED], &running)
         .await
         .map_err(|e| e.to_string())?;
     if let Ok(Some((code, callback))) = ended.await {

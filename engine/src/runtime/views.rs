@@ -162,7 +162,9 @@ impl Engine {
         let done = store::runs::transition_task(db, task_id, &[CREATED, RUNNING], &change).await?;
         if done {
             if let Some(t) = store::runs::task(db, task_id).await? {
-                self.tell_run(t.pipeline_id, RunMsg::TaskEnded(task_id));
+                // the run's owner may be another server (the balancer sent the callback here)
+                self.tell_owner(t.pipeline_id, task_id, RunMsg::TaskEnded(task_id))
+                    .await;
             }
         }
         Ok(done)
@@ -190,7 +192,8 @@ impl Engine {
         } else {
             // an earlier attempt of this callback may have been recorded just before its
             // answer was lost (a database blip): make sure the run heard of the end
-            self.tell_run(task.pipeline_id, RunMsg::TaskEnded(task.id));
+            self.tell_owner(task.pipeline_id, task.id, RunMsg::TaskEnded(task.id))
+                .await;
             Ok("ignored: the task had already ended")
         }
     }
@@ -241,10 +244,10 @@ impl Engine {
                 p.status
             )));
         }
-        if !self.tell_run(id, RunMsg::Cancel) {
-            return Err(Error::Conflict(format!(
-                "pipeline run {id} is driven by another server ({}); cancel it there",
-                p.owner
+        if !self.tell_owner(id, 0, RunMsg::Cancel).await {
+            return Err(Error::Unavailable(format!(
+                "pipeline run {id} has no live owner right now (its server stopped; another \
+                 takes it over within the lease): send the cancel again in a few seconds"
             )));
         }
         Ok(())

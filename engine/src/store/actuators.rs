@@ -32,6 +32,11 @@ impl Db {
         self.secrets = Some(Arc::new(key));
         self
     }
+
+    /// The key that seals actuator secrets, if set.
+    pub fn secrets(&self) -> Option<&SecretBox> {
+        self.secrets.as_deref()
+    }
 }
 
 fn aad(id: i64, field: &[&str]) -> String {

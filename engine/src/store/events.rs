@@ -1,5 +1,6 @@
-//! Queries on `events`. Status moves `created → processing → processed | processFailed`;
-//! [`claim`] is the only way into `processing` and is atomic.
+//! Queries on `events`. Status moves `created → processed | processFailed` in the
+//! transaction that decides the event (`runs::commit_batch`); `processing` is what earlier
+//! versions left while deciding, and is taken again once stale.
 
 use super::models::Event;
 use super::schema::events;
@@ -47,39 +48,6 @@ pub async fn recent(db: &Db, creator: &str, before: Option<i64>, top: i64) -> Re
     })
 }
 
-/// `created → processing` for `owner`, only if the event is still `created` (or, when
-/// `stale_before` is given, `processing` and untouched since then: a crashed worker's).
-/// True when this caller won the claim.
-pub async fn claim(db: &Db, id: i64, owner: &str, stale_before: Option<i64>) -> Result<bool> {
-    let now = now_ms();
-    db_run!(db, |c| {
-        let target = events::table.filter(events::id.eq(id));
-        let n = match stale_before {
-            None => {
-                diesel::update(target.filter(events::status.eq(CREATED)))
-                    .set((
-                        events::status.eq(PROCESSING),
-                        events::owner.eq(owner),
-                        events::updated_at.eq(now),
-                    ))
-                    .execute(c)
-                    .await?
-            }
-            Some(before) => {
-                diesel::update(
-                    target
-                        .filter(events::status.eq(PROCESSING))
-                        .filter(events::updated_at.lt(before)),
-                )
-                .set((events::owner.eq(owner), events::updated_at.eq(now)))
-                .execute(c)
-                .await?
-            }
-        };
-        Ok(n == 1)
-    })
-}
-
 /// Ids of events waiting to be processed: `created` ones, and `processing` ones not touched
 /// since `stale_before` (their worker died). Oldest first, at most `limit`.
 pub async fn pending(db: &Db, stale_before: i64, limit: i64) -> Result<Vec<(i64, String)>> {
@@ -114,40 +82,36 @@ pub async fn release_owned(db: &Db, owner: &str) -> Result<usize> {
     })
 }
 
-/// Inserts many events in one transaction (the intake batches concurrent sends).
+/// Inserts many events in one transaction, multi-row (the intake batches concurrent sends).
 pub async fn insert_many(db: &Db, rows: &[Event]) -> Result<()> {
     use diesel_async::AsyncConnection;
-    if let super::Conn::Sqlite(mut c) = db.get().await? {
-        // the same statements, but the whole batch in one trip to the blocking pool instead of
-        // one per row: this is the intake's hot path on SQLite
-        let rows = rows.to_vec();
-        return Ok(c
-            .spawn_blocking(move |c| {
-                use diesel::Connection;
-                c.transaction(|c| {
-                    for row in &rows {
-                        diesel::RunQueryDsl::execute(
-                            diesel::insert_into(events::table).values(row),
-                            c,
-                        )?;
-                    }
-                    Ok(())
-                })
+    let owned = rows.to_vec();
+    super::db_run_split!(db,
+        sqlite {
+            let rows = owned.clone();
+            move |s: &mut diesel::SqliteConnection| diesel::Connection::transaction(s, |s| {
+                for chunk in rows.chunks(1000) {
+                    diesel::RunQueryDsl::execute(
+                        diesel::insert_into(events::table).values(chunk),
+                        s,
+                    )?;
+                }
+                Ok(())
             })
-            .await?);
-    }
-    db_run!(db, |c| {
-        c.transaction::<_, super::StoreError, _>(async |c| {
-            for row in rows {
-                diesel::insert_into(events::table)
-                    .values(row)
-                    .execute(c)
-                    .await?;
-            }
-            Ok(())
-        })
-        .await
-    })
+        },
+        server |c| {
+            c.transaction::<_, super::StoreError, _>(async |c| {
+                for chunk in rows.chunks(1000) {
+                    diesel::insert_into(events::table)
+                        .values(chunk)
+                        .execute(c)
+                        .await?;
+                }
+                Ok(())
+            })
+            .await
+        }
+    )
 }
 
 pub async fn get_many(db: &Db, ids: &[i64]) -> Result<Vec<Event>> {
@@ -157,26 +121,6 @@ pub async fn get_many(db: &Db, ids: &[i64]) -> Result<Vec<Event>> {
             .select(Event::as_select())
             .load(c)
             .await?)
-    })
-}
-
-/// `created → processed` with `message` for events no trigger listens for: one statement for
-/// many events, and no claim (nothing else is written for them). Returns how many moved.
-pub async fn finish_unmatched(db: &Db, ids: &[i64], message: &str) -> Result<usize> {
-    let now = now_ms();
-    db_run!(db, |c| {
-        Ok(diesel::update(
-            events::table
-                .filter(events::id.eq_any(ids))
-                .filter(events::status.eq(CREATED)),
-        )
-        .set((
-            events::status.eq(PROCESSED),
-            events::message.eq(message),
-            events::updated_at.eq(now),
-        ))
-        .execute(c)
-        .await?)
     })
 }
 

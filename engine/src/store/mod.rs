@@ -7,6 +7,7 @@
 //! No system C client library is needed.
 
 pub mod actuators;
+pub mod cluster;
 pub mod commands;
 mod create_db;
 pub mod events;
@@ -588,25 +589,105 @@ macro_rules! db_run {
 }
 pub use db_run;
 
-/// Current time in unix milliseconds.
-pub fn now_ms() -> i64 {
+/// [`db_run!`] with a body of its own for SQLite: `$job` (evaluated at each attempt) is a
+/// closure run with the synchronous `&mut SqliteConnection` on the blocking pool (one trip for
+/// the whole body, and what the async wrapper lacks: multi-row inserts); `$body` serves MySQL
+/// and PostgreSQL. Both must be safe to repeat, as with [`db_run!`].
+#[macro_export]
+macro_rules! db_run_split {
+    ($db:expr, sqlite $job:expr, server |$c:ident| $body:expr) => {{
+        let __db = &$db;
+        let mut __attempt = 0u32;
+        loop {
+            let __began = $crate::store::now_ms();
+            let __res: $crate::store::Result<_> = async {
+                match __db.get().await? {
+                    $crate::store::Conn::Sqlite(mut __o) => Ok(__o.spawn_blocking($job).await?),
+                    $crate::store::Conn::Mysql(mut __o) => {
+                        let $c = &mut *__o;
+                        $body
+                    }
+                    $crate::store::Conn::Postgres(mut __o) => {
+                        let $c = &mut *__o;
+                        $body
+                    }
+                }
+            }
+            .await;
+            if !__db.after_attempt(&__res, __began, &mut __attempt).await {
+                break __res;
+            }
+        }
+    }};
+}
+pub use db_run_split;
+
+/// This machine's clock in unix milliseconds.
+pub fn local_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 
+/// How far the database's clock is ahead of this machine's (ms), as the last heartbeat
+/// measured it; plus `EVENTOPS_CLOCK_OFFSET_MS` (a test knob that skews a server).
+static CLOCK_OFFSET: AtomicI64 = AtomicI64::new(0);
+static CLOCK_SKEW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+
+fn skew() -> i64 {
+    *CLOCK_SKEW.get_or_init(|| {
+        std::env::var("EVENTOPS_CLOCK_OFFSET_MS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    })
+}
+
+/// Current time in unix milliseconds, by the database's clock when a heartbeat measured it
+/// (servers sharing a database then agree on lease ends whatever their own clocks say).
+pub fn now_ms() -> i64 {
+    local_ms() + skew() + CLOCK_OFFSET.load(Ordering::Relaxed)
+}
+
+/// Records the database clock's lead over this machine's (see [`now_ms`]).
+pub fn set_clock_offset(ms: i64) {
+    CLOCK_OFFSET.store(ms, Ordering::Relaxed);
+}
+
+/// Bits of an id: unix ms << 12 | node << 7 | sequence.
+const NODE_BITS: u32 = 5;
+const SEQ_BITS: u32 = 7;
+/// The node of this process (0..31), set when it joins the servers of its database.
+static NODE: AtomicI64 = AtomicI64::new(0);
 static LAST_ID: AtomicI64 = AtomicI64::new(0);
 
-/// A new row id: unix milliseconds × 4096 + a per-process sequence and a random start, so ids
-/// are time ordered, unique within a process, unlikely to collide across servers, and below
-/// 2^53 (exact in JSON) until the year 2248.
+/// How many servers may share one database (nodes of [`new_id`]).
+pub const MAX_NODES: i32 = 1 << NODE_BITS;
+
+/// Sets this process's node (see [`new_id`]).
+pub fn set_node(node: i32) {
+    NODE.store(i64::from(node) & (i64::from(MAX_NODES) - 1), Ordering::Relaxed);
+}
+
+/// A new row id: unix milliseconds << 12 | the server's node (5 bits) << 7 | a sequence
+/// (7 bits; past 128 ids in one millisecond it borrows the next one). Time ordered, unique
+/// across the servers of a database (each has its own node), and below 2^53 (exact in JSON)
+/// until the year 2248.
 pub fn new_id() -> i64 {
-    let base = now_ms() << 12;
+    let seq_mask = (1i64 << SEQ_BITS) - 1;
+    let node = NODE.load(Ordering::Relaxed) << SEQ_BITS;
+    let now = local_ms();
     let mut last = LAST_ID.load(Ordering::Relaxed);
     loop {
-        let next = if base > last {
-            base | (rand::random::<i64>() & 0x3ff)
+        let last_ms = last >> 12;
+        let next = if (last & (((1i64 << NODE_BITS) - 1) << SEQ_BITS)) != node {
+            // the node was just set: start afresh in a millisecond of our own
+            (now.max(last_ms + 1) << 12) | node
+        } else if now > last_ms {
+            (now << 12) | node
+        } else if last & seq_mask == seq_mask {
+            ((last_ms + 1) << 12) | node
         } else {
             last + 1
         };

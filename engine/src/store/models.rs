@@ -67,6 +67,7 @@ pub struct TriggerDefinition {
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = events)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct Event {
     pub id: i64,
     pub creator: String,
@@ -82,6 +83,7 @@ pub struct Event {
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = event_triggers)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct EventTrigger {
     pub id: i64,
     pub event_id: i64,
@@ -97,6 +99,7 @@ pub struct EventTrigger {
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = pipelines)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct Pipeline {
     pub id: i64,
     pub creator: String,
@@ -123,10 +126,13 @@ pub struct Pipeline {
     pub started_at: Option<i64>,
     pub ended_at: Option<i64>,
     pub updated_at: i64,
+    /// Moves at every takeover; the owner's writes are conditional on it (fencing).
+    pub lease_epoch: i64,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = tasks)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct Task {
     pub id: i64,
     pub pipeline_id: i64,
@@ -202,4 +208,17 @@ pub struct CommandResult {
     /// When a result still `running` is given up (its server stopped before the answer).
     pub deadline_at: i64,
     pub ended_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = servers)]
+pub struct Server {
+    pub node: i32,
+    pub instance_id: String,
+    pub address: String,
+    pub version: String,
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+    pub draining: bool,
+    pub clients: i32,
 }

@@ -41,65 +41,200 @@ pub struct RunChange {
     pub updated_at: Option<i64>,
 }
 
-/// The outcome of processing one event, written in one transaction: the event's final
-/// status, one record per (trigger, pipeline), and the runs with their first tasks. Nothing
-/// is written unless the event is still `processing` and claimed by `owner`; returns false
-/// then (another worker took it over).
-pub async fn commit_event(
+/// What processing decided for one event: its final status and message, one record per
+/// (trigger, pipeline), and the runs to start with their first tasks.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub event_id: i64,
+    pub status: &'static str,
+    pub message: String,
+    pub records: Vec<EventTrigger>,
+    pub runs: Vec<(Pipeline, Vec<Task>)>,
+}
+
+#[derive(QueryableByName)]
+struct IdRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    id: i64,
+}
+
+/// Rows per multi-row INSERT: under every backend's bind limit (SQLite 32,766) with the
+/// widest table (tasks, 24 columns).
+const INSERT_CHUNK: usize = 500;
+
+/// Commits the decisions of a batch of events in one transaction: the events still waiting
+/// (`created`, or `processing` untouched since `stale_before`) are locked — `FOR UPDATE SKIP
+/// LOCKED` on PostgreSQL and MySQL, so a batch never waits for another server's; SQLite has
+/// one writer — and for those alone the records, runs and tasks are inserted (multi-row) and
+/// the statuses set (one UPDATE per distinct status and message). Returns the ids of the
+/// events committed; the others were decided by someone else and nothing of theirs is
+/// written. Safe to repeat (a retried transaction finds its events decided).
+pub async fn commit_batch(
     db: &Db,
-    event_id: i64,
     owner: &str,
-    status: &str,
-    message: &str,
-    records: &[EventTrigger],
-    runs: &[(Pipeline, Vec<Task>)],
-) -> Result<bool> {
+    stale_before: i64,
+    decisions: &[Decision],
+) -> Result<Vec<i64>> {
+    if decisions.is_empty() {
+        return Ok(Vec::new());
+    }
     let now = now_ms();
-    let r = db_run!(db, |c| {
-        c.transaction::<_, StoreError, _>(async |c| {
-            let n = diesel::update(
-                events::table
-                    .filter(events::id.eq(event_id))
-                    .filter(events::status.eq(super::events::PROCESSING))
-                    .filter(events::owner.eq(owner)),
-            )
-            .set((
-                events::status.eq(status),
-                events::message.eq(message),
-                events::updated_at.eq(now),
-            ))
-            .execute(c)
-            .await?;
-            if n != 1 {
-                return Err(StoreError::Lost);
+    let ids: Vec<String> = decisions.iter().map(|d| d.event_id.to_string()).collect();
+    // ids are integers: formatting them into the statement cannot inject anything
+    let lock = format!(
+        "SELECT id FROM events WHERE id IN ({}) AND (status = '{}' OR (status = '{}' AND \
+         updated_at < {stale_before})){}",
+        ids.join(","),
+        super::events::CREATED,
+        super::events::PROCESSING,
+        match db.backend() {
+            super::Backend::Sqlite => "",
+            _ => " FOR UPDATE SKIP LOCKED",
+        }
+    );
+    let owned = decisions.to_vec();
+    let owner_s = owner.to_string();
+    super::db_run_split!(db,
+        sqlite {
+            let (decisions, owner, lock) = (owned.clone(), owner_s.clone(), lock.clone());
+            move |s: &mut diesel::SqliteConnection| {
+                sqlite_sync::commit_batch(s, &decisions, &owner, &lock, now)
             }
-            for r in records {
-                diesel::insert_into(event_triggers::table)
-                    .values(r)
-                    .execute(c)
-                    .await?;
-            }
-            for (run, run_tasks) in runs {
-                diesel::insert_into(pipelines::table)
-                    .values(run)
-                    .execute(c)
-                    .await?;
-                for t in run_tasks {
-                    diesel::insert_into(tasks::table)
-                        .values(t)
+        },
+        server |c| {
+            c.transaction::<_, StoreError, _>(async |c| {
+                let locked: Vec<IdRow> = diesel::sql_query(&lock).load(c).await?;
+                let b = BatchRows::of(decisions, &locked);
+                for chunk in b.records.chunks(INSERT_CHUNK) {
+                    diesel::insert_into(event_triggers::table)
+                        .values(chunk)
                         .execute(c)
                         .await?;
                 }
+                for chunk in b.runs.chunks(INSERT_CHUNK / 5) {
+                    diesel::insert_into(pipelines::table)
+                        .values(chunk)
+                        .execute(c)
+                        .await?;
+                }
+                for chunk in b.tasks.chunks(INSERT_CHUNK) {
+                    diesel::insert_into(tasks::table)
+                        .values(chunk)
+                        .execute(c)
+                        .await?;
+                }
+                for ((status, message), ids) in &b.groups {
+                    diesel::update(events::table.filter(events::id.eq_any(ids)))
+                        .set((
+                            events::status.eq(status),
+                            events::message.eq(message),
+                            events::owner.eq(owner),
+                            events::updated_at.eq(now),
+                        ))
+                        .execute(c)
+                        .await?;
+                }
+                Ok(b.committed)
+            })
+            .await
+        }
+    )
+}
+
+/// [`commit_batch`] on SQLite's synchronous connection (multi-row inserts, one trip to the
+/// blocking pool).
+mod sqlite_sync {
+    use super::super::schema::{event_triggers, events, pipelines, tasks};
+    use super::{BatchRows, Decision, IdRow, INSERT_CHUNK};
+    use diesel::prelude::*;
+
+    pub(super) fn commit_batch(
+        s: &mut SqliteConnection,
+        decisions: &[Decision],
+        owner: &str,
+        lock: &str,
+        now: i64,
+    ) -> QueryResult<Vec<i64>> {
+        s.transaction(|s| {
+            let locked: Vec<IdRow> = diesel::sql_query(lock).load(s)?;
+            let b = BatchRows::of(decisions, &locked);
+            for chunk in b.records.chunks(INSERT_CHUNK) {
+                diesel::insert_into(event_triggers::table)
+                    .values(chunk)
+                    .execute(s)?;
             }
-            Ok(())
+            for chunk in b.runs.chunks(INSERT_CHUNK / 5) {
+                diesel::insert_into(pipelines::table)
+                    .values(chunk)
+                    .execute(s)?;
+            }
+            for chunk in b.tasks.chunks(INSERT_CHUNK) {
+                diesel::insert_into(tasks::table).values(chunk).execute(s)?;
+            }
+            for ((status, message), ids) in &b.groups {
+                diesel::update(events::table.filter(events::id.eq_any(ids)))
+                    .set((
+                        events::status.eq(status),
+                        events::message.eq(message),
+                        events::owner.eq(owner),
+                        events::updated_at.eq(now),
+                    ))
+                    .execute(s)?;
+            }
+            Ok(b.committed)
         })
-        .await
-    });
-    match r {
-        Ok(()) => Ok(true),
-        Err(StoreError::Lost) => Ok(false),
-        Err(e) => Err(e),
     }
+}
+
+/// The rows a batch writes for the events its transaction locked.
+struct BatchRows {
+    records: Vec<EventTrigger>,
+    runs: Vec<Pipeline>,
+    tasks: Vec<Task>,
+    /// Event ids by (status, message): one UPDATE each.
+    groups: std::collections::BTreeMap<(String, String), Vec<i64>>,
+    committed: Vec<i64>,
+}
+
+impl BatchRows {
+    fn of(decisions: &[Decision], locked: &[IdRow]) -> BatchRows {
+        let locked: std::collections::HashSet<i64> = locked.iter().map(|r| r.id).collect();
+        let mut b = BatchRows {
+            records: Vec::new(),
+            runs: Vec::new(),
+            tasks: Vec::new(),
+            groups: Default::default(),
+            committed: Vec::new(),
+        };
+        for d in decisions.iter().filter(|d| locked.contains(&d.event_id)) {
+            b.records.extend(d.records.iter().cloned());
+            for (run, tasks) in &d.runs {
+                b.runs.push(run.clone());
+                b.tasks.extend(tasks.iter().cloned());
+            }
+            b.groups
+                .entry((d.status.to_string(), d.message.clone()))
+                .or_default()
+                .push(d.event_id);
+            b.committed.push(d.event_id);
+        }
+        b
+    }
+}
+
+/// Of the runs `ids`, those that exist (a batch whose commit answer was lost and whose retry
+/// found its events decided: were they decided by this very batch?).
+pub async fn existing(db: &Db, ids: &[i64]) -> Result<Vec<i64>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    db_run!(db, |c| {
+        Ok(pipelines::table
+            .filter(pipelines::id.eq_any(ids))
+            .select(pipelines::id)
+            .load(c)
+            .await?)
+    })
 }
 
 pub async fn get(db: &Db, id: i64) -> Result<Option<Pipeline>> {
@@ -243,10 +378,11 @@ pub async fn transition_run(db: &Db, id: i64, from: &[&str], change: &RunChange)
 }
 
 /// Takes over the running runs that are `owner`'s (from before a restart) or whose lease
-/// expired (their server is gone), and returns them.
+/// expired (their server is gone), and returns them. Each takeover moves the run's epoch, so
+/// writes of an actor from before fail (fencing).
 pub async fn claim_running(db: &Db, owner: &str, lease_ms: i64) -> Result<Vec<Pipeline>> {
-    let now = now_ms();
     db_run!(db, |c| {
+        let now = now_ms();
         diesel::update(
             pipelines::table
                 .filter(pipelines::status.eq("running"))
@@ -259,6 +395,7 @@ pub async fn claim_running(db: &Db, owner: &str, lease_ms: i64) -> Result<Vec<Pi
         .set((
             pipelines::owner.eq(owner),
             pipelines::lease_until.eq(now + lease_ms),
+            pipelines::lease_epoch.eq(pipelines::lease_epoch + 1),
         ))
         .execute(c)
         .await?;
@@ -272,13 +409,55 @@ pub async fn claim_running(db: &Db, owner: &str, lease_ms: i64) -> Result<Vec<Pi
     })
 }
 
-/// Extends the lease of the running runs `ids` that `owner` holds — the runs whose actor is
-/// alive; a run whose actor is gone keeps its old lease and is taken over when it expires.
-pub async fn renew_leases(db: &Db, owner: &str, ids: &[i64], lease_ms: i64) -> Result<usize> {
-    let now = now_ms();
+/// Extends the leases `owner` still holds among `held` (run id, the epoch its actor loaded);
+/// returns the runs renewed. A run missing from the answer was taken over (another owner or
+/// a later epoch) or ended: its actor must stop.
+pub async fn renew_leases(
+    db: &Db,
+    owner: &str,
+    held: &[(i64, i64)],
+    lease_ms: i64,
+) -> Result<Vec<i64>> {
+    let mut renewed = Vec::new();
+    for chunk in held.chunks(500) {
+        let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
+        let rows: Vec<(i64, i64)> = db_run!(db, |c| {
+            let now = now_ms();
+            diesel::update(
+                pipelines::table
+                    .filter(pipelines::id.eq_any(&ids))
+                    .filter(pipelines::status.eq("running"))
+                    .filter(pipelines::owner.eq(owner)),
+            )
+            .set(pipelines::lease_until.eq(now + lease_ms))
+            .execute(c)
+            .await?;
+            Ok(pipelines::table
+                .filter(pipelines::id.eq_any(&ids))
+                .filter(pipelines::status.eq("running"))
+                .filter(pipelines::owner.eq(owner))
+                .select((pipelines::id, pipelines::lease_epoch))
+                .load(c)
+                .await?)
+        })?;
+        let now: std::collections::HashMap<i64, i64> = rows.into_iter().collect();
+        renewed.extend(
+            chunk
+                .iter()
+                .filter(|(id, epoch)| now.get(id) == Some(epoch))
+                .map(|(id, _)| *id),
+        );
+    }
+    Ok(renewed)
+}
+
+/// Extends the leases of `ids` that `owner` holds, whatever their epoch (actors still
+/// loading, which check theirs at load).
+pub async fn renew_any_epoch(db: &Db, owner: &str, ids: &[i64], lease_ms: i64) -> Result<usize> {
     let mut n = 0;
     for chunk in ids.chunks(500) {
         n += db_run!(db, |c| {
+            let now = now_ms();
             Ok(diesel::update(
                 pipelines::table
                     .filter(pipelines::id.eq_any(chunk))
@@ -293,11 +472,18 @@ pub async fn renew_leases(db: &Db, owner: &str, ids: &[i64], lease_ms: i64) -> R
     Ok(n)
 }
 
-/// Takes over the running runs whose lease expired (their server, or their actor, is gone),
-/// one conditional update each so two servers never both take one; returns their ids.
-pub async fn claim_expired(db: &Db, owner: &str, lease_ms: i64, limit: i64) -> Result<Vec<i64>> {
-    let now = now_ms();
+/// Takes over the running runs whose lease expired (their server, or their actor, is gone) and
+/// that have no actor here (`live`), one conditional update each so two servers never both
+/// take one; each takeover moves the run's epoch. Returns their ids.
+pub async fn claim_expired(
+    db: &Db,
+    owner: &str,
+    lease_ms: i64,
+    limit: i64,
+    live: impl Fn(i64) -> bool,
+) -> Result<Vec<i64>> {
     let candidates: Vec<i64> = db_run!(db, |c| {
+        let now = now_ms();
         Ok(pipelines::table
             .filter(pipelines::status.eq("running"))
             .filter(pipelines::lease_until.lt(now))
@@ -309,7 +495,13 @@ pub async fn claim_expired(db: &Db, owner: &str, lease_ms: i64, limit: i64) -> R
     })?;
     let mut claimed = Vec::new();
     for id in candidates {
+        if live(id) {
+            continue; // its actor here is alive: the next renewal keeps it
+        }
         let n = db_run!(db, |c| {
+            // the clock read when the statement runs (a retry through an outage must not
+            // write a lease end from before it)
+            let now = now_ms();
             Ok(diesel::update(
                 pipelines::table
                     .filter(pipelines::id.eq(id))
@@ -319,6 +511,7 @@ pub async fn claim_expired(db: &Db, owner: &str, lease_ms: i64, limit: i64) -> R
             .set((
                 pipelines::owner.eq(owner),
                 pipelines::lease_until.eq(now + lease_ms),
+                pipelines::lease_epoch.eq(pipelines::lease_epoch + 1),
             ))
             .execute(c)
             .await?)
@@ -328,6 +521,150 @@ pub async fn claim_expired(db: &Db, owner: &str, lease_ms: i64, limit: i64) -> R
         }
     }
     Ok(claimed)
+}
+
+/// Gives up every lease of `owner` (a draining server): the others take the runs at their
+/// next round.
+pub async fn release_leases(db: &Db, owner: &str) -> Result<usize> {
+    db_run!(db, |c| {
+        Ok(diesel::update(
+            pipelines::table
+                .filter(pipelines::status.eq("running"))
+                .filter(pipelines::owner.eq(owner)),
+        )
+        .set(pipelines::lease_until.eq(0i64))
+        .execute(c)
+        .await?)
+    })
+}
+
+/// The owner of a run, if it exists.
+pub async fn owner_of(db: &Db, run_id: i64) -> Result<Option<(String, String)>> {
+    db_run!(db, |c| {
+        Ok(pipelines::table
+            .filter(pipelines::id.eq(run_id))
+            .select((pipelines::owner, pipelines::status))
+            .first(c)
+            .await
+            .optional()?)
+    })
+}
+
+/// Who may write for a run: its owner at the epoch its actor loaded. The actor's writes carry
+/// it (`fenced_*`): after a takeover they change nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub run: i64,
+    pub owner: String,
+    pub epoch: i64,
+}
+
+/// Whether `fence` still holds its run (owner and epoch unchanged, running).
+pub async fn holds(db: &Db, fence: &Fence) -> Result<bool> {
+    db_run!(db, |c| {
+        let n: i64 = pipelines::table
+            .filter(pipelines::id.eq(fence.run))
+            .filter(pipelines::owner.eq(&fence.owner))
+            .filter(pipelines::lease_epoch.eq(fence.epoch))
+            .count()
+            .get_result(c)
+            .await?;
+        Ok(n == 1)
+    })
+}
+
+/// [`transition_task`] for a task of `fence`'s run, only while the fence holds.
+pub async fn fenced_task(
+    db: &Db,
+    fence: &Fence,
+    id: i64,
+    from: &[&str],
+    change: &TaskChange,
+) -> Result<bool> {
+    let mut change = change.clone();
+    change.updated_at = Some(now_ms());
+    db_run!(db, |c| {
+        let held = pipelines::table
+            .filter(pipelines::id.eq(fence.run))
+            .filter(pipelines::owner.eq(&fence.owner))
+            .filter(pipelines::lease_epoch.eq(fence.epoch))
+            .select(pipelines::id);
+        let n = diesel::update(
+            tasks::table
+                .filter(tasks::id.eq(id))
+                .filter(tasks::status.eq_any(from))
+                .filter(tasks::pipeline_id.eq_any(held)),
+        )
+        .set(&change)
+        .execute(c)
+        .await?;
+        Ok(n == 1)
+    })
+}
+
+/// [`transition_run`] for `fence`'s run, only while the fence holds.
+pub async fn fenced_run(db: &Db, fence: &Fence, from: &[&str], change: &RunChange) -> Result<bool> {
+    let mut change = change.clone();
+    change.updated_at = Some(now_ms());
+    db_run!(db, |c| {
+        let n = diesel::update(
+            pipelines::table
+                .filter(pipelines::id.eq(fence.run))
+                .filter(pipelines::status.eq_any(from))
+                .filter(pipelines::owner.eq(&fence.owner))
+                .filter(pipelines::lease_epoch.eq(fence.epoch)),
+        )
+        .set(&change)
+        .execute(c)
+        .await?;
+        Ok(n == 1)
+    })
+}
+
+/// [`insert_tasks`] for `fence`'s run: in one transaction that first locks the run row while
+/// the fence holds (a takeover waits for it); false, with nothing written, when it does not.
+pub async fn fenced_insert_tasks(db: &Db, fence: &Fence, rows: &[Task]) -> Result<bool> {
+    let lock = match db.backend() {
+        super::Backend::Sqlite => "",
+        _ => " FOR UPDATE",
+    };
+    let sql = format!(
+        "SELECT id FROM pipelines WHERE id = {} AND lease_epoch = {} AND owner = ?{lock}",
+        fence.run, fence.epoch
+    );
+    let sql_pg = format!(
+        "SELECT id FROM pipelines WHERE id = {} AND lease_epoch = {} AND owner = $1{lock}",
+        fence.run, fence.epoch
+    );
+    let sql = if db.backend() == super::Backend::Postgres {
+        sql_pg
+    } else {
+        sql
+    };
+    let r = db_run!(db, |c| {
+        c.transaction::<_, StoreError, _>(async |c| {
+            let held: Vec<IdRow> = diesel::sql_query(&sql)
+                .bind::<diesel::sql_types::Text, _>(&fence.owner)
+                .load(c)
+                .await?;
+            if held.is_empty() {
+                return Err(StoreError::Lost);
+            }
+            for t in rows {
+                diesel::insert_into(tasks::table)
+                    .values(t)
+                    .execute(c)
+                    .await?;
+            }
+            Ok(())
+        })
+        .await
+    });
+    match r {
+        Ok(()) => Ok(true),
+        Err(StoreError::Lost) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// The records written when an event was processed.

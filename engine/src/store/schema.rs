@@ -118,6 +118,7 @@ diesel::table! {
         started_at -> Nullable<BigInt>,
         ended_at -> Nullable<BigInt>,
         updated_at -> BigInt,
+        lease_epoch -> BigInt,
     }
 }
 
@@ -191,6 +192,44 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    servers (node) {
+        node -> Integer,
+        instance_id -> Text,
+        address -> Text,
+        version -> Text,
+        started_at -> BigInt,
+        heartbeat_at -> BigInt,
+        draining -> Bool,
+        clients -> Integer,
+    }
+}
+
+diesel::table! {
+    cluster_values (name) {
+        name -> Text,
+        value -> Text,
+    }
+}
+
+diesel::table! {
+    cluster_counters (name) {
+        name -> Text,
+        value -> BigInt,
+    }
+}
+
+diesel::table! {
+    run_signals (id) {
+        id -> BigInt,
+        owner -> Text,
+        run_id -> BigInt,
+        task_id -> BigInt,
+        kind -> Text,
+        created_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     actuators,
@@ -204,4 +243,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     machines,
     commands,
     command_results,
+    servers,
+    cluster_values,
+    cluster_counters,
+    run_signals,
 );
