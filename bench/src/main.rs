@@ -1,4 +1,4 @@
-//! `cargo run --release -p bench -- [intake|latency|sequential|matching|parked|idle|console|all] [--secs N] [--clients N]`
+//! `cargo run --release -p bench -- [intake|processing|latency|sequential|matching|parked|idle|console|all] [--secs N] [--clients N]`
 //! (`parked` runs the release `eventops` binary: `cargo build --release --bin eventops` first)
 //!
 //! The tunnel benchmarks (`tunnel-bulk`, `tunnel-streams`, `agent-sequential`, `fanout`; all four:
@@ -24,6 +24,7 @@ mod files_bench;
 mod input_bench;
 mod k8s_bench;
 mod outage_bench;
+mod scale_bench;
 mod secrets_bench;
 mod tunnel_bench;
 
@@ -813,6 +814,7 @@ fn main() {
     };
     match which {
         "intake" => intake(secs, clients),
+        "processing" => scale_bench::processing(secs.min(600), clients),
         "latency" => latency(200),
         "sequential" => sequential(),
         "matching" => matching(),
@@ -836,6 +838,7 @@ fn main() {
             idle();
             matching();
             intake(secs, clients);
+            scale_bench::processing(10, clients);
             latency(200);
             sequential();
             parked(10_000);
@@ -843,7 +846,7 @@ fn main() {
             outage_bench::outage(10);
         }
         other => {
-            eprintln!("unknown benchmark {other:?}: intake | latency | sequential | matching | parked | idle | tunnel-bulk | tunnel-streams | agent-sequential | fanout | tunnel | outage | docker | files | k8s | console | all");
+            eprintln!("unknown benchmark {other:?}: intake | processing | latency | sequential | matching | parked | idle | tunnel-bulk | tunnel-streams | agent-sequential | fanout | tunnel | outage | docker | files | k8s | console | all");
             std::process::exit(2);
         }
     }

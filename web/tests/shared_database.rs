@@ -41,15 +41,20 @@ fn sql(url: &str, stmt: &str) -> usize {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut c = diesel_async::AsyncPgConnection::establish(url).await.unwrap();
+        let mut c = diesel_async::AsyncPgConnection::establish(url)
+            .await
+            .unwrap();
         diesel::sql_query(stmt).execute(&mut c).await.unwrap()
     })
 }
 
 fn apply_hello(api: &Api, pipeline: &str) {
     let ssh = TestSsh::from_env().expect("sshd (scripts/services.sh)");
-    api.post("/api/actuator/apply", ssh.actuator("os-runner", "os-runner"))
-        .ok();
+    api.post(
+        "/api/actuator/apply",
+        ssh.actuator("os-runner", "os-runner"),
+    )
+    .ok();
     api.post("/api/pipeline-definition/apply", pipeline).ok();
     api.post("/api/trigger-definition/apply", TRIGGER).ok();
 }
@@ -114,7 +119,11 @@ fn task_reaches(api: &Api, run: i64, alias: &str, status: &str, secs: u64) -> se
 
 #[test]
 fn two_servers_share_tokens_triggers_and_the_server_list() {
-    let (tmp, da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (tmp, da, db) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
     let Some(url) = pg(&tmp) else { return };
     let key = shared_key();
     let a = server(&url, &da, &key, None);
@@ -140,7 +149,9 @@ fn two_servers_share_tokens_triggers_and_the_server_list() {
     api_b.post("/api/event/send", EVENT).ok();
     apply_hello(&api_a, PIPELINE);
     std::thread::sleep(Duration::from_millis(1500));
-    let id = api_b.post("/api/event/send", EVENT).ok()["id"].as_i64().unwrap();
+    let id = api_b.post("/api/event/send", EVENT).ok()["id"]
+        .as_i64()
+        .unwrap();
     let run = wait_for("event decided by a run", 20, || {
         let v = api_b.get(&format!("/api/event/{id}")).ok();
         v["triggers"][0]["pipelineId"].as_i64()
@@ -151,7 +162,11 @@ fn two_servers_share_tokens_triggers_and_the_server_list() {
 
 #[test]
 fn callbacks_and_cancels_reaching_the_other_server_reach_the_runs_owner() {
-    let (tmp, da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (tmp, da, db) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
     let Some(url) = pg(&tmp) else { return };
     let key = shared_key();
     let b = server(&url, &db, &key, None);
@@ -168,7 +183,10 @@ fn callbacks_and_cancels_reaching_the_other_server_reach_the_runs_owner() {
     // a cancel sent to B stops a run A drives
     let marks = Marks::new();
     api_a
-        .post("/api/pipeline-definition/apply", slow_pipeline(marks.path(), 30))
+        .post(
+            "/api/pipeline-definition/apply",
+            slow_pipeline(marks.path(), 30),
+        )
         .ok();
     let run = run_of(&api_a, EVENT);
     task_reaches(&api_a, run, "first", "running", 30);
@@ -217,7 +235,11 @@ fn a_run_taken_from_its_owner_is_left_alone_by_it() {
 
 #[test]
 fn a_server_with_another_actuator_key_is_refused_at_start() {
-    let (tmp, da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (tmp, da, db) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
     let Some(url) = pg(&tmp) else { return };
     let _a = server(&url, &da, &shared_key(), None);
     let other = shared_key();
@@ -226,10 +248,7 @@ fn a_server_with_another_actuator_key_is_refused_at_start() {
     let res = std::panic::catch_unwind(|| TestServer::with_config(c));
     let msg = match res {
         Ok(_) => panic!("a server with another actuator key started"),
-        Err(p) => p
-            .downcast_ref::<String>()
-            .cloned()
-            .unwrap_or_default(),
+        Err(p) => p.downcast_ref::<String>().cloned().unwrap_or_default(),
     };
     assert!(
         msg.contains("is not the one this database's secrets are sealed with"),
@@ -277,7 +296,11 @@ fn spawn_binary(url: &str, dir: &std::path::Path, key: &str) -> (std::process::C
 
 #[test]
 fn sigterm_hands_the_runs_to_the_other_server() {
-    let (tmp, da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (tmp, da, db) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
     let Some(url) = pg(&tmp) else { return };
     let key = shared_key();
     let b = server(&url, &db, &key, None);
@@ -300,7 +323,7 @@ fn sigterm_hands_the_runs_to_the_other_server() {
     api_b.token = api_a.token.clone();
     let status = wait_for("A exits", 20, || child.try_wait().unwrap());
     assert!(status.success(), "A exited with {status}");
-    let owner = wait_for("B owns the run", 15, || {
+    wait_for("B owns the run", 15, || {
         let v = api_b.get("/api/cluster").ok();
         v["servers"]
             .as_array()
@@ -309,7 +332,6 @@ fn sigterm_hands_the_runs_to_the_other_server() {
             .find(|s| s["this"] == true && s["runs"].as_i64() == Some(1))
             .map(|_| ())
     });
-    let _ = owner;
     let took = t0.elapsed();
     assert!(took < Duration::from_secs(10), "takeover took {took:?}");
     // A left the list

@@ -24,7 +24,14 @@ pub fn cluster(ctx: &Ctx, cmd: ClusterCmd) -> Result<()> {
                 view.servers.len()
             );
             let mut table = Table::new(&[
-                "NODE", "INSTANCE", "STATE", "VERSION", "HEARTBEAT", "RUNS", "CLIENTS", "ADDRESS",
+                "NODE",
+                "INSTANCE",
+                "STATE",
+                "VERSION",
+                "HEARTBEAT",
+                "RUNS",
+                "CLIENTS",
+                "ADDRESS",
             ]);
             for s in &view.servers {
                 table.row(vec![

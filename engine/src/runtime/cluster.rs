@@ -74,7 +74,10 @@ pub(crate) async fn join(engine: &Arc<Engine>) -> crate::Result<()> {
     };
     let dead = i64::try_from(DEAD_AFTER.as_millis()).unwrap_or(30_000);
     let row = store::cluster::join(&engine.db, &me, dead).await?;
-    engine.cluster.node.store(i64::from(row.node), Ordering::Relaxed);
+    engine
+        .cluster
+        .node
+        .store(i64::from(row.node), Ordering::Relaxed);
     store::set_node(row.node);
     measure_clock(engine).await;
     log::info!(
@@ -146,15 +149,15 @@ pub(crate) async fn listen(engine: Arc<Engine>) {
         }
         match store::cluster::counter(&engine.api_db, TRIGGERS).await {
             Ok(v) => {
-                if seen.is_some_and(|s| s != v) {
+                // also at the first answer: a change may have come before it
+                if seen != Some(v) {
                     engine.forget_triggers();
                 }
                 seen = Some(v);
             }
             Err(e) => log::debug!("reading the trigger counter: {e}"),
         }
-        match store::cluster::take_signals(&engine.api_db, &engine.settings.instance_id, 1000)
-            .await
+        match store::cluster::take_signals(&engine.api_db, &engine.settings.instance_id, 1000).await
         {
             Ok(signals) => {
                 for (run, task, kind) in signals {

@@ -88,6 +88,9 @@ pub(crate) enum RunMsg {
     Internal(Box<run::Internal>),
 }
 
+/// A run with an actor here: its mailbox, and the lease epoch it loaded.
+type RunSlot = (mpsc::UnboundedSender<RunMsg>, Option<i64>);
+
 type IntakeItem = (
     crate::store::models::Event,
     tokio::sync::oneshot::Sender<std::result::Result<(), Arc<store::StoreError>>>,
@@ -107,7 +110,7 @@ pub struct Engine {
     triggers: moka::future::Cache<String, TriggerList>,
     /// The runs with an actor here: its mailbox and the lease epoch it loaded (`None` until
     /// it has).
-    runs: Mutex<HashMap<i64, (mpsc::UnboundedSender<RunMsg>, Option<i64>)>>,
+    runs: Mutex<HashMap<i64, RunSlot>>,
     /// The actuator actors (SSH hosts, Docker daemons, tunnel fleets).
     pub actuators: actuator::hub::Hub,
     /// The tunnel clients connected now.
@@ -142,6 +145,9 @@ impl Engine {
             intake,
             triggers: moka::future::Cache::builder()
                 .max_capacity(settings.trigger_cache_size.max(1))
+                // a safety net under the counter of `cluster::listen` (a load in flight while
+                // a change was announced may store what it read before the change)
+                .time_to_live(Duration::from_secs(30))
                 .build(),
             settings,
             workers,
@@ -469,7 +475,9 @@ async fn keep_leases(engine: Arc<Engine>) {
                 let renewed: std::collections::HashSet<i64> = renewed.into_iter().collect();
                 for (id, _) in known.iter().filter(|(id, _)| !renewed.contains(id)) {
                     if engine.tell_run(*id, RunMsg::LeaseLost) {
-                        log::info!("run {id}: no longer ours (taken over or ended); its actor stops");
+                        log::info!(
+                            "run {id}: no longer ours (taken over or ended); its actor stops"
+                        );
                     }
                 }
             }

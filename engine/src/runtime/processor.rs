@@ -77,8 +77,10 @@ pub async fn process_batch(engine: &Arc<Engine>, ids: &[i64]) -> crate::Result<V
             .filter(|d| !committed.contains(&d.event_id))
             .flat_map(|d| d.runs.iter().map(|(r, _)| r.id))
             .collect();
-        let found: std::collections::HashSet<i64> =
-            store::runs::existing(&engine.db, &runs).await?.into_iter().collect();
+        let found: std::collections::HashSet<i64> = store::runs::existing(&engine.db, &runs)
+            .await?
+            .into_iter()
+            .collect();
         for d in &decisions {
             if d.runs.iter().any(|(r, _)| found.contains(&r.id)) {
                 committed.insert(d.event_id);
@@ -101,22 +103,15 @@ pub async fn process_batch(engine: &Arc<Engine>, ids: &[i64]) -> crate::Result<V
     Ok(started)
 }
 
+/// A pipeline definition as a batch loaded it.
+type Loaded = Option<(ImageRef, Arc<crate::definition::PipelineDef>)>;
+
 /// The pipeline definitions loaded for one batch, by (trigger owner, image).
 #[derive(Default)]
-struct PipelineCache(
-    std::collections::HashMap<
-        (String, String),
-        Option<(ImageRef, Arc<crate::definition::PipelineDef>)>,
-    >,
-);
+struct PipelineCache(std::collections::HashMap<(String, String), Loaded>);
 
 impl PipelineCache {
-    async fn get(
-        &mut self,
-        engine: &Engine,
-        owner: &str,
-        image: &str,
-    ) -> crate::Result<Option<(ImageRef, Arc<crate::definition::PipelineDef>)>> {
+    async fn get(&mut self, engine: &Engine, owner: &str, image: &str) -> crate::Result<Loaded> {
         let key = (owner.to_string(), image.to_string());
         if let Some(hit) = self.0.get(&key) {
             return Ok(hit.clone());
@@ -203,51 +198,53 @@ async fn decide(
                     rec.status = PROCESS_FAILED.into();
                     rec.reason = reason;
                 }
-                Verdict::Pass(inputs) => match pipelines.get(engine, &t.row.creator, &tp.image).await? {
-                    None => {
-                        rec.status = PROCESS_FAILED.into();
-                        rec.reason = format!("pipeline {} does not exist", tp.image);
+                Verdict::Pass(inputs) => {
+                    match pipelines.get(engine, &t.row.creator, &tp.image).await? {
+                        None => {
+                            rec.status = PROCESS_FAILED.into();
+                            rec.reason = format!("pipeline {} does not exist", tp.image);
+                        }
+                        Some((img, def)) => {
+                            let run_id = new_id();
+                            rec.pipeline_id = Some(run_id);
+                            let contexts: BTreeMap<String, String> = def
+                                .contexts
+                                .iter()
+                                .map(|c| (c.name.clone(), String::new()))
+                                .collect();
+                            let run = Pipeline {
+                                id: run_id,
+                                creator: t.row.creator.clone(),
+                                event_id: Some(id),
+                                event_trigger_id: Some(rec.id),
+                                definition_creator: img.creator.clone(),
+                                definition_name: img.name.clone(),
+                                definition_version: img.version.clone(),
+                                trigger_name: t.row.name.clone(),
+                                event_name: event.name.clone(),
+                                event_version: event.version.clone(),
+                                event_creator: event.creator.clone(),
+                                status: run::RUNNING.into(),
+                                definition_snapshot: json(&*def),
+                                event_snapshot: event.content.clone(),
+                                trigger_snapshot: t.row.content.clone(),
+                                inputs: json(&inputs),
+                                contexts: json(&contexts),
+                                outputs: "{}".into(),
+                                error: String::new(),
+                                owner: engine.settings.instance_id.clone(),
+                                lease_until: now + engine.lease.as_millis() as i64,
+                                created_at: now,
+                                started_at: Some(now),
+                                ended_at: None,
+                                updated_at: now,
+                                lease_epoch: 0,
+                            };
+                            let tasks = new_tasks(run_id, 0, &def, now);
+                            runs.push((run, tasks));
+                        }
                     }
-                    Some((img, def)) => {
-                        let run_id = new_id();
-                        rec.pipeline_id = Some(run_id);
-                        let contexts: BTreeMap<String, String> = def
-                            .contexts
-                            .iter()
-                            .map(|c| (c.name.clone(), String::new()))
-                            .collect();
-                        let run = Pipeline {
-                            id: run_id,
-                            creator: t.row.creator.clone(),
-                            event_id: Some(id),
-                            event_trigger_id: Some(rec.id),
-                            definition_creator: img.creator.clone(),
-                            definition_name: img.name.clone(),
-                            definition_version: img.version.clone(),
-                            trigger_name: t.row.name.clone(),
-                            event_name: event.name.clone(),
-                            event_version: event.version.clone(),
-                            event_creator: event.creator.clone(),
-                            status: run::RUNNING.into(),
-                            definition_snapshot: json(&*def),
-                            event_snapshot: event.content.clone(),
-                            trigger_snapshot: t.row.content.clone(),
-                            inputs: json(&inputs),
-                            contexts: json(&contexts),
-                            outputs: "{}".into(),
-                            error: String::new(),
-                            owner: engine.settings.instance_id.clone(),
-                            lease_until: now + engine.lease.as_millis() as i64,
-                            created_at: now,
-                            started_at: Some(now),
-                            ended_at: None,
-                            updated_at: now,
-                            lease_epoch: 0,
-                        };
-                        let tasks = new_tasks(run_id, 0, &def, now);
-                        runs.push((run, tasks));
-                    }
-                },
+                }
             }
             records.push(rec);
         }

@@ -631,7 +631,9 @@ impl RunActor {
                     .await;
                     // a start that found the run another server's wrote nothing: the actor
                     // stops rather than try again
-                    if res.is_ok() && !matches!(store::runs::holds(&engine.db, &run.fence).await, Ok(true)) {
+                    if res.is_ok()
+                        && !matches!(store::runs::holds(&engine.db, &run.fence).await, Ok(true))
+                    {
                         if let Some(tx) = tx.upgrade() {
                             let _ = tx.send(RunMsg::LeaseLost);
                         }
@@ -694,7 +696,8 @@ impl RunActor {
             ..Default::default()
         };
         if let Err(e) =
-            store::runs::fenced_task(&self.engine.db, &self.fence, id, &[INITIALIZING], &change).await
+            store::runs::fenced_task(&self.engine.db, &self.fence, id, &[INITIALIZING], &change)
+                .await
         {
             log::error!("run {}: starting pipeline task {id}: {e}", self.run.id);
         }
@@ -809,7 +812,8 @@ impl RunActor {
                 ..Default::default()
             };
             let _ =
-                store::runs::fenced_task(&self.engine.db, &self.fence, parent, &[RUNNING], &change).await;
+                store::runs::fenced_task(&self.engine.db, &self.fence, parent, &[RUNNING], &change)
+                    .await;
             self.refresh(parent).await;
         }
     }
@@ -822,7 +826,9 @@ impl RunActor {
             ..Default::default()
         };
         let from = [INITIALIZING, CREATED, RUNNING];
-        if let Err(e) = store::runs::fenced_task(&self.engine.db, &self.fence, id, &from, &change).await {
+        if let Err(e) =
+            store::runs::fenced_task(&self.engine.db, &self.fence, id, &from, &change).await
+        {
             log::error!("run {}: recording task {id} {status}: {e}", self.run.id);
         }
         log::info!("run {}: task {id} {status}: {msg}", self.run.id);
@@ -1139,8 +1145,8 @@ async fn note_offline_client(
         )),
         ..Default::default()
     };
-    let _ = store::runs::fenced_task(&engine.db, fence, task_id, &[INITIALIZING, CREATED], &note)
-        .await;
+    let _ =
+        store::runs::fenced_task(&engine.db, fence, task_id, &[INITIALIZING, CREATED], &note).await;
 }
 
 /// The run a task belongs to, as starting it needs it.

@@ -10,11 +10,7 @@ use diesel_async::RunQueryDsl;
 
 /// Joins the servers of the database as `me`: the node it had (a restart), else a free one,
 /// else one whose server's heartbeat is older than `dead_after_ms`. Returns the row.
-pub async fn join(
-    db: &Db,
-    me: &Server,
-    dead_after_ms: i64,
-) -> Result<Server> {
+pub async fn join(db: &Db, me: &Server, dead_after_ms: i64) -> Result<Server> {
     let now = now_ms();
     let mine: Option<i32> = db_run!(db, |c| {
         Ok(servers::table
@@ -127,7 +123,9 @@ struct Clock {
 pub async fn db_clock(db: &Db) -> Result<Option<i64>> {
     let sql = match db.backend() {
         Backend::Sqlite => return Ok(None),
-        Backend::Postgres => "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) AS ms",
+        Backend::Postgres => {
+            "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) AS ms"
+        }
         Backend::Mysql => "SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED) AS ms",
     };
     db_run!(db, |c| {
@@ -177,7 +175,10 @@ pub async fn value_or_insert(db: &Db, name: &str, initial: &str) -> Result<Strin
     }
     db_run!(db, |c| {
         match diesel::insert_into(cluster_values::table)
-            .values((cluster_values::name.eq(name), cluster_values::value.eq(initial)))
+            .values((
+                cluster_values::name.eq(name),
+                cluster_values::value.eq(initial),
+            ))
             .execute(c)
             .await
         {
@@ -233,7 +234,10 @@ pub async fn bump(db: &Db, name: &str) -> Result<()> {
             return Ok(());
         }
         match diesel::insert_into(cluster_counters::table)
-            .values((cluster_counters::name.eq(name), cluster_counters::value.eq(1i64)))
+            .values((
+                cluster_counters::name.eq(name),
+                cluster_counters::value.eq(1i64),
+            ))
             .execute(c)
             .await
         {

@@ -518,14 +518,22 @@ fn migrate_blocking(url: &str) -> Result<()> {
             c.batch_execute(SQLITE_PRAGMAS)?;
             c.run_pending_migrations(SQLITE_MIGRATIONS).map_err(err)?;
         }
+        // servers started together on an empty database: one migrates, the others wait for it
+        // (a session lock, released when the connection closes even if this one crashes)
         Backend::Mysql => {
             let url = mysql_url(url);
             let mut c = establish_or_create::<AsyncMysqlConnection>(Backend::Mysql, &url)?;
-            c.run_pending_migrations(MYSQL_MIGRATIONS).map_err(err)?;
+            c.batch_execute("DO GET_LOCK('eventops_migrations', 120)")?;
+            let r = c.run_pending_migrations(MYSQL_MIGRATIONS).map(|_| ());
+            let _ = c.batch_execute("DO RELEASE_LOCK('eventops_migrations')");
+            r.map_err(err)?;
         }
         Backend::Postgres => {
             let mut c = establish_or_create::<AsyncPgConnection>(Backend::Postgres, url)?;
-            c.run_pending_migrations(POSTGRES_MIGRATIONS).map_err(err)?;
+            c.batch_execute("SELECT pg_advisory_lock(7270736901)")?;
+            let r = c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|_| ());
+            let _ = c.batch_execute("SELECT pg_advisory_unlock(7270736901)");
+            r.map_err(err)?;
         }
     }
     Ok(())
@@ -667,7 +675,10 @@ pub const MAX_NODES: i32 = 1 << NODE_BITS;
 
 /// Sets this process's node (see [`new_id`]).
 pub fn set_node(node: i32) {
-    NODE.store(i64::from(node) & (i64::from(MAX_NODES) - 1), Ordering::Relaxed);
+    NODE.store(
+        i64::from(node) & (i64::from(MAX_NODES) - 1),
+        Ordering::Relaxed,
+    );
 }
 
 /// A new row id: unix milliseconds << 12 | the server's node (5 bits) << 7 | a sequence
