@@ -194,11 +194,41 @@ fn intake(secs: u64, clients: usize) {
     }
     let rate = count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
     let raw = raw_sqlite_inserts(secs.min(10));
+    let healthz = healthz_rate(&api, clients, secs.min(5));
     println!(
         "  eventops: {rate:.0} events/s ({clients} keep-alive clients, {} errors); raw insert loop: {raw:.0} rows/s; ratio {:.2}",
         errors.load(Ordering::Relaxed),
         rate / raw
     );
+    println!(
+        "  the same server's GET /healthz: {healthz:.0} requests/s with the same clients; intake/healthz {:.2}",
+        rate / healthz.max(1e-9)
+    );
+}
+
+/// Requests/s the server answers on `/healthz` (no database) with `clients` keep-alive clients.
+fn healthz_rate(api: &Api, clients: usize, secs: u64) -> f64 {
+    let count = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let (a, count, stop) = (api.clone_agent(), count.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if a.get("/healthz")["status"] == 200 {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs.max(1)));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
 struct Ssh {
