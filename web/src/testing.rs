@@ -78,7 +78,7 @@ fn create_database(db: TestDb, base: &str, name: &str) {
     // PostgreSQL refuses a CREATE DATABASE while another one copies the template ("source
     // database template1 is being accessed by other users"): tests start in parallel, retry
     let mut last = String::new();
-    for attempt in 0..10 {
+    for attempt in 0..40u64 {
         let res: Result<(), String> = rt.block_on(async {
             match db {
                 TestDb::Mysql => {
@@ -107,9 +107,14 @@ fn create_database(db: TestDb, base: &str, name: &str) {
         });
         match res {
             Ok(()) => return,
-            Err(e) => last = e,
+            // an earlier attempt did create it (its answer was what failed)
+            Err(e) if attempt > 0 && e.contains("already exists") => return,
+            Err(e) => {
+                eprintln!("create database {name} (attempt {}): {e}", attempt + 1);
+                last = e;
+            }
         }
-        std::thread::sleep(std::time::Duration::from_millis(100 * (attempt + 1)));
+        std::thread::sleep(std::time::Duration::from_millis(100 * (attempt + 1).min(5)));
     }
     panic!("create database {name}: {last}");
 }

@@ -260,7 +260,12 @@ fn a_server_with_another_actuator_key_is_refused_at_start() {
 /// The real binary on `url`, configured through the environment.
 // ended by the test (SIGTERM) or with the harness
 #[allow(clippy::zombie_processes)]
-fn spawn_binary(url: &str, dir: &std::path::Path, key: &str) -> (std::process::Child, String) {
+fn spawn_binary(
+    url: &str,
+    dir: &std::path::Path,
+    key: &str,
+    env: &[(&str, &str)],
+) -> (std::process::Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -272,6 +277,7 @@ fn spawn_binary(url: &str, dir: &std::path::Path, key: &str) -> (std::process::C
         .env("EVENTOPS_DATABASE_URL", url)
         .env("EVENTOPS_SECRET_KEY", key)
         .env("EVENTOPS_CLUSTER_LEASE_SECS", "3")
+        .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -304,7 +310,7 @@ fn sigterm_hands_the_runs_to_the_other_server() {
     let Some(url) = pg(&tmp) else { return };
     let key = shared_key();
     let b = server(&url, &db, &key, None);
-    let (mut child, a_url) = spawn_binary(&url, da.path(), &key);
+    let (mut child, a_url) = spawn_binary(&url, da.path(), &key, &[]);
     let mut api_a = Api::new(&a_url);
     api_a.login_as("kakj");
     let marks = Marks::new();
@@ -343,4 +349,57 @@ fn sigterm_hands_the_runs_to_the_other_server() {
     assert_eq!(v["status"], "success", "{v}");
     assert_eq!(lines(&marks.path().join("first")), 1);
     assert_eq!(lines(&marks.path().join("second")), 1);
+}
+
+#[test]
+fn servers_whose_clocks_differ_by_seconds_run_every_task_once() {
+    let (tmp, da, db) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let Some(url) = pg(&tmp) else { return };
+    let key = shared_key();
+    // A (the real binary) believes it is 3 s later than the database says; leases of 10 s
+    let (mut child, a_url) = spawn_binary(
+        &url,
+        da.path(),
+        &key,
+        &[
+            ("EVENTOPS_CLUSTER_LEASE_SECS", "10"),
+            ("EVENTOPS_CLOCK_OFFSET_MS", "3000"),
+        ],
+    );
+    // B's tasks call back to A
+    let mut c = TestServer::config(&url, db.path().to_path_buf());
+    c.secret_key = Secret(key.clone());
+    c.callback_address = a_url.clone();
+    let b = TestServer::with_config(c);
+    let mut api_a = Api::new(&a_url);
+    api_a.login_as("kakj");
+    let marks = Marks::new();
+    apply_hello(&api_a, &slow_pipeline(marks.path(), 1));
+    let mut api_b = Api::new(&b.url);
+    api_b.token = api_a.token.clone();
+    std::thread::sleep(Duration::from_millis(1500)); // B sees the trigger
+    let runs: Vec<i64> = (0..10)
+        .map(|i| run_of(if i % 2 == 0 { &api_a } else { &api_b }, EVENT))
+        .collect();
+    for run in &runs {
+        let v = finished(&api_a, *run, 90);
+        assert_eq!(v["status"], "success", "{v}");
+    }
+    // every task executed once, and no run changed hands (no lease was taken for expired)
+    assert_eq!(lines(&marks.path().join("first")), 10);
+    assert_eq!(lines(&marks.path().join("second")), 10);
+    let moved = sql(
+        &url,
+        "UPDATE pipelines SET error = error WHERE lease_epoch > 0",
+    );
+    assert_eq!(
+        moved, 0,
+        "a run was taken over between servers whose clocks differ by 3 s"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }
