@@ -414,7 +414,10 @@ async fn cancel_kills_a_task_that_ignores_term() {
     let p = s.path(d);
     wait_until("ready", 10, || read(&p.join("nohup.log")) == "ready\n").await;
     // the log can come before the pid file is written
-    wait_until("nohup.pid", 10, || !read(&p.join("nohup.pid")).trim().is_empty()).await;
+    wait_until("nohup.pid", 10, || {
+        !read(&p.join("nohup.pid")).trim().is_empty()
+    })
+    .await;
     let pgid: i32 = read(&p.join("nohup.pid")).trim().parse().unwrap();
     let t0 = Instant::now();
     assert!(s.call(&Request::Cancel { dir: d.into() }).await.ok);
