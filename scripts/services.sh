@@ -152,10 +152,11 @@ eo_install_packages() {
     # socat .. apache2-utils: the Docker parts (the images' busybox, registries, htpasswd);
     # openssl: certificates for a TLS front of the Kubernetes test double; chromium and its
     # driver: the web console's browser tests; prometheus: promtool checks /metrics;
-    # python3-venv: schemathesis (PyPI) fuzzes the OpenAPI document
+    # python3-venv: schemathesis (PyPI) fuzzes the OpenAPI document; haproxy: the load balancer
+    # in front of the servers-in-containers tests (started by the tests, not here)
     local want=(mariadb-server mariadb-client postgresql postgresql-client openssh-server openssh-client curl iproute2
         socat docker-registry busybox-static dash apache2-utils wget openssl
-        chromium chromium-driver prometheus python3 python3-venv)
+        chromium chromium-driver prometheus python3 python3-venv haproxy)
     local missing=() p
     for p in "${want[@]}"; do
         [[ $(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null) == installed ]] || missing+=("$p")
@@ -1272,6 +1273,9 @@ eo_svc_print_env() {
     fi
     if command -v promtool >/dev/null 2>&1; then
         printf 'export EVENTOPS_TEST_PROMTOOL=%q\n' "$(command -v promtool)"
+    fi
+    if command -v haproxy >/dev/null 2>&1; then
+        printf 'export EVENTOPS_TEST_HAPROXY=%q\n' "$(command -v haproxy)"
     fi
     # S3: the binary each test starts, and the one address every party reaches it at.
     if [[ -e $EO_S3_DIR/s3.ok ]]; then
