@@ -6,6 +6,11 @@
 //! (`cargo build --release --bin eventops --bin eventops-client`); options `--mib N` (bulk size),
 //! `--streams N`, `--stream-secs N`, `--agents N`.
 //!
+//! Issue 14's six (`scale`: processing, intake, `cluster` — three servers vs one in containers,
+//! `--cpus F` each (default 0.25) —, `takeover` — kill -9 with `--runs N` in flight —, parked,
+//! the SSH and agent chains) need the release `eventops` and `eventops-client` next to this
+//! binary, Docker and haproxy (scripts/services.sh).
+//!
 //! Every figure is printed next to a raw baseline measured in the same run, on this machine.
 //! The SSH benchmarks need the test sshd (`source <(scripts/services.sh --env)`).
 
@@ -18,6 +23,7 @@ use std::time::{Duration, Instant};
 use web::testing::TestServer;
 
 mod auth_bench;
+mod cluster_bench;
 mod console_bench;
 mod docker_bench;
 mod files_bench;
@@ -163,41 +169,13 @@ fn intake(secs: u64, clients: usize) {
     );
     let server = TestServer::start();
     let api = Api::new(&server.url);
-    let count = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let threads: Vec<_> = (0..clients)
-        .map(|_| {
-            let (a, count, errors, stop) = (
-                api.clone_agent(),
-                count.clone(),
-                errors.clone(),
-                stop.clone(),
-            );
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let v = a.post("/api/event/send", EVENT);
-                    if v["status"] == 200 {
-                        count.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
     let start = Instant::now();
-    std::thread::sleep(Duration::from_secs(secs));
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        let _ = t.join();
-    }
-    let rate = count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+    let (accepted, errors) = scale_bench::send_for(&api, secs, clients, |_| EVENT.to_string());
+    let rate = accepted as f64 / start.elapsed().as_secs_f64();
     let raw = raw_sqlite_inserts(secs.min(10));
     let healthz = healthz_rate(&api, clients, secs.min(5));
     println!(
-        "  eventops: {rate:.0} events/s ({clients} keep-alive clients, {} errors); raw insert loop: {raw:.0} rows/s; ratio {:.2}",
-        errors.load(Ordering::Relaxed),
+        "  eventops: {rate:.0} events/s ({clients} keep-alive clients, {errors} errors); raw insert loop: {raw:.0} rows/s; ratio {:.2}",
         rate / raw
     );
     println!(
@@ -836,6 +814,12 @@ fn main() {
     let streams = opt("--streams", 100);
     let stream_secs = opt("--stream-secs", 5) as f64;
     let agents = opt("--agents", 50);
+    let cpus = args
+        .iter()
+        .position(|a| a == "--cpus")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.25);
     let tunnel = || {
         tunnel_bench::bulk(mib);
         tunnel_bench::streams(streams, stream_secs);
@@ -864,6 +848,19 @@ fn main() {
         "files" => files_bench::run(mib),
         "k8s" => k8s_bench::run(),
         "console" => console_bench::run(),
+        "cluster" => cluster_bench::cluster(secs.min(600), clients, cpus),
+        "takeover" => cluster_bench::takeover(opt("--runs", 100)),
+        // issue 14's six: processing, intake, three servers vs one, takeover, parked runs,
+        // the SSH and agent chains
+        "scale" => {
+            scale_bench::processing(10, clients);
+            intake(secs.min(10), clients);
+            cluster_bench::cluster(10, clients, cpus);
+            cluster_bench::takeover(opt("--runs", 100));
+            parked(10_000);
+            sequential();
+            tunnel_bench::agent_sequential();
+        }
         "all" => {
             idle();
             matching();
@@ -876,7 +873,7 @@ fn main() {
             outage_bench::outage(10);
         }
         other => {
-            eprintln!("unknown benchmark {other:?}: intake | processing | latency | sequential | matching | parked | idle | tunnel-bulk | tunnel-streams | agent-sequential | fanout | tunnel | outage | docker | files | k8s | console | all");
+            eprintln!("unknown benchmark {other:?}: intake | processing | latency | sequential | matching | parked | idle | tunnel-bulk | tunnel-streams | agent-sequential | fanout | tunnel | outage | docker | files | k8s | console | cluster | takeover | scale | all");
             std::process::exit(2);
         }
     }

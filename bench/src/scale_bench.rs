@@ -24,6 +24,47 @@ fn count(c: &mut SqliteConnection, sql: &str) -> i64 {
         .map_or(-1, |r| r.n)
 }
 
+/// Sends events from `clients` keep-alive clients for `secs` seconds, the i-th event being
+/// `event(i)`; returns how many were accepted and how many were not.
+pub(crate) fn send_for(
+    api: &Api,
+    secs: u64,
+    clients: usize,
+    event: fn(usize) -> String,
+) -> (u64, u64) {
+    let sent = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..clients)
+        .map(|k| {
+            let (a, sent, errors, stop) = (
+                api.clone_agent(),
+                sent.clone(),
+                errors.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut i = k;
+                while !stop.load(Ordering::Relaxed) {
+                    let v = a.post("/api/event/send", &event(i));
+                    i += clients;
+                    if v["status"] == 200 {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(secs));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    (sent.load(Ordering::Relaxed), errors.load(Ordering::Relaxed))
+}
+
 pub fn processing(secs: u64, clients: usize) {
     println!(
         "== processing: a trigger on every event, 1 in 100 passing and starting a run (SSH), {secs} s burst on SQLite"
@@ -50,40 +91,11 @@ pub fn processing(secs: u64, clients: usize) {
         .to_string();
     let mut db = SqliteConnection::establish(&path).expect("open the bench database");
     let _ = diesel::sql_query("PRAGMA busy_timeout = 10000").execute(&mut db);
-    let sent = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
-    let threads: Vec<_> = (0..clients)
-        .map(|k| {
-            let (a, sent, errors, stop) = (
-                api.clone_agent(),
-                sent.clone(),
-                errors.clone(),
-                stop.clone(),
-            );
-            std::thread::spawn(move || {
-                let mut i = k;
-                while !stop.load(Ordering::Relaxed) {
-                    let ev = format!("name: burst\nversion: 1\nvalues: {{n: '{}'}}\n", i % 100);
-                    i += clients;
-                    let v = a.post("/api/event/send", &ev);
-                    if v["status"] == 200 {
-                        sent.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs(secs));
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        let _ = t.join();
-    }
+    let (accepted, errors) = send_for(&api, secs, clients, |i| {
+        format!("name: burst\nversion: 1\nvalues: {{n: '{}'}}\n", i % 100)
+    });
     let sending = start.elapsed().as_secs_f64();
-    let accepted = sent.load(Ordering::Relaxed);
     let intake = accepted as f64 / sending;
     let backlog_at_end = count(
         &mut db,
@@ -123,8 +135,7 @@ pub fn processing(secs: u64, clients: usize) {
     .collect();
     lat.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "  intake {intake:.0} events/s ({accepted} in {sending:.1} s, {clients} clients, {} errors); backlog when sending stopped: {backlog_at_end}",
-        errors.load(Ordering::Relaxed)
+        "  intake {intake:.0} events/s ({accepted} in {sending:.1} s, {clients} clients, {errors} errors); backlog when sending stopped: {backlog_at_end}"
     );
     println!(
         "  processing {processing:.0} events/s ({decided} decided, {runs} runs started, backlog empty {:.1} s after the last send); processing/intake {:.2}",

@@ -9,6 +9,7 @@ use crate::config::{Config, Secret};
 use std::path::PathBuf;
 use std::sync::mpsc;
 
+pub mod containers;
 pub mod docker;
 pub mod k8s;
 pub mod own_db;
