@@ -152,7 +152,8 @@ pub async fn create(
         return Err(taken());
     }
     let mut targets: Vec<Arc<Client>> = tunnels
-        .online(owner)
+        .online_anywhere(owner)
+        .await
         .into_iter()
         .filter(|m| c.pattern.is_match(&m.info.label))
         .collect();
@@ -416,7 +417,7 @@ fn view(c: &Command, results: &[CommandResult]) -> FanoutView {
 /// connected now (with its in-memory last-seen time and what it runs).
 pub async fn machines(db: &Db, tunnels: &Tunnels, owner: &str) -> Result<Vec<MachineView>> {
     let rows = store::machines::list(db, owner).await?;
-    let mut online = tunnels.online(owner);
+    let mut online = tunnels.online_anywhere(owner).await;
     let mut out: Vec<MachineView> = Vec::with_capacity(rows.len() + online.len());
     for m in rows {
         let live = online

@@ -5,6 +5,11 @@
 //! Several clients may share one `clientId` (a fleet under one actuator definition); they are
 //! told apart by their label, and a new connection with the same id *and* label replaces the
 //! old one (whose WebSocket is then closed).
+//!
+//! With several servers on one database a client is connected to one of them; the others reach
+//! it through that server ([`Route::Relay`]): each stream is one WebSocket to the holder's
+//! `GET /api/cluster/relay`, which splices it to a stream of its own connection. Who holds
+//! which client is in `machines.server` ([`Peers`]).
 
 use crate::store::now_ms;
 use std::collections::{HashMap, HashSet};
@@ -14,8 +19,19 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tunnel::mux::{Opener, Stream};
+use tunnel::mux::Opener;
 use tunnel::wire::{self, Reply, Request};
+
+/// A stream to a client: a yamux stream of its connection here, or a relayed one.
+pub type Stream = Box<dyn crate::actuator::ssh::Io>;
+
+/// How a client is reached.
+pub enum Route {
+    /// Connected to this server.
+    Local(Opener),
+    /// Connected to another server, reached through it.
+    Relay(relay::Target),
+}
 
 /// Who a connecting client says it is (authenticated by the web layer).
 #[derive(Debug, Clone)]
@@ -36,7 +52,7 @@ pub struct Client {
     pub connected_at: i64,
     /// Last time anything arrived from it (ms since the epoch).
     pub last_seen: AtomicI64,
-    opener: Opener,
+    route: Route,
     /// Cancelled when the connection must end (replaced, or the server drops it).
     pub closed: CancellationToken,
     serial: u64,
@@ -70,9 +86,22 @@ impl Client {
         format!("{} ({})", self.info.client_id, self.info.label)
     }
 
+    /// True when connected to this server (not reached through another).
+    pub fn is_local(&self) -> bool {
+        matches!(self.route, Route::Local(_))
+    }
+
+    /// A new stream to the client.
+    pub async fn open(&self) -> io::Result<Stream> {
+        match &self.route {
+            Route::Local(o) => Ok(Box::new(o.open().await?)),
+            Route::Relay(t) => relay::open(t, &self.info).await,
+        }
+    }
+
     /// Opens a stream and sends `req`; the reply and the stream (for what follows it).
     pub async fn request(&self, req: &Request) -> io::Result<(Reply, Stream)> {
-        let mut s = self.opener.open().await?;
+        let mut s = self.open().await?;
         wire::send(&mut s, req).await?;
         let reply: Reply = wire::recv(&mut s).await?;
         Ok((reply, s))
@@ -129,6 +158,8 @@ pub struct Tunnels {
     /// How long a task waits for an offline client before it errors.
     pub offline_wait: Duration,
     stopping: CancellationToken,
+    /// The clients connected to the other servers of the database, when there are any.
+    peers: std::sync::OnceLock<relay::Peers>,
 }
 
 impl Tunnels {
@@ -144,7 +175,36 @@ impl Tunnels {
             serial: AtomicU64::new(0),
             offline_wait,
             stopping: CancellationToken::new(),
+            peers: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Lets this registry reach the clients of the other servers (set once, at start).
+    pub fn set_peers(&self, peers: relay::Peers) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// The clients of `owner` connected to other servers and not here (none without peers).
+    async fn elsewhere(&self, owner: Option<&str>) -> Vec<Arc<Client>> {
+        let Some(peers) = self.peers.get() else {
+            return Vec::new();
+        };
+        let local: HashSet<(String, String, String)> =
+            self.all().iter().map(|c| c.info.identity()).collect();
+        peers
+            .clients()
+            .await
+            .into_iter()
+            .filter(|c| owner.is_none_or(|o| c.info.owner == o))
+            .filter(|c| !local.contains(&c.info.identity()))
+            .collect()
+    }
+
+    /// Every client of `owner`, connected here or to another server.
+    pub async fn online_anywhere(&self, owner: &str) -> Vec<Arc<Client>> {
+        let mut all = self.online(owner);
+        all.extend(self.elsewhere(Some(owner)).await);
+        all
     }
 
     /// The server is stopping: every connection closes with a "going away" frame (clients
@@ -166,7 +226,7 @@ impl Tunnels {
             info,
             connected_at: now,
             last_seen: AtomicI64::new(now),
-            opener,
+            route: Route::Local(opener),
             closed: CancellationToken::new(),
             serial: self.serial.fetch_add(1, Ordering::Relaxed),
             running: Mutex::new(HashSet::new()),
@@ -225,6 +285,11 @@ impl Tunnels {
             .collect()
     }
 
+    /// The client `client_id` (`label`) of `owner` if it is connected to this server.
+    pub fn connected_here(&self, owner: &str, client_id: &str, label: &str) -> Option<Arc<Client>> {
+        self.find(owner, client_id, Some(label))
+    }
+
     fn find(&self, owner: &str, client_id: &str, label: Option<&str>) -> Option<Arc<Client>> {
         let map = lock(&self.clients);
         let list = map.get(&(owner.to_string(), client_id.to_string()))?;
@@ -248,12 +313,31 @@ impl Tunnels {
             if let Some(c) = self.find(owner, client_id, label) {
                 return Ok(c);
             }
+            let remote = self.elsewhere(Some(owner)).await;
+            let mut fits: Vec<_> = remote
+                .into_iter()
+                .filter(|c| {
+                    c.info.client_id == client_id && label.is_none_or(|l| c.info.label == l)
+                })
+                .collect();
+            fits.sort_by_key(|c| c.busy());
+            if let Some(c) = fits.into_iter().next() {
+                return Ok(c);
+            }
             let gone = match label {
                 Some(l) => format!("tunnel client {client_id} ({l}) offline"),
                 None => format!("tunnel client {client_id} offline"),
             };
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
+            // a client connecting elsewhere is seen within a second
+            let poll = tokio::time::Instant::now() + Duration::from_secs(1);
+            let until = if self.peers.get().is_some() {
+                deadline.min(poll)
+            } else {
+                deadline
+            };
+            match tokio::time::timeout_at(until, rx.changed()).await {
                 Ok(Ok(())) => continue,
+                Err(_) if until < deadline => continue,
                 _ => {
                     return Err(format!(
                         "{gone} (waited {}s for it to connect)",
@@ -282,6 +366,212 @@ impl crate::actuator::ssh::Dialer for Tunnels {
             let s = client.dial(host, port).await?;
             Ok(Box::new(s) as Box<dyn crate::actuator::ssh::Io>)
         })
+    }
+}
+
+impl ClientInfo {
+    /// (owner, client id, label): one machine.
+    pub fn identity(&self) -> (String, String, String) {
+        (
+            self.owner.clone(),
+            self.client_id.clone(),
+            self.label.clone(),
+        )
+    }
+}
+
+/// Reaching the clients connected to the other servers of the database.
+pub mod relay {
+    use super::{Client, ClientInfo, Route, Stream};
+    use crate::store::{self, Db};
+    use std::collections::HashMap;
+    use std::io;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    use tokio_util::sync::CancellationToken;
+
+    /// The header carrying the servers' shared relay key.
+    pub const KEY_HEADER: &str = "x-eventops-relay-key";
+    /// How long the list of the other servers' clients is reused.
+    const FRESH: Duration = Duration::from_millis(1000);
+
+    /// Where a relayed client is: the holder's relay endpoint and the key it wants.
+    pub struct Target {
+        pub url: String,
+        key: String,
+    }
+
+    /// (owner, client id, label, server): a machine as held by one server.
+    type Held = (String, String, String, String);
+
+    /// The other servers' clients, read from the database (at most once a second).
+    pub struct Peers {
+        db: Db,
+        me: String,
+        key: String,
+        cache: tokio::sync::Mutex<(Option<Instant>, Vec<Arc<Client>>)>,
+        /// Relayed clients by (identity, server), so what is running on them is counted
+        /// across lookups.
+        known: Mutex<HashMap<Held, Arc<Client>>>,
+    }
+
+    impl Peers {
+        /// `me`: this server's instance id; `key`: the relay key all servers derive alike.
+        pub fn new(db: Db, me: &str, key: &str) -> Peers {
+            Peers {
+                db,
+                me: me.to_string(),
+                key: key.to_string(),
+                cache: tokio::sync::Mutex::new((None, Vec::new())),
+                known: Mutex::new(HashMap::new()),
+            }
+        }
+
+        /// Clients held by live servers other than this one.
+        pub async fn clients(&self) -> Vec<Arc<Client>> {
+            let mut cache = self.cache.lock().await;
+            if cache.0.is_some_and(|t| t.elapsed() < FRESH) {
+                return cache.1.clone();
+            }
+            let list = match self.load().await {
+                Ok(l) => l,
+                Err(e) => {
+                    log::debug!("tunnel: the other servers' clients: {e}");
+                    Vec::new()
+                }
+            };
+            *cache = (Some(Instant::now()), list.clone());
+            list
+        }
+
+        async fn load(&self) -> store::Result<Vec<Arc<Client>>> {
+            let rows = store::machines::held_elsewhere(&self.db, &self.me).await?;
+            if rows.is_empty() {
+                return Ok(Vec::new());
+            }
+            let now = store::now_ms();
+            let up = crate::runtime::cluster::UP_WITHIN_MS;
+            let servers: HashMap<String, String> = store::cluster::list(&self.db)
+                .await?
+                .into_iter()
+                .filter(|s| !s.draining && now - s.heartbeat_at < up)
+                .map(|s| (s.instance_id, s.address))
+                .collect();
+            let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            let mut out = Vec::new();
+            for m in rows {
+                let Some(address) = servers.get(&m.server) else {
+                    continue;
+                };
+                let key = (
+                    m.owner.clone(),
+                    m.client_id.clone(),
+                    m.label.clone(),
+                    m.server.clone(),
+                );
+                let client = known.entry(key).or_insert_with(|| {
+                    Arc::new(Client {
+                        info: ClientInfo {
+                            owner: m.owner.clone(),
+                            client_id: m.client_id.clone(),
+                            label: m.label.clone(),
+                            address: m.address.clone(),
+                            version: m.version.clone(),
+                            run_as: m.run_as.clone(),
+                        },
+                        connected_at: m.last_seen,
+                        last_seen: AtomicI64::new(m.last_seen),
+                        route: Route::Relay(Target {
+                            url: relay_url(address),
+                            key: self.key.clone(),
+                        }),
+                        closed: CancellationToken::new(),
+                        serial: u64::MAX,
+                        running: Mutex::new(Default::default()),
+                    })
+                });
+                client.last_seen.store(m.last_seen, Ordering::Relaxed);
+                out.push(client.clone());
+            }
+            Ok(out)
+        }
+    }
+
+    /// `http://host:port` → `ws://host:port/api/cluster/relay` (`https` → `wss`).
+    fn relay_url(address: &str) -> String {
+        let a = address.trim_end_matches('/');
+        let a = if let Some(rest) = a.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else if let Some(rest) = a.strip_prefix("http://") {
+            format!("ws://{rest}")
+        } else {
+            format!("ws://{a}")
+        };
+        format!("{a}/api/cluster/relay")
+    }
+
+    /// One stream to `client` through the server holding it: a WebSocket whose binary
+    /// messages are the stream's bytes.
+    pub async fn open(t: &Target, client: &ClientInfo) -> io::Result<Stream> {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::http::HeaderValue;
+        use tokio_tungstenite::tungstenite::Message;
+        use tokio_util::compat::FuturesAsyncReadCompatExt;
+        use tunnel::headers;
+        let fail = |e: String| io::Error::new(io::ErrorKind::NotConnected, e);
+        let mut req = t
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| fail(format!("relay {}: {e}", t.url)))?;
+        let value = |v: &str| HeaderValue::from_str(v).map_err(|_| fail("a header value".into()));
+        let h = req.headers_mut();
+        h.insert(KEY_HEADER, value(&t.key)?);
+        h.insert(headers::USER, value(&client.owner)?);
+        h.insert(headers::CLIENT_ID, value(&client.client_id)?);
+        h.insert(headers::LABEL, value(&client.label)?);
+        let mut config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
+        config.max_frame_size = Some(4 * tunnel::pipe::MAX_MESSAGE);
+        let connect = tokio_tungstenite::connect_async_with_config(req, Some(config), true);
+        let (ws, _) = tokio::time::timeout(Duration::from_secs(10), connect)
+            .await
+            .map_err(|_| fail(format!("relay {}: no answer in 10s", t.url)))?
+            .map_err(|e| fail(format!("relay {}: {e}", t.url)))?;
+        let (pipe, ends) = tunnel::pipe::pipe();
+        let tunnel::pipe::Ends {
+            incoming,
+            mut outgoing,
+        } = ends;
+        let (mut sink, mut source) = ws.split();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    out = outgoing.recv() => match out {
+                        Some(b) => {
+                            if sink.send(Message::Binary(b)).await.is_err() {
+                                break;
+                            }
+                        }
+                        None => {
+                            let _ = sink.close().await;
+                            break;
+                        }
+                    },
+                    msg = source.next() => match msg {
+                        Some(Ok(Message::Binary(b))) => {
+                            if incoming.send(b).await.is_err() {
+                                break;
+                            }
+                        }
+                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                        Some(Ok(_)) => {}
+                    },
+                }
+            }
+        });
+        Ok(Box::new(pipe.compat()))
     }
 }
 

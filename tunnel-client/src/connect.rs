@@ -19,6 +19,9 @@ use tunnel::headers;
 pub struct Settings {
     /// `ws://` or `wss://` URL of the server's tunnel endpoint.
     pub url: String,
+    /// More servers of the same database, tried in turn after `url` when a connection ends
+    /// or fails.
+    pub also: Vec<String>,
     pub id: String,
     /// Travels in a header; never logged.
     pub token: String,
@@ -40,6 +43,7 @@ impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
             .field("url", &self.url)
+            .field("also", &self.also)
             .field("id", &self.id)
             .field("token", &"***")
             .field("user", &self.user)
@@ -197,13 +201,19 @@ pub async fn run(settings: Settings, ctx: Arc<Ctx>) {
     let max = settings.max_backoff.max(FIRST_BACKOFF);
     let mut backoff = FIRST_BACKOFF;
     let mut failures = FailureLog::new(settings.repeat_log);
+    let urls: Vec<String> = std::iter::once(settings.url.clone())
+        .chain(settings.also.iter().cloned())
+        .collect();
+    let mut attempt = 0usize;
     loop {
-        let ended = match connect(&settings).await {
+        let url = &urls[attempt % urls.len()];
+        attempt += 1;
+        let ended = match connect_to(&settings, url).await {
             Ok(ws) => {
                 failures.connected();
                 log::info!(
                     "connected to {} as {} (id {}, user {})",
-                    settings.url,
+                    url,
                     settings.label,
                     settings.id,
                     settings.user
@@ -223,11 +233,24 @@ pub async fn run(settings: Settings, ctx: Arc<Ctx>) {
                     );
                     backoff = max;
                 }
-                format!(
+                let why = format!(
                     "disconnected from {} after {}s: {reason}",
-                    settings.url,
+                    url,
                     since.elapsed().as_secs()
-                )
+                );
+                if urls.len() > 1 && !reason.contains("replaced by a new connection") {
+                    // another server of the database takes the client at once
+                    log::warn!("{why}; trying {}", urls[attempt % urls.len()]);
+                    tokio::time::sleep(jitter(Duration::from_millis(300))).await;
+                    continue;
+                }
+                why
+            }
+            Err(e) if !attempt.is_multiple_of(urls.len()) => {
+                // the next server of the round, at once
+                log::debug!("{e}; trying {}", urls[attempt % urls.len()]);
+                tokio::time::sleep(jitter(Duration::from_millis(100))).await;
+                continue;
             }
             Err(e) => e,
         };
@@ -246,11 +269,14 @@ fn jitter(d: Duration) -> Duration {
 /// One connection attempt. The error says why, ready for the log (never with the token): a
 /// refusal is `refused by the server: STATUS MSG`.
 pub async fn connect(s: &Settings) -> Result<Ws, String> {
-    let mut req = s
-        .url
-        .as_str()
+    connect_to(s, &s.url).await
+}
+
+/// One connection attempt to `url` (one of the `--connect` addresses).
+pub async fn connect_to(s: &Settings, url: &str) -> Result<Ws, String> {
+    let mut req = url
         .into_client_request()
-        .map_err(|e| format!("--connect {}: {e}", s.url))?;
+        .map_err(|e| format!("--connect {url}: {e}"))?;
     let value = |name: &str, v: &str| {
         HeaderValue::from_str(v).map_err(|_| format!("{name}: not a valid HTTP header value"))
     };
@@ -270,12 +296,12 @@ pub async fn connect(s: &Settings) -> Result<Ws, String> {
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
         Err(_) => Err(format!(
             "cannot connect to {}: no answer in {}s",
-            s.url,
+            url,
             CONNECT_TIMEOUT.as_secs()
         )),
         Ok(Ok((ws, _))) => Ok(ws),
         Ok(Err(WsError::Http(resp))) => Err(refusal(resp.status().as_u16(), resp.body())),
-        Ok(Err(e)) => Err(format!("cannot connect to {}: {e}", s.url)),
+        Ok(Err(e)) => Err(format!("cannot connect to {url}: {e}")),
     }
 }
 
@@ -400,6 +426,7 @@ mod tests {
     fn the_token_is_not_in_debug_output() {
         let s = Settings {
             url: "ws://x".into(),
+            also: Vec::new(),
             id: "i".into(),
             token: "s3cret".into(),
             user: "u".into(),

@@ -18,9 +18,10 @@ use tunnel_client::Ctx;
 )]
 struct Args {
     /// The server: HOST:PORT (meaning ws://HOST:PORT/api/dialer/connect), or the endpoint's
-    /// URL, ws:// or wss:// (http:// and https:// are taken as those)
-    #[arg(long, value_name = "HOST:PORT|URL")]
-    connect: String,
+    /// URL, ws:// or wss:// (http:// and https:// are taken as those). Repeat it for several
+    /// servers of one database: when a connection ends or fails, the next one is tried
+    #[arg(long, value_name = "HOST:PORT|URL", required = true)]
+    connect: Vec<String>,
     /// The actuator's tunnel.clientId
     #[arg(long)]
     id: String,
@@ -51,13 +52,17 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
     // a malformed address would only be retried forever: say why now
-    let url = match connect::connect_url(&args.connect) {
-        Ok(u) => u,
-        Err(e) => {
-            eprintln!("eventops-client: {e}");
-            std::process::exit(2);
+    let mut urls = Vec::new();
+    for given in &args.connect {
+        match connect::connect_url(given) {
+            Ok(u) => urls.push(u),
+            Err(e) => {
+                eprintln!("eventops-client: {e}");
+                std::process::exit(2);
+            }
         }
-    };
+    }
+    let url = urls.remove(0);
 
     let allow_spec = if args.allow.is_empty() {
         tunnel::allow::DEFAULT.to_string()
@@ -94,6 +99,7 @@ fn main() {
 
     let settings = Settings {
         url,
+        also: urls,
         id: args.id.clone(),
         token: args.token.clone(),
         user: args.user.clone(),

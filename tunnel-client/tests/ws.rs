@@ -25,6 +25,7 @@ const TOKEN: &str = "s3cret-token";
 fn settings(port: u16, heartbeat_ms: u64) -> Settings {
     Settings {
         url: format!("ws://127.0.0.1:{port}/api/dialer/connect"),
+        also: Vec::new(),
         id: "c1".into(),
         token: TOKEN.into(),
         user: "kakj".into(),

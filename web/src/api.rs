@@ -78,6 +78,7 @@ route_table! {
     get "/api/pipeline/{id}/task/{task}/file/{name}" => task_file;
     post "/api/file/upload" => upload_file;
     get "/api/cluster" => cluster;
+    get "/api/cluster/relay" => crate::relay::relay;
     get "/api/v1/machine" => crate::fanout::list_machines;
     get "/api/v1/machine/" => crate::fanout::list_machines;
     post "/api/v1/task" => crate::fanout::create_task;
@@ -262,7 +263,7 @@ async fn cluster(state: State, _user: AuthUser) -> Result<HttpResponse, ApiError
                 this: &s.instance_id == me,
                 state: if s.draining {
                     "draining"
-                } else if age > 10_000 {
+                } else if age > engine::runtime::cluster::UP_WITHIN_MS {
                     "down"
                 } else {
                     "up"

@@ -218,6 +218,14 @@ async fn serve(
         client.info.run_as
     );
     record_seen(&state, &client).await;
+    let me = state.engine.settings.instance_id.clone();
+    // the other servers of the database reach it through this one
+    if let Err(e) = engine::store::machines::hold(&state.db, &client.info, &me).await {
+        log::warn!(
+            "tunnel: recording that {} is connected here: {e}",
+            client.name()
+        );
+    }
 
     let tunnel::pipe::Ends {
         incoming,
@@ -312,6 +320,18 @@ async fn serve(
     writer.abort();
     driver.abort();
     record_seen(&state, &client).await;
+    if tunnels
+        .connected_here(
+            &client.info.owner,
+            &client.info.client_id,
+            &client.info.label,
+        )
+        .is_none()
+    {
+        if let Err(e) = engine::store::machines::release(&state.db, &client.info, &me).await {
+            log::debug!("tunnel: recording that {} left: {e}", client.name());
+        }
+    }
     log::info!(
         "tunnel: client {} of {} disconnected: {reason}",
         client.name(),

@@ -10,6 +10,7 @@ pub mod fanout;
 pub mod limiter;
 pub mod metrics;
 pub mod openapi;
+pub mod relay;
 pub mod server;
 pub mod testing;
 

@@ -115,6 +115,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let files = open_files(&config).await?;
     let engine = start_engine(&config, addr.port(), db.clone(), files, &secret).await?;
+    let relay_key = derive_key(&secret, RELAY_KEY_LABEL);
+    if db.backend() != store::Backend::Sqlite {
+        // one server per SQLite file: nobody to relay to
+        engine.tunnels.set_peers(engine::tunnel::relay::Peers::new(
+            db.clone(),
+            &engine.settings.instance_id,
+            &relay_key,
+        ));
+    }
+    let relay_key = web::Data::new(crate::relay::RelayKey(relay_key));
     let state = web::Data::new(AppState {
         db,
         engine: engine.clone(),
@@ -131,6 +141,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .app_data(tokens.clone())
             .app_data(white.clone())
             .app_data(verified.clone())
+            .app_data(relay_key.clone())
             .wrap(middleware::from_fn(api::check_url))
             .app_data(hasher.clone())
             .app_data(limiter.clone())
@@ -331,6 +342,8 @@ pub async fn stop_on_signal(
 
 /// HKDF info label of the login-token signing key.
 pub const TOKEN_KEY_LABEL: &str = "eventops login-token signing key v1";
+/// HKDF info label of the key the servers of one database relay tunnel streams with.
+pub const RELAY_KEY_LABEL: &str = "eventops server relay key v1";
 /// HKDF info label of the task-callback HMAC key.
 pub const CALLBACK_KEY_LABEL: &str = "eventops task-callback HMAC key v1";
 

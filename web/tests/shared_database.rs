@@ -403,3 +403,201 @@ fn servers_whose_clocks_differ_by_seconds_run_every_task_once() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+const CLIENT_TOKEN: &str = "relay-test-token";
+
+/// A running `eventops-client` (built beside this test's server binary), killed on drop.
+struct TunnelClient {
+    child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl TunnelClient {
+    fn start(servers: &[&str], home: &std::path::Path) -> TunnelClient {
+        let bin =
+            std::path::Path::new(env!("CARGO_BIN_EXE_eventops")).with_file_name("eventops-client");
+        let mut cmd = std::process::Command::new(bin);
+        for s in servers {
+            cmd.arg(format!("--connect={}", s.replacen("http://", "ws://", 1)));
+        }
+        let mut child = cmd
+            .args([
+                "--id=relay",
+                "--user=kakj",
+                "--label=m-1",
+                "--max-backoff-secs=1",
+            ])
+            .env("EVENTOPS_CLIENT_TOKEN", CLIENT_TOKEN)
+            .env("HOME", home)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start eventops-client");
+        let log = collect_stderr(&mut child);
+        TunnelClient { child, log }
+    }
+
+    fn wait_log(&self, needle: &str, n: usize, secs: u64) {
+        wait_for(&format!("{needle:?} in the client log"), secs, || {
+            (self.log.lock().unwrap().matches(needle).count() >= n).then_some(())
+        });
+    }
+}
+
+impl Drop for TunnelClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        eprintln!("---- client log ----\n{}", self.log.lock().unwrap());
+    }
+}
+
+/// The agent actuator of the client above, a two-task pipeline on it whose first task leaves a
+/// line in the client's `~/first` and sleeps `secs`, and the trigger.
+fn apply_agent(api: &Api, secs: u32) {
+    api.post(
+        "/api/actuator/apply",
+        format!("name: agent\ntunnel: {{clientId: relay, clientToken: \"{CLIENT_TOKEN}\"}}\ntags: [os-runner]\n"),
+    )
+    .ok();
+    api.post(
+        "/api/pipeline-definition/apply",
+        format!(
+            r#"
+version: 1.0
+name: hello-world
+actuatorSelector: {{tags: [os-runner]}}
+inputs: [{{name: who, type: env}}]
+dag:
+  - {{name: first, needs: [root]}}
+  - {{name: second, needs: [first]}}
+tasks:
+  - alias: first
+    type: os
+    commands: ['echo x >> "$HOME/first"', 'sleep {secs}', 'echo "hello from the agent"', 'export OUT=done']
+    outputs: [{{name: out, value: OUT, type: env}}]
+  - alias: second
+    type: os
+    commands: ['echo x >> "$HOME/second"']
+outputs: [{{name: result, value: "${{{{ outputs.first.out }}}}"}}]
+"#
+        ),
+    )
+    .ok();
+    api.post("/api/trigger-definition/apply", TRIGGER).ok();
+}
+
+/// A server that never loads waiting events itself (only the events sent to it are its own).
+fn server_keeping_to_itself(url: &str, dir: &tempfile::TempDir, key: &str) -> TestServer {
+    let mut c = TestServer::config(url, dir.path().to_path_buf());
+    c.secret_key = Secret(key.to_string());
+    c.cluster.lease_secs = 3;
+    c.event.process.loop_load_event_interval = 3600;
+    TestServer::with_config(c)
+}
+
+#[test]
+fn a_tunnel_client_on_one_server_serves_the_runs_fan_out_and_machine_list_of_another() {
+    let (tmp, da, db, home) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let Some(url) = pg(&tmp) else { return };
+    let key = shared_key();
+    let a = server_keeping_to_itself(&url, &da, &key);
+    let b = server_keeping_to_itself(&url, &db, &key);
+    let mut api_b = Api::new(&b.url);
+    api_b.login_as("kakj");
+    apply_agent(&api_b, 1);
+    // the client knows only A
+    let client = TunnelClient::start(&[&a.url], home.path());
+    client.wait_log("connected to", 1, 20);
+    // B lists it online
+    wait_for("the machine online at B", 10, || {
+        let m = api_b.get("/api/v1/machine").ok();
+        (m[0]["status"] == "online" && m[0]["machineLabel"] == "m-1").then_some(())
+    });
+    // a run B drives (the event went to B, A never loads it) runs on the client through A
+    std::thread::sleep(Duration::from_millis(1500)); // B sees the trigger
+    let run = run_of(&api_b, EVENT);
+    let v = finished(&api_b, run, 60);
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(v["outputs"]["result"], "done", "{v}");
+    let first = task(&v, "first")["id"].as_i64().unwrap();
+    let log = api_b.get_text(&format!("/api/pipeline/{run}/task/{first}/log"));
+    assert!(log.contains("hello from the agent"), "{log}");
+    assert_eq!(lines(&home.path().join("first")), 1);
+    assert_eq!(lines(&home.path().join("second")), 1);
+    // a fan-out sent to B reaches it
+    let r = api_b.post(
+        "/api/v1/task/",
+        r#"{"name":"RELAYED","machinePattern":"m-","detail":{"command":"echo relayed","workspace":"/tmp","timeout":15}}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let t = wait_for("the fan-out result", 20, || {
+        let ts = api_b.get("/api/v1/task?taskPrefix=RELAYED").ok();
+        (ts[0]["status"] == "done").then(|| ts[0].clone())
+    });
+    let results = t["detail"]["result"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{t}");
+    assert_eq!(results[0]["status"], "success", "{t}");
+    assert_eq!(results[0]["output"], serde_json::json!(["relayed"]), "{t}");
+    // the relay answers only servers with the database's key
+    let r = ureq::get(format!("{}/api/cluster/relay", a.url))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .header("x-eventops-relay-key", "not-the-key")
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[test]
+fn a_tunnel_clients_server_killed_mid_task_hands_client_and_run_to_another() {
+    let (tmp, da, db, home) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let Some(url) = pg(&tmp) else { return };
+    let key = shared_key();
+    let b = server_keeping_to_itself(&url, &db, &key);
+    // A, the real binary, holds the client and drives the run
+    let (mut child, a_url) = spawn_binary(
+        &url,
+        da.path(),
+        &key,
+        &[("EVENTOPS_EVENT_PROCESS_LOOP_LOAD_EVENT_INTERVAL", "3600")],
+    );
+    let mut api_a = Api::new(&a_url);
+    api_a.login_as("kakj");
+    apply_agent(&api_a, 4);
+    let client = TunnelClient::start(&[&a_url, &b.url], home.path());
+    client.wait_log("connected to", 1, 20);
+    let run = run_of(&api_a, EVENT);
+    task_reaches(&api_a, run, "first", "running", 30);
+    // kill -9 of A while the task runs on the machine
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut api_b = Api::new(&b.url);
+    api_b.token = api_a.token.clone();
+    // the client reconnects to B, B takes the run over and asks the client about its task
+    client.wait_log("connected to", 2, 20);
+    let v = finished(&api_b, run, 60);
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(v["outputs"]["result"], "done", "{v}");
+    assert_eq!(
+        lines(&home.path().join("first")),
+        1,
+        "the first task ran twice"
+    );
+    assert_eq!(lines(&home.path().join("second")), 1);
+    let m = api_b.get("/api/v1/machine").ok();
+    assert_eq!(m[0]["status"], "online", "{m}");
+}

@@ -126,7 +126,8 @@ impl Actuator for Agent {
         Box::pin(async move {
             let (label, dir) = split(job_id)?;
             // never wait for an offline client here: polling covers it
-            let Some(client) = self.tunnels.online(&self.owner).into_iter().find(|c| {
+            let online = self.tunnels.online_anywhere(&self.owner).await;
+            let Some(client) = online.into_iter().find(|c| {
                 c.info.client_id == self.client_id && label.is_none_or(|l| c.info.label == l)
             }) else {
                 return Ok(None);

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
 /// How often a server looks for signals and trigger changes from the others.
 pub const LISTEN: Duration = Duration::from_millis(250);
+/// A server is up while its last heartbeat is younger than this (ms; five heartbeats).
+pub const UP_WITHIN_MS: i64 = 10_000;
 /// A server whose heartbeat is older than this is shown dead (and its node may be reused).
 pub const DEAD_AFTER: Duration = Duration::from_secs(30);
 /// The counter moved by every trigger change.
@@ -270,6 +272,10 @@ impl Engine {
         }
         if let Err(e) = store::cluster::leave(&self.api_db, me).await {
             log::warn!("leaving the servers' table: {e}");
+        }
+        // its tunnel clients reconnect to another server; until then nobody holds them
+        if let Err(e) = store::machines::release_all(&self.api_db, me).await {
+            log::debug!("releasing the tunnel clients held here: {e}");
         }
     }
 }

@@ -51,6 +51,7 @@ pub async fn seen(db: &Db, info: &ClientInfo, now_ms: i64) -> Result<()> {
         run_as: run_as.clone(),
         first_seen: now_ms,
         last_seen: now_ms,
+        server: String::new(),
     };
     let inserted: Result<usize> = db_run!(db, |c| {
         Ok(diesel::insert_into(m::table)
@@ -73,6 +74,63 @@ pub async fn list(db: &Db, owner: &str) -> Result<Vec<Machine>> {
             m::table
                 .filter(m::owner.eq(owner))
                 .order((m::label.asc(), m::client_id.asc()))
+                .select(Machine::as_select())
+                .load(c)
+                .await?,
+        )
+    })
+}
+
+/// The client is connected to `server` now (after [`seen`] recorded it).
+pub async fn hold(db: &Db, info: &ClientInfo, server: &str) -> Result<()> {
+    db_run!(db, |c| {
+        diesel::update(
+            m::table
+                .filter(m::owner.eq(&info.owner))
+                .filter(m::client_id.eq(&info.client_id))
+                .filter(m::label.eq(&info.label)),
+        )
+        .set(m::server.eq(server))
+        .execute(c)
+        .await?;
+        Ok(())
+    })
+}
+
+/// The client left `server` (unless it has connected to another meanwhile).
+pub async fn release(db: &Db, info: &ClientInfo, server: &str) -> Result<()> {
+    db_run!(db, |c| {
+        diesel::update(
+            m::table
+                .filter(m::owner.eq(&info.owner))
+                .filter(m::client_id.eq(&info.client_id))
+                .filter(m::label.eq(&info.label))
+                .filter(m::server.eq(server)),
+        )
+        .set(m::server.eq(""))
+        .execute(c)
+        .await?;
+        Ok(())
+    })
+}
+
+/// Every client `server` holds goes (a server stopping, or starting under its old name).
+pub async fn release_all(db: &Db, server: &str) -> Result<usize> {
+    db_run!(db, |c| {
+        Ok(diesel::update(m::table.filter(m::server.eq(server)))
+            .set(m::server.eq(""))
+            .execute(c)
+            .await?)
+    })
+}
+
+/// The machines connected to a server other than `me` now.
+pub async fn held_elsewhere(db: &Db, me: &str) -> Result<Vec<Machine>> {
+    db_run!(db, |c| {
+        Ok::<_, StoreError>(
+            m::table
+                .filter(m::server.ne(""))
+                .filter(m::server.ne(me))
                 .select(Machine::as_select())
                 .load(c)
                 .await?,

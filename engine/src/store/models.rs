@@ -173,6 +173,8 @@ pub struct Machine {
     pub run_as: String,
     pub first_seen: i64,
     pub last_seen: i64,
+    /// The server it is connected to now (its instance id), `''` when none.
+    pub server: String,
 }
 
 /// A fan-out command (SPEC §10): `command` on every machine whose label matched.

@@ -160,6 +160,7 @@ diesel::table! {
         run_as -> Text,
         first_seen -> BigInt,
         last_seen -> BigInt,
+        server -> Text,
     }
 }
 
