@@ -631,15 +631,13 @@ impl RunActor {
                     .await;
                     // a start that found the run another server's wrote nothing: the actor
                     // stops rather than try again
-                    if res.is_ok()
-                        && !matches!(store::runs::holds(&engine.db, &run.fence).await, Ok(true))
-                    {
+                    if matches!(res, Ok(false)) {
                         if let Some(tx) = tx.upgrade() {
                             let _ = tx.send(RunMsg::LeaseLost);
                         }
                         return;
                     }
-                    tell(&tx, Internal::Started(id, res));
+                    tell(&tx, Internal::Started(id, res.map(|_| ())));
                 });
             }
             None => self.fail_task(id, ERROR, "unknown task type").await,
@@ -1168,7 +1166,7 @@ async fn start_job_task(
     tdef: &TaskDef,
     (selector, prior): (Option<Selector>, Option<String>),
     values: &Values,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let (run_id, creator) = (run.id, &run.owner);
     let (row, tag) = pick_actuator(engine, creator, kind, selector.as_ref(), &tdef.alias).await?;
     let (adef, act) = engine
@@ -1221,7 +1219,8 @@ async fn start_job_task(
     .await
     .map_err(|e| e.to_string())?;
     if !moved {
-        return Ok(()); // cancelled meanwhile, or taken over by another server
+        // cancelled meanwhile, or taken over by another server
+        return still_held(engine, run).await;
     }
     if let Some(limit) = act.limit {
         let db = engine.db.clone();
@@ -1242,7 +1241,7 @@ async fn start_job_task(
             Ok(Some(t)) if t.status == CREATED => {}
             _ => {
                 act.release(task_id);
-                return Ok(());
+                return still_held(engine, run).await;
             }
         }
     }
@@ -1315,7 +1314,7 @@ async fn start_job_task(
     if !ours {
         act.release(task_id);
         log::info!("task {task_id}: not started here: run {run_id} is another server's now");
-        return Ok(());
+        return Ok(false);
     }
     let (job_id, ended) = act.start_watch(job, START_WATCH_SECS).await.map_err(at)?;
     let running = TaskChange {
@@ -1328,16 +1327,27 @@ async fn start_job_task(
         error: Some(String::new()),
         ..Default::default()
     };
-    store::runs::fenced_task(&engine.db, &run.fence, task_id, &[CREATED], &running)
+    let wrote = store::runs::fenced_task(&engine.db, &run.fence, task_id, &[CREATED], &running)
         .await
         .map_err(|e| e.to_string())?;
+    // nothing written: the task ended already (its end came first), or the run was taken over
+    if !wrote && !still_held(engine, run).await? {
+        return Ok(false);
+    }
     if let Ok(Some((code, callback))) = ended.await {
         engine
             .complete_task(task_id, TaskEnd::read(code, callback.as_deref()))
             .await
             .map_err(|e| e.to_string())?;
     }
-    Ok(())
+    Ok(true)
+}
+
+/// Whether the run is still this actor's, asked when a fenced write changed nothing.
+async fn still_held(engine: &Engine, run: &RunOf) -> Result<bool, String> {
+    store::runs::holds(&engine.db, &run.fence)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn actor_of(

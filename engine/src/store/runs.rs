@@ -328,21 +328,6 @@ pub async fn task(db: &Db, id: i64) -> Result<Option<Task>> {
     })
 }
 
-pub async fn insert_tasks(db: &Db, rows: &[Task]) -> Result<()> {
-    db_run!(db, |c| {
-        c.transaction::<_, StoreError, _>(async |c| {
-            for t in rows {
-                diesel::insert_into(tasks::table)
-                    .values(t)
-                    .execute(c)
-                    .await?;
-            }
-            Ok(())
-        })
-        .await
-    })
-}
-
 /// Applies `change` to a task only if its status is one of `from`; true when it did.
 pub async fn transition_task(db: &Db, id: i64, from: &[&str], change: &TaskChange) -> Result<bool> {
     let mut change = change.clone();
@@ -621,8 +606,9 @@ pub async fn fenced_run(db: &Db, fence: &Fence, from: &[&str], change: &RunChang
     })
 }
 
-/// [`insert_tasks`] for `fence`'s run: in one transaction that first locks the run row while
-/// the fence holds (a takeover waits for it); false, with nothing written, when it does not.
+/// Inserts a run's new tasks for `fence`'s run: in one transaction that first locks the run
+/// row while the fence holds (a takeover waits for it); false, with nothing written, when it
+/// does not.
 pub async fn fenced_insert_tasks(db: &Db, fence: &Fence, rows: &[Task]) -> Result<bool> {
     let lock = match db.backend() {
         super::Backend::Sqlite => "",

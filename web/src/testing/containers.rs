@@ -230,9 +230,13 @@ impl Cluster {
             relays.push((SSH_RELAY, ssh.clone()));
         }
         for (port, to) in relays {
-            let listen = format!("TCP-LISTEN:{port},bind={gw},reuseaddr,fork");
-            c.procs
-                .push(spawn_group("socat", &[&listen, &format!("TCP:{to}")]));
+            // nodelay both ways: with Nagle's algorithm a query split over two writes waits
+            // for a delayed ACK (40 ms) at every round trip
+            let listen = format!("TCP-LISTEN:{port},bind={gw},reuseaddr,fork,nodelay");
+            c.procs.push(spawn_group(
+                "socat",
+                &[&listen, &format!("TCP:{to},nodelay")],
+            ));
         }
         let inner_url = o
             .db_url
