@@ -191,6 +191,27 @@ where
                 return Some((Ok(Bytes::from(hello)), Some(st)));
             }
             loop {
+                // take all the actuator has sent so far before sending anything: the window
+                // bounds memory, and the reading must keep up with a log that grows fast
+                // however slowly the page is sent (the actuator's stream fails when its reader
+                // falls behind by more than its buffer)
+                // (at most a mailbox's worth per pass, so the task yields)
+                for _ in 0..64 {
+                    if st.closed {
+                        break;
+                    }
+                    match st.rx.try_recv() {
+                        Ok(Ok(b)) => st.take(b),
+                        Ok(Err(e)) => {
+                            st.failed = Some(e);
+                            st.closed = true;
+                        }
+                        Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                        Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                            st.closed = true
+                        }
+                    }
+                }
                 let out = st.emit();
                 if !out.is_empty() {
                     return Some((Ok(Bytes::from(out)), Some(st)));
