@@ -4,6 +4,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use web::config::{Config, DEFAULT_CONFIG_PATH, DEFAULT_CONFIG_YAML};
 
+/// jemalloc rather than glibc's malloc: a server holding many parked runs fragments glibc's
+/// per-thread arenas (docs/BENCHMARKS.md, "Scale": RSS per parked run).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "eventops",

@@ -60,7 +60,8 @@ pub fn spawn(engine: Arc<Engine>, run_id: i64) {
 /// How often a run's actor may panic before its run is failed.
 const MAX_CRASHES: u32 = 3;
 
-/// Runs a run's actor and watches it: an actor that panics is restarted (after a pause, with
+/// Runs a run's actor and watches it (its rare, large awaits boxed: this future lives as long
+/// as the run, parked or not): an actor that panics is restarted (after a pause, with
 /// a fresh mailbox; it re-reads everything from the database), up to [`MAX_CRASHES`] times;
 /// an actor that cannot load its run (an unreadable snapshot) fails the run with the reason.
 /// Database outages never get here: the actor's calls retry until the database answers.
@@ -101,7 +102,7 @@ async fn supervise(
             Ok(Err(e)) => {
                 let why = format!("the run could not be loaded: {e}");
                 log::error!("run {run_id}: {why}");
-                abandon(&engine, run_id, &why).await;
+                Box::pin(abandon(&engine, run_id, &why)).await;
                 break;
             }
             Err(j) if j.is_panic() => {
@@ -110,7 +111,7 @@ async fn supervise(
                 log::error!("run {run_id}: its actor panicked ({crashes}/{MAX_CRASHES}): {what}");
                 if crashes >= MAX_CRASHES {
                     let why = format!("the run's actor crashed {crashes} times; last: {what}");
-                    abandon(&engine, run_id, &why).await;
+                    Box::pin(abandon(&engine, run_id, &why)).await;
                     break;
                 }
                 let note = RunChange {
@@ -120,7 +121,8 @@ async fn supervise(
                     ..Default::default()
                 };
                 if let Err(e) =
-                    store::runs::transition_run(&engine.db, run_id, &[RUNNING], &note).await
+                    Box::pin(store::runs::transition_run(&engine.db, run_id, &[RUNNING], &note))
+                        .await
                 {
                     log::error!("run {run_id}: recording the crash: {e}");
                 }
