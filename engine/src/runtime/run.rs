@@ -120,9 +120,13 @@ async fn supervise(
                     )),
                     ..Default::default()
                 };
-                if let Err(e) =
-                    Box::pin(store::runs::transition_run(&engine.db, run_id, &[RUNNING], &note))
-                        .await
+                if let Err(e) = Box::pin(store::runs::transition_run(
+                    &engine.db,
+                    run_id,
+                    &[RUNNING],
+                    &note,
+                ))
+                .await
                 {
                     log::error!("run {run_id}: recording the crash: {e}");
                 }
