@@ -12,6 +12,15 @@ use base64::Engine as _;
 use std::fmt;
 use std::path::Path;
 
+/// Constant-time equality of two secrets or digests (keys, CSRF tokens, callback hashes).
+pub fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 /// The prefix of a sealed value (self-describing: scheme and version).
 pub const SEALED_PREFIX: &str = "enc:v1:";
 

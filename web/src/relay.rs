@@ -21,15 +21,6 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Constant-time equality of two keys.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 #[utoipa::path(get, path = "/api/cluster/relay", tag = "health",
     responses(
         (status = 101, description = "WebSocket upgrade: one stream to the tunnel client named by the x-eventops-user, x-eventops-client-id and x-eventops-machine-label headers, for another server of the database (x-eventops-relay-key)"),
@@ -44,7 +35,7 @@ pub async fn relay(
     key: web::Data<RelayKey>,
 ) -> Result<HttpResponse, ApiError> {
     match header(&req, KEY_HEADER) {
-        Some(k) if same(k, &key.0) => {}
+        Some(k) if engine::secrets::same(k, &key.0) => {}
         _ => {
             return Err(ApiError::Unauthorized(
                 "relay refused: only the servers of this database may relay".into(),

@@ -110,15 +110,6 @@ fn file_views(t: &Task) -> BTreeMap<String, proto::FileView> {
         .collect()
 }
 
-/// Constant-time comparison of two hex digests.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 impl Engine {
     /// Records a task's end (from its callback or from polling `exit.code`), if it has not
     /// ended yet, and tells its run. True when this call recorded it.
@@ -179,7 +170,7 @@ impl Engine {
         };
         if task.pipeline_id != req.pipeline_id
             || task.secret_hash.is_empty()
-            || !same(&secret_hash(&req.auth), &task.secret_hash)
+            || !crate::secrets::same(&secret_hash(&req.auth), &task.secret_hash)
         {
             log::warn!("callback for task {} refused: wrong auth", req.task_id);
             return Err(refused());

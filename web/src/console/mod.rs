@@ -172,7 +172,7 @@ pub struct Session {
 impl Session {
     /// Checks a form's CSRF token (constant-time).
     pub fn check_csrf(&self, token: &str) -> Result<()> {
-        if same(token, &self.csrf) {
+        if engine::secrets::same(token, &self.csrf) {
             Ok(())
         } else {
             Err(ConsoleError::Forbidden(
@@ -180,14 +180,6 @@ impl Session {
             ))
         }
     }
-}
-
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 /// The CSRF token of a session: bound to its login token, unguessable without it.
@@ -448,7 +440,7 @@ async fn login(
 ) -> Result<HttpResponse> {
     let f = form.into_inner();
     let expected = cookie(&req, LOGIN_COOKIE).unwrap_or("");
-    if expected.is_empty() || !same(&f.csrf, expected) {
+    if expected.is_empty() || !engine::secrets::same(&f.csrf, expected) {
         return Err(ConsoleError::Forbidden(
             "the login form's CSRF token is missing or wrong; reload the login page".into(),
         ));
