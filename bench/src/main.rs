@@ -556,7 +556,11 @@ fn settled_rss(pid: u32) -> u64 {
     }
 }
 
-async fn insert_parked(db: &engine::store::Db, n: usize) -> Result<(), engine::store::StoreError> {
+async fn insert_parked(
+    db: &engine::store::Db,
+    n: usize,
+    with_jobs: bool,
+) -> Result<(), engine::store::StoreError> {
     use engine::store::models::{Actuator, Pipeline, Task};
     use engine::store::schema::{actuators, pipelines, tasks};
     let def = r#"{"version":"1","name":"park","dag":[{"name":"t","needs":["root"]}],"tasks":[{"alias":"t","type":"os","commands":["sleep 1000"],"actuatorSelector":{"tags":["nowhere"]}}]}"#;
@@ -625,7 +629,11 @@ async fn insert_parked(db: &engine::store::Db, n: usize) -> Result<(), engine::s
                         contexts: "{}".into(),
                         definition_snapshot: String::new(),
                         exit_code: None,
-                        job_id: format!("pipelines/{id}/tasks/{tid}"),
+                        job_id: if with_jobs {
+                            format!("pipelines/{id}/tasks/{tid}")
+                        } else {
+                            String::new()
+                        },
                         secret_hash: String::new(),
                         timeout_secs: 86_400,
                         file_sizes: None,
@@ -656,8 +664,15 @@ async fn insert_parked(db: &engine::store::Db, n: usize) -> Result<(), engine::s
 /// Memory per parked run: the server resumes `n` runs whose one task is `running` on an
 /// actuator it cannot reach (each run then waits, polling with backoff), against the same
 /// server with no runs.
-fn parked(n: usize) {
-    println!("== parked runs: RSS per idle waiting run ({n} runs resumed at start-up, each waiting on a running task)");
+/// `with_jobs`: each task has a job on an actuator that refuses connections (every poll goes
+/// out and fails); without, its polls answer "starting" at once (the run's own cost alone).
+fn parked(n: usize, with_jobs: bool) {
+    let polls = if with_jobs {
+        "polled on an actuator that refuses connections"
+    } else {
+        "no job: polls answer at once"
+    };
+    println!("== parked runs: RSS per idle waiting run ({n} runs resumed at start-up, each waiting on a running task, {polls})");
     let empty = tempfile::tempdir().expect("tempdir");
     let Some((mut a, _)) = spawn_server(empty.path()) else {
         return;
@@ -680,7 +695,9 @@ fn parked(n: usize) {
         .expect("rt");
     rt.block_on(async {
         let db = engine::store::Db::connect(&url, 1).await.expect("db");
-        insert_parked(&db, n).await.expect("insert parked runs");
+        insert_parked(&db, n, with_jobs)
+            .await
+            .expect("insert parked runs");
     });
     let Some((mut c, port)) = spawn_server(dir.path()) else {
         return;
@@ -711,11 +728,35 @@ fn parked(n: usize) {
         .and_then(|mut r| r.body_mut().read_json::<Value>().ok())
         .and_then(|v| v["data"].as_array().map(Vec::len))
         .unwrap_or(0);
+    let metrics = agent
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .unwrap_or_default();
+    let gauge = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(-1.0)
+    };
+    let (live, asleep) = (gauge("eventops_runs_live"), gauge("eventops_runs_parked"));
+    let heap = gauge("eventops_heap_allocated_bytes");
+    let resident = gauge("eventops_heap_resident_bytes");
     let _ = c.kill();
     let _ = c.wait();
     println!(
-        "  server with no runs: {base} KiB; with {n} parked runs: {parked} KiB → {:.2} KiB per run (first 1000 listed as running: {running})",
-        (parked.saturating_sub(base)) as f64 / n as f64
+        "  server with no runs: {base} KiB; with {n} parked runs: {parked} KiB → {:.2} KiB per run (first 1000 listed as running: {running}; live {live}, parked {asleep}; jemalloc: {:.1} MiB allocated, {:.2} KiB per run; {:.1} MiB resident)",
+        (parked.saturating_sub(base)) as f64 / n as f64,
+        heap / 1048576.0,
+        heap / 1024.0 / n as f64,
+        resident / 1048576.0,
     );
 }
 
@@ -737,7 +778,9 @@ fn metrics_render(n: usize) {
         .expect("rt");
     rt.block_on(async {
         let db = engine::store::Db::connect(&url, 1).await.expect("db");
-        insert_parked(&db, n).await.expect("insert parked runs");
+        insert_parked(&db, n, true)
+            .await
+            .expect("insert parked runs");
     });
     let Some((mut c, port)) = spawn_server(dir.path()) else {
         return;
@@ -833,7 +876,7 @@ fn main() {
         "sequential" => sequential(),
         "matching" => matching(),
         "idle" => idle(),
-        "parked" => parked(10_000),
+        "parked" => parked(opt("--runs", 10_000), !args.iter().any(|a| a == "--no-job")),
         "metrics" => metrics_render(10_000),
         "tunnel-bulk" => tunnel_bench::bulk(mib),
         "tunnel-streams" => tunnel_bench::streams(streams, stream_secs),
@@ -857,7 +900,8 @@ fn main() {
             intake(secs.min(10), clients);
             cluster_bench::cluster(10, opt("--clients", 96), cpus);
             cluster_bench::takeover(opt("--runs", 100));
-            parked(10_000);
+            parked(10_000, true);
+            parked(10_000, false);
             sequential();
             tunnel_bench::agent_sequential();
         }
@@ -868,7 +912,7 @@ fn main() {
             scale_bench::processing(10, clients);
             latency(200);
             sequential();
-            parked(10_000);
+            parked(10_000, true);
             tunnel();
             outage_bench::outage(10);
         }

@@ -7,6 +7,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::OnceLock;
@@ -50,6 +51,8 @@ pub struct Metrics {
     pub fanout_results: Family<StatusLabel, Counter>,
     /// Database calls that failed with a transient error (connection, timeout).
     pub db_errors: Counter,
+    /// Runs whose actor is parked: waiting on long tasks, its state dropped until needed.
+    pub runs_parked: Gauge,
 }
 
 /// The process's engine metrics.
@@ -64,6 +67,7 @@ pub fn get() -> &'static Metrics {
         task_duration: Family::new_with_constructor(duration_histogram),
         fanout_results: Family::default(),
         db_errors: Counter::default(),
+        runs_parked: Gauge::default(),
     })
 }
 
@@ -110,6 +114,11 @@ impl Metrics {
             "eventops_db_errors",
             "Database calls that failed with a transient error",
             self.db_errors.clone(),
+        );
+        r.register(
+            "eventops_runs_parked",
+            "Live runs parked: waiting on long tasks, their state read again when needed",
+            self.runs_parked.clone(),
         );
     }
 

@@ -5,9 +5,22 @@ use std::path::PathBuf;
 use web::config::{Config, DEFAULT_CONFIG_PATH, DEFAULT_CONFIG_YAML};
 
 /// jemalloc rather than glibc's malloc: a server holding many parked runs fragments glibc's
-/// per-thread arenas (docs/BENCHMARKS.md, "Scale": RSS per parked run).
+/// per-thread arenas (docs/BENCHMARKS.md, "Scale": RSS per parked run). Built without the
+/// `jemalloc` feature, glibc's (what heap profilers such as heaptrack see).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's allocated and resident bytes, for `/metrics`.
+#[cfg(feature = "jemalloc")]
+fn heap_stats() -> Option<(u64, u64)> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    Some((
+        stats::allocated::read().ok()? as u64,
+        stats::resident::read().ok()? as u64,
+    ))
+}
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +51,8 @@ enum Command {
 }
 
 fn main() {
+    #[cfg(feature = "jemalloc")]
+    web::metrics::set_heap_stats(heap_stats);
     let cli = Cli::parse();
     if let Some(Command::DefaultConfig) = cli.command {
         // `eventops default-config | head -1`: a reader that goes away early is no error

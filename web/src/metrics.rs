@@ -47,6 +47,19 @@ struct ServerMetrics {
     tunnel_clients: Gauge,
     pool_open: Gauge,
     pool_in_use: Gauge,
+    heap_allocated: Gauge,
+    heap_resident: Gauge,
+}
+
+/// What the process's allocator holds: bytes allocated (live) and resident (pages it keeps,
+/// fragmentation included). Set by the server binary (jemalloc); absent elsewhere.
+pub type HeapStats = fn() -> Option<(u64, u64)>;
+
+static HEAP_STATS: OnceLock<HeapStats> = OnceLock::new();
+
+/// Lets `/metrics` report the allocator's bytes (`eventops_heap_*_bytes`).
+pub fn set_heap_stats(f: HeapStats) {
+    let _ = HEAP_STATS.set(f);
 }
 
 fn metrics() -> &'static ServerMetrics {
@@ -64,6 +77,8 @@ fn metrics() -> &'static ServerMetrics {
             tunnel_clients: Gauge::default(),
             pool_open: Gauge::default(),
             pool_in_use: Gauge::default(),
+            heap_allocated: Gauge::default(),
+            heap_resident: Gauge::default(),
         };
         registry.register(
             "eventops_http_requests",
@@ -107,6 +122,20 @@ fn metrics() -> &'static ServerMetrics {
             "Database connections in use",
             m.pool_in_use.clone(),
         );
+        if HEAP_STATS.get().is_some() {
+            registry.register_with_unit(
+                "eventops_heap_allocated",
+                "Bytes the server has allocated (live objects)",
+                Unit::Bytes,
+                m.heap_allocated.clone(),
+            );
+            registry.register_with_unit(
+                "eventops_heap_resident",
+                "Bytes of memory the allocator keeps resident (live objects and fragmentation)",
+                Unit::Bytes,
+                m.heap_resident.clone(),
+            );
+        }
         ServerMetrics { registry, ..m }
     })
 }
@@ -188,6 +217,11 @@ pub async fn render(state: &AppState) -> String {
     let (open, in_use) = state.db.pool_status();
     m.pool_open.set(gauge(open));
     m.pool_in_use.set(gauge(in_use));
+    if let Some((allocated, resident)) = HEAP_STATS.get().and_then(|f| f()) {
+        let bytes = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
+        m.heap_allocated.set(bytes(allocated));
+        m.heap_resident.set(bytes(resident));
+    }
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &m.registry) {
         log::error!("metrics: encoding: {e}");

@@ -363,6 +363,69 @@ fn timeout_and_cancel_kill_the_whole_process_group() {
         .fails(409, "already ended");
 }
 
+/// How many runs are parked (`eventops_runs_parked`, this test's server alone in its process).
+fn parked(api: &Api) -> i64 {
+    api.get_text("/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix("eventops_runs_parked "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
+/// A run whose only live tasks are long ones parks (its state dropped, `eventops_runs_parked`),
+/// and wakes for what concerns it: a task's end (its outputs, contexts, and its actuator slot
+/// given back — else the next task would never get the actuator's one slot), a cancel and a
+/// timeout; the routine polls meanwhile leave it parked.
+#[test]
+fn parked_runs_wake_for_ends_cancels_and_timeouts() {
+    let Some((s, _server, api)) = setup() else {
+        return;
+    };
+    api.post(
+        "/api/actuator/apply",
+        s.actuator("one-slot", "one-slot") + "maxConcurrentTasks: 1\n",
+    )
+    .ok();
+    // the start watches a task for 5 s, the first poll comes 2 s later: parked from ~7 s
+    api.post("/api/pipeline-definition/apply", "version: 1\nname: park\nactuatorSelector: {tags: [one-slot]}\ncontexts: [{name: word, type: env}]\ndag: [{name: long, needs: [root]}, {name: next, needs: [long]}]\ntasks:\n  - {alias: long, type: os, commands: ['while [ ! -e go ]; do sleep 0.2; done; export W=woke'], outputs: [{name: w, value: W, setToContext: word}]}\n  - {alias: next, type: os, commands: ['export N=\"${{ contexts.word }} up\"'], outputs: [{name: n, value: N}]}\noutputs: [{name: n, value: '${{ outputs.next.n }}'}]\n").ok();
+    let id = start_run(&api, "park", "park");
+    wait_for("the run parked", 30, || (parked(&api) == 1).then_some(()));
+    // parked through at least one routine poll (2 s after the first): still parked
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(parked(&api), 1);
+    let run = api.get(&format!("/api/pipeline/{id}")).ok();
+    assert_eq!(task(&run, "long")["status"], "running", "{run}");
+    std::fs::write(task_dir(&s, &run, "long").join("go"), "").unwrap();
+    let run = finished(&api, id, 60);
+    assert_eq!(run["status"], "success", "{run}");
+    assert_eq!(run["contexts"]["word"], "woke", "{run}");
+    assert_eq!(run["outputs"]["n"], "woke up", "{run}");
+    assert_eq!(parked(&api), 0);
+
+    // cancelled while parked: the task is killed on the actuator
+    api.post("/api/pipeline-definition/apply", "version: 1\nname: park-cancel\nactuatorSelector: {tags: [one-slot]}\ndag: [{name: t, needs: [root]}]\ntasks: [{alias: t, type: os, commands: ['sleep 600 & echo $! > child.pid; wait']}]\n").ok();
+    let id = start_run(&api, "park-cancel", "park-cancel");
+    wait_for("the run parked", 30, || (parked(&api) == 1).then_some(()));
+    let run = api.get(&format!("/api/pipeline/{id}")).ok();
+    let pid = std::fs::read_to_string(task_dir(&s, &run, "t").join("child.pid")).unwrap();
+    api.post(&format!("/api/pipeline/{id}/cancel"), "").ok();
+    let run = finished(&api, id, 20);
+    assert_eq!(run["status"], "cancel", "{run}");
+    assert_eq!(task(&run, "t")["status"], "cancel", "{run}");
+    wait_for("cancelled child killed", 15, || {
+        (!std::path::Path::new(&format!("/proc/{}", pid.trim())).exists()).then_some(())
+    });
+
+    // its timeout falls due while parked (the slot was given back by the cancel)
+    api.post("/api/pipeline-definition/apply", "version: 1\nname: park-timeout\nactuatorSelector: {tags: [one-slot]}\ndag: [{name: t, needs: [root]}]\ntasks: [{alias: t, type: os, timeout: 12, commands: ['sleep 600']}]\n").ok();
+    let id = start_run(&api, "park-timeout", "park-timeout");
+    wait_for("the run parked", 30, || (parked(&api) == 1).then_some(()));
+    let run = finished(&api, id, 30);
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(task(&run, "t")["status"], "timeout", "{run}");
+    assert_eq!(parked(&api), 0);
+}
+
 #[test]
 fn callbacks_with_a_wrong_secret_change_nothing() {
     let Some((s, _server, api)) = setup() else {

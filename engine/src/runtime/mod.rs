@@ -88,8 +88,13 @@ pub(crate) enum RunMsg {
     Internal(Box<run::Internal>),
 }
 
+/// A run's mailbox (futures' unbounded channel: a parked run keeps one for as long as it
+/// waits, and tokio's preallocates a block of 32 messages).
+pub(crate) type Mailbox = futures_channel::mpsc::UnboundedSender<RunMsg>;
+pub(crate) type MailboxRx = futures_channel::mpsc::UnboundedReceiver<RunMsg>;
+
 /// A run with an actor here: its mailbox, and the lease epoch it loaded.
-type RunSlot = (mpsc::UnboundedSender<RunMsg>, Option<i64>);
+type RunSlot = (Mailbox, Option<i64>);
 
 type IntakeItem = (
     crate::store::models::Event,
@@ -287,7 +292,7 @@ impl Engine {
     }
 
     /// Registers a run's mailbox; false when the run already has a live actor here.
-    pub(crate) fn register_run(&self, id: i64, tx: mpsc::UnboundedSender<RunMsg>) -> bool {
+    pub(crate) fn register_run(&self, id: i64, tx: Mailbox) -> bool {
         match self.runs.lock() {
             Ok(mut m) => match m.entry(id) {
                 std::collections::hash_map::Entry::Occupied(_) => false,
@@ -301,7 +306,7 @@ impl Engine {
     }
 
     /// Gives a (restarted) run actor a new mailbox.
-    pub(crate) fn replace_run(&self, id: i64, tx: mpsc::UnboundedSender<RunMsg>) {
+    pub(crate) fn replace_run(&self, id: i64, tx: Mailbox) {
         if let Ok(mut m) = self.runs.lock() {
             m.insert(id, (tx, None));
         }
@@ -355,7 +360,7 @@ impl Engine {
         self.runs
             .lock()
             .ok()
-            .and_then(|m| m.get(&id).map(|(tx, _)| tx.send(msg).is_ok()))
+            .and_then(|m| m.get(&id).map(|(tx, _)| tx.unbounded_send(msg).is_ok()))
             .unwrap_or(false)
     }
 
@@ -425,7 +430,22 @@ async fn write_events(engine: Arc<Engine>, mut rx: mpsc::Receiver<IntakeItem>) {
                 Err(_) => break,
             }
         }
-        let rows: Vec<crate::store::models::Event> = batch.iter().map(|(r, _)| r.clone()).collect();
+        let mut rows: Vec<crate::store::models::Event> =
+            batch.iter().map(|(r, _)| r.clone()).collect();
+        // an event no trigger listens for is decided here (stored `processed`): no worker
+        // reads and writes it again
+        let mut waiting = Vec::with_capacity(rows.len());
+        for r in &mut rows {
+            let heard = engine
+                .triggers_for(&r.name, &r.version, &r.creator)
+                .await
+                .map_or(true, |t| !t.is_empty());
+            if !heard {
+                r.status = store::events::PROCESSED.to_string();
+                r.message = processor::NO_TRIGGER.to_string();
+            }
+            waiting.push(heard);
+        }
         // fail fast: the senders are waiting for an answer (503 while the database is down)
         let res = store::events::insert_many(&engine.api_db, &rows)
             .await
@@ -440,8 +460,13 @@ async fn write_events(engine: Arc<Engine>, mut rx: mpsc::Receiver<IntakeItem>) {
             let _ = tx.send(res.clone());
         }
         if ok {
-            for r in &rows {
-                engine.event_sent(r.id);
+            let m = crate::metrics::get();
+            for (r, waiting) in rows.iter().zip(waiting) {
+                if waiting {
+                    engine.event_sent(r.id);
+                } else {
+                    m.event_decided(store::events::PROCESSED);
+                }
             }
         }
     }

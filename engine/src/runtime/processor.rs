@@ -22,6 +22,9 @@ pub const PASS: &str = "pass";
 pub const UNPASS: &str = "unpass";
 pub const PROCESS_FAILED: &str = "processFailed";
 
+/// The message of an event no trigger listens for (decided as it is stored).
+pub const NO_TRIGGER: &str = "no trigger listens for this event's name, version and sender";
+
 /// Largest batch a worker decides and commits at once.
 const MAX_BATCH: usize = 256;
 
@@ -141,7 +144,7 @@ async fn decide(
         return Ok(Decision {
             event_id: id,
             status: events::PROCESSED,
-            message: "no trigger listens for this event's name, version and sender".into(),
+            message: NO_TRIGGER.into(),
             records: Vec::new(),
             runs: Vec::new(),
         });

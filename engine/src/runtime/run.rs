@@ -7,7 +7,7 @@
 
 use super::processor::{json, new_tasks};
 use super::views::TaskEnd;
-use super::{Engine, RunMsg};
+use super::{Engine, Mailbox, MailboxRx, RunMsg};
 use crate::actuator::{ActuatorError, Job, JobStatus};
 use crate::dag::Dag;
 use crate::definition::actuator::ActuatorKind;
@@ -18,10 +18,10 @@ use crate::script::{self, Values};
 use crate::store::models::{Pipeline, Task};
 use crate::store::runs::{Fence, RunChange, TaskChange};
 use crate::store::{self, now_ms};
+use futures_util::StreamExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 // run statuses
 pub const RUNNING: &str = "running";
@@ -50,7 +50,7 @@ pub(crate) enum Internal {
 
 /// Starts the actor of a run, unless it already has one here.
 pub fn spawn(engine: Arc<Engine>, run_id: i64) {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = futures_channel::mpsc::unbounded();
     if !engine.register_run(run_id, tx.clone()) {
         return;
     }
@@ -60,43 +60,35 @@ pub fn spawn(engine: Arc<Engine>, run_id: i64) {
 /// How often a run's actor may panic before its run is failed.
 const MAX_CRASHES: u32 = 3;
 
-/// Runs a run's actor and watches it (its rare, large awaits boxed: this future lives as long
-/// as the run, parked or not): an actor that panics is restarted (after a pause, with
-/// a fresh mailbox; it re-reads everything from the database), up to [`MAX_CRASHES`] times;
-/// an actor that cannot load its run (an unreadable snapshot) fails the run with the reason.
-/// Database outages never get here: the actor's calls retry until the database answers.
-async fn supervise(
-    engine: Arc<Engine>,
-    run_id: i64,
-    tx: mpsc::UnboundedSender<RunMsg>,
-    rx: mpsc::UnboundedReceiver<RunMsg>,
-) {
+/// Runs a run's actor and watches it, in the same task (boxed: this future lives as long as
+/// the run, parked or not): an actor that panics is restarted (after a pause, with a fresh
+/// mailbox; it re-reads everything from the database), up to [`MAX_CRASHES`] times; an actor
+/// that cannot load its run (an unreadable snapshot) fails the run with the reason. Database
+/// outages never get here: the actor's calls retry until the database answers.
+async fn supervise(engine: Arc<Engine>, run_id: i64, tx: Mailbox, rx: MailboxRx) {
+    use futures_util::FutureExt;
     let mut mailbox = Some((tx, rx));
     let mut crashes = 0u32;
     loop {
-        let (tx, rx) = match mailbox.take() {
+        let (own, rx) = match mailbox.take() {
             Some(m) => m,
             None => {
-                let (tx, rx) = mpsc::unbounded_channel();
+                let (tx, rx) = futures_channel::mpsc::unbounded();
                 engine.replace_run(run_id, tx.clone());
                 (tx, rx)
             }
         };
-        // the run's own jobs post to the same mailbox; weak, so the engine's sender alone
-        // keeps it open
-        let own = tx.downgrade();
-        drop(tx);
         let e = engine.clone();
-        let actor = tokio::spawn(async move {
-            match Box::pin(RunActor::load(e, run_id, own)).await {
-                Ok(Some(mut actor)) => {
-                    actor.main(rx).await;
-                    Ok(())
+        let actor = Box::pin(
+            std::panic::AssertUnwindSafe(async move {
+                match Box::pin(RunActor::load(e, run_id, own)).await {
+                    Ok(Some(actor)) => RunActor::drive(actor, rx).await,
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
                 }
-                Ok(None) => Ok(()),
-                Err(e) => Err(e),
-            }
-        });
+            })
+            .catch_unwind(),
+        );
         match actor.await {
             Ok(Ok(())) => break,
             Ok(Err(e)) => {
@@ -105,9 +97,9 @@ async fn supervise(
                 Box::pin(abandon(&engine, run_id, &why)).await;
                 break;
             }
-            Err(j) if j.is_panic() => {
+            Err(panic) => {
                 crashes += 1;
-                let what = panic_text(j.into_panic());
+                let what = panic_text(panic);
                 log::error!("run {run_id}: its actor panicked ({crashes}/{MAX_CRASHES}): {what}");
                 if crashes >= MAX_CRASHES {
                     let why = format!("the run's actor crashed {crashes} times; last: {what}");
@@ -132,7 +124,6 @@ async fn supervise(
                 }
                 tokio::time::sleep(Duration::from_secs(1 << crashes.min(5))).await;
             }
-            Err(_) => break, // cancelled: the runtime is shutting down
         }
     }
     engine.unregister_run(run_id);
@@ -188,12 +179,11 @@ async fn abandon(engine: &Arc<Engine>, run_id: i64, why: &str) {
 }
 
 /// Posts a job's result to its run, if the run still listens.
-fn tell(run: &mpsc::WeakUnboundedSender<RunMsg>, msg: Internal) {
-    if let Some(tx) = run.upgrade() {
-        let _ = tx.send(RunMsg::Internal(Box::new(msg)));
-    }
+fn tell(run: &Mailbox, msg: Internal) {
+    let _ = run.unbounded_send(RunMsg::Internal(Box::new(msg)));
 }
 
+#[derive(Clone, Copy)]
 struct Poll {
     next: Instant,
     every: Duration,
@@ -212,7 +202,7 @@ struct RunActor {
     starting: BTreeSet<i64>,
     polls: HashMap<i64, Poll>,
     /// This run's mailbox, for the jobs it spawns.
-    own: mpsc::WeakUnboundedSender<RunMsg>,
+    own: Mailbox,
     finished: bool,
     /// Set when a pass changed tasks itself (a child DAG created, a task failed to start):
     /// `step` walks again, since no message will come for that change.
@@ -223,8 +213,8 @@ impl RunActor {
     async fn load(
         engine: Arc<Engine>,
         id: i64,
-        own: mpsc::WeakUnboundedSender<RunMsg>,
-    ) -> crate::Result<Option<RunActor>> {
+        own: Mailbox,
+    ) -> crate::Result<Option<Box<RunActor>>> {
         let Some(mut run) = store::runs::get(&engine.db, id).await? else {
             return Ok(None);
         };
@@ -284,7 +274,7 @@ impl RunActor {
                 )
             })
             .collect();
-        Ok(Some(RunActor {
+        Ok(Some(Box::new(RunActor {
             engine,
             run,
             fence,
@@ -295,23 +285,80 @@ impl RunActor {
             own,
             finished: false,
             dirty: false,
-        }))
+        })))
     }
 
-    async fn main(&mut self, mut rx: mpsc::UnboundedReceiver<RunMsg>) {
-        // the handlers are boxed so a parked run's task holds only this small loop
-        Box::pin(self.step()).await;
-        while !self.finished {
-            let wake = self.next_wakeup();
-            let event = tokio::select! {
-                m = rx.recv() => match m {
-                    Some(m) => Wake::Msg(m),
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(wake.into()) => Wake::Timer,
+    /// The actor's life: a pass over the DAG, then one message or timer at a time until the
+    /// run ends. Between events a run whose next own step is a while off is [parked](Parked):
+    /// its state is dropped and read again when something other than a routine poll happens.
+    async fn drive(mut actor: Box<RunActor>, mut rx: MailboxRx) -> crate::Result<()> {
+        // the handlers are boxed so a run's task holds only this small loop
+        Box::pin(actor.step()).await;
+        while !actor.finished {
+            let wake = actor.next_wakeup();
+            let event = match actor.park(wake) {
+                Err(awake) => {
+                    actor = awake;
+                    tokio::select! {
+                        m = rx.next() => match m {
+                            Some(m) => Wake::Msg(m),
+                            None => break,
+                        },
+                        _ = tokio::time::sleep_until(wake.into()) => Wake::Timer,
+                    }
+                }
+                Ok(parked) => {
+                    let Some((event, parked)) = Box::pin(parked.sleep(&mut rx)).await else {
+                        break;
+                    };
+                    match Box::pin(parked.resume()).await? {
+                        Some(awake) => actor = awake,
+                        None => break,
+                    }
+                    event
+                }
             };
-            Box::pin(self.handle(event)).await;
+            Box::pin(actor.handle(event)).await;
         }
+        Ok(())
+    }
+
+    /// Parks the run when nothing but polls and timeouts is due for at least [`PARK_AFTER`]:
+    /// no start in flight, every live task started and polled.
+    fn park(self: Box<Self>, wake: Instant) -> Result<Parked, Box<Self>> {
+        let now = Instant::now();
+        if self.finished || self.dirty || !self.starting.is_empty() || wake < now + PARK_AFTER {
+            return Err(self);
+        }
+        let live = |t: &&Box<Task>| LIVE.contains(&t.status.as_str()) && t.task_type != "pipeline";
+        if self
+            .tasks
+            .values()
+            .filter(live)
+            .any(|t| !self.polls.contains_key(&t.id))
+        {
+            return Err(self);
+        }
+        let watched = self
+            .tasks
+            .values()
+            .filter(live)
+            .filter_map(|t| {
+                let started = t.started_at.unwrap_or(t.created_at);
+                Some(ParkedTask {
+                    task: Watched::of(t),
+                    deadline_ms: started.saturating_add(t.timeout_secs.saturating_mul(1000)),
+                    poll: *self.polls.get(&t.id)?,
+                })
+            })
+            .collect();
+        Ok(Parked {
+            engine: self.engine.clone(),
+            fence: self.fence.clone(),
+            creator: self.run.creator.clone(),
+            own: self.own.clone(),
+            tasks: watched,
+        })
     }
 
     async fn handle(&mut self, event: Wake) {
@@ -376,32 +423,38 @@ impl RunActor {
         wake.max(now + Duration::from_millis(20))
     }
 
-    /// Re-reads a task; the first time it is seen ended, its actuator is told
-    /// ([`task_done`](Self::task_done)).
+    /// Re-reads a task ([`absorb`](Self::absorb)).
     async fn refresh(&mut self, id: i64) {
         match store::runs::task(&self.engine.db, id).await {
-            Ok(Some(t)) => {
-                let was_live = self.tasks.get(&id).is_some_and(|old| {
-                    old.status == INITIALIZING || LIVE.contains(&old.status.as_str())
-                });
-                let ended = t.status != INITIALIZING && !LIVE.contains(&t.status.as_str());
-                if was_live && ended {
-                    let from = t.started_at.unwrap_or(t.created_at);
-                    let secs = (t.ended_at.unwrap_or_else(now_ms) - from) as f64 / 1000.0;
-                    let kind = TaskKind::parse(&t.task_type).map_or("pipeline", TaskKind::name);
-                    crate::metrics::get().task_finished(kind, &t.status, secs);
-                    self.task_done(&t);
-                }
-                self.tasks.insert(id, Box::new(t));
-            }
+            Ok(Some(t)) => self.absorb(t),
             Ok(None) => {}
             Err(e) => log::warn!("run {}: reloading task {id}: {e}", self.run.id),
         }
     }
 
+    /// Takes a task as read from the database; the first time it is seen ended, it is counted
+    /// and its actuator told ([`task_done`](Self::task_done)).
+    fn absorb(&mut self, t: Task) {
+        let was_live = self
+            .tasks
+            .get(&t.id)
+            .is_some_and(|old| old.status == INITIALIZING || LIVE.contains(&old.status.as_str()));
+        let ended = t.status != INITIALIZING && !LIVE.contains(&t.status.as_str());
+        if was_live && ended {
+            let from = t.started_at.unwrap_or(t.created_at);
+            let secs = (t.ended_at.unwrap_or_else(now_ms) - from) as f64 / 1000.0;
+            let kind = TaskKind::parse(&t.task_type).map_or("pipeline", TaskKind::name);
+            crate::metrics::get().task_finished(kind, &t.status, secs);
+            self.task_done(&t);
+        }
+        self.tasks.insert(t.id, Box::new(t));
+    }
+
     async fn reload_all(&mut self) {
         if let Ok(ts) = store::runs::tasks_of(&self.engine.db, self.run.id).await {
-            self.tasks = ts.into_iter().map(|t| (t.id, Box::new(t))).collect();
+            for t in ts {
+                self.absorb(t);
+            }
         }
     }
 
@@ -638,9 +691,7 @@ impl RunActor {
                     // a start that found the run another server's wrote nothing: the actor
                     // stops rather than try again
                     if matches!(res, Ok(false)) {
-                        if let Some(tx) = tx.upgrade() {
-                            let _ = tx.send(RunMsg::LeaseLost);
-                        }
+                        let _ = tx.unbounded_send(RunMsg::LeaseLost);
                         return;
                     }
                     tell(&tx, Internal::Started(id, res.map(|_| ())));
@@ -988,27 +1039,9 @@ impl RunActor {
             }
             let due = self.polls.get(&t.id).is_none_or(|p| p.next <= now);
             if due {
-                let every = self
-                    .polls
-                    .get(&t.id)
-                    .map(|p| (p.every * 2).min(Duration::from_secs(30)))
-                    .unwrap_or(Duration::from_secs(2));
-                let lost_once = self.polls.get(&t.id).is_some_and(|p| p.lost_once);
-                self.polls.insert(
-                    t.id,
-                    Poll {
-                        next: now + every + Duration::from_secs(60),
-                        every,
-                        lost_once,
-                    },
-                );
-                let engine = self.engine.clone();
-                let creator = self.run.creator.clone();
-                let tx = self.own.clone();
-                tokio::spawn(async move {
-                    let res = poll(&engine, &creator, &t).await;
-                    tell(&tx, Internal::Polled(t.id, res));
-                });
+                let next = Poll::sent(self.polls.get(&t.id), now);
+                self.polls.insert(t.id, next);
+                send_poll(&self.engine, &self.own, &self.run.creator, Watched::of(&t));
             }
         }
         if changed {
@@ -1017,13 +1050,16 @@ impl RunActor {
     }
 
     async fn on_polled(&mut self, id: i64, res: Result<JobStatus, ActuatorError>) {
-        let now = Instant::now();
-        let every = self
-            .polls
-            .get(&id)
-            .map(|p| p.every)
-            .unwrap_or(Duration::from_secs(2));
-        let mut lost_once = self.polls.get(&id).is_some_and(|p| p.lost_once);
+        let lost_once = self.polls.get(&id).is_some_and(|p| p.lost_once);
+        if let Some(lost) = poll_again(&res, lost_once) {
+            if let Err(e) = &res {
+                log::warn!("run {}: polling task {id}: {e}", self.run.id);
+            }
+            if let Some(p) = self.polls.get_mut(&id) {
+                p.answered(lost);
+            }
+            return;
+        }
         match res {
             Ok(JobStatus::Exited { code, callback }) => {
                 let end = TaskEnd::read(code, callback.as_deref());
@@ -1034,39 +1070,201 @@ impl RunActor {
                     }
                     Err(e) => log::error!("run {}: completing task {id}: {e}", self.run.id),
                 }
-                return;
             }
-            Ok(JobStatus::Lost) if lost_once => {
+            Ok(JobStatus::Lost) => {
                 self.fail_task(id, ERROR, "the task's process ended without writing exit.code (killed or the host rebooted)").await;
-                return;
             }
-            Ok(JobStatus::Lost) => lost_once = true,
-            Ok(JobStatus::Unreachable(why)) => {
-                self.fail_task(id, ERROR, &why).await;
-                return;
-            }
-            Ok(JobStatus::Killed(why)) => {
-                self.fail_task(id, FAILED, &why).await;
-                return;
-            }
-            // the actuator will not come round (credentials refused, host key changed, the
-            // actuator deleted): end the task now rather than poll until its timeout
-            Err(e) if e.permanent => {
-                self.fail_task(id, ERROR, &e.message).await;
-                return;
-            }
+            Ok(JobStatus::Unreachable(why)) => self.fail_task(id, ERROR, &why).await,
+            Ok(JobStatus::Killed(why)) => self.fail_task(id, FAILED, &why).await,
             Ok(JobStatus::Missing) => {
                 self.fail_task(id, ERROR, "the task's directory is missing on the actuator")
                     .await;
-                return;
             }
-            Ok(_) => lost_once = false,
-            Err(e) => log::warn!("run {}: polling task {id}: {e}", self.run.id),
+            // the actuator will not come round (credentials refused, host key changed, the
+            // actuator deleted): end the task now rather than poll until its timeout
+            Err(e) => self.fail_task(id, ERROR, &e.message).await,
+            Ok(JobStatus::Starting | JobStatus::Running) => {} // polled again (above)
         }
-        if let Some(p) = self.polls.get_mut(&id) {
-            p.next = now + every;
-            p.lost_once = lost_once;
+    }
+}
+
+/// Whether a poll's answer leaves its task to be polled again — `Some(lost_once)`, noting a
+/// first `Lost` (one more look before the task is failed) — or decides it (`None`).
+fn poll_again(res: &Result<JobStatus, ActuatorError>, lost_once: bool) -> Option<bool> {
+    match res {
+        Ok(JobStatus::Lost) => (!lost_once).then_some(true),
+        Ok(
+            JobStatus::Exited { .. }
+            | JobStatus::Unreachable(_)
+            | JobStatus::Killed(_)
+            | JobStatus::Missing,
+        ) => None,
+        Err(e) if e.permanent => None,
+        Ok(JobStatus::Starting | JobStatus::Running) => Some(false),
+        Err(_) => Some(lost_once),
+    }
+}
+
+impl Poll {
+    /// The schedule after a poll was sent now: the interval doubles (2 s first, 30 s at most)
+    /// and the next is not before this one's answer (or a minute, if none comes).
+    fn sent(old: Option<&Poll>, now: Instant) -> Poll {
+        let every = old
+            .map(|p| (p.every * 2).min(Duration::from_secs(30)))
+            .unwrap_or(Duration::from_secs(2));
+        Poll {
+            next: now + every + Duration::from_secs(60),
+            every,
+            lost_once: old.is_some_and(|p| p.lost_once),
         }
+    }
+
+    /// An answer that leaves the task running came.
+    fn answered(&mut self, lost_once: bool) {
+        self.next = Instant::now() + self.every;
+        self.lost_once = lost_once;
+    }
+}
+
+/// A parked run waits at least this long before its next step of its own.
+const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// What a parked run keeps: who it is and the live tasks it polls (10,000 runs waiting on
+/// long tasks should cost little more than their mailboxes). Routine polls are sent and
+/// answered from here; anything else — a task's end, a cancel, a timeout, a poll's final
+/// answer — reads the run again ([`resume`](Self::resume)) and is handled by the actor.
+struct Parked {
+    engine: Arc<Engine>,
+    fence: Fence,
+    creator: String,
+    own: Mailbox,
+    tasks: Vec<ParkedTask>,
+}
+
+struct ParkedTask {
+    task: Watched,
+    /// When it times out (wall clock, ms).
+    deadline_ms: i64,
+    poll: Poll,
+}
+
+/// A started task, as polling it needs it.
+#[derive(Clone)]
+struct Watched {
+    id: i64,
+    actuator_name: String,
+    job_id: String,
+}
+
+impl Watched {
+    fn of(t: &Task) -> Watched {
+        Watched {
+            id: t.id,
+            actuator_name: t.actuator_name.clone(),
+            job_id: t.job_id.clone(),
+        }
+    }
+}
+
+/// Counts a run in `eventops_runs_parked` while it lives.
+struct ParkedGauge;
+
+impl ParkedGauge {
+    fn inc() -> ParkedGauge {
+        crate::metrics::get().runs_parked.inc();
+        ParkedGauge
+    }
+}
+
+impl Drop for ParkedGauge {
+    fn drop(&mut self) {
+        crate::metrics::get().runs_parked.dec();
+    }
+}
+
+impl Parked {
+    /// Sleeps until something needs the whole run: returns it with the run still parked, or
+    /// `None` when the run is no longer this actor's (its lease lost, its mailbox closed).
+    async fn sleep(mut self, rx: &mut MailboxRx) -> Option<(Wake, Parked)> {
+        let _counted = ParkedGauge::inc();
+        loop {
+            let now = Instant::now();
+            let now_wall = now_ms();
+            let mut wake = now + Duration::from_secs(30);
+            for t in &self.tasks {
+                let left_ms = t.deadline_ms - now_wall;
+                wake = wake
+                    .min(now + Duration::from_millis(left_ms.max(0) as u64 + 1))
+                    .min(t.poll.next);
+            }
+            let event = tokio::select! {
+                m = rx.next() => Wake::Msg(m?),
+                _ = tokio::time::sleep_until(wake.into()) => Wake::Timer,
+            };
+            match event {
+                Wake::Msg(RunMsg::LeaseLost) => return None,
+                Wake::Msg(RunMsg::Internal(m)) => match *m {
+                    Internal::Polled(id, res) => {
+                        let Some(t) = self.tasks.iter_mut().find(|t| t.task.id == id) else {
+                            let m = Box::new(Internal::Polled(id, res));
+                            return Some((Wake::Msg(RunMsg::Internal(m)), self));
+                        };
+                        match poll_again(&res, t.poll.lost_once) {
+                            Some(lost) => {
+                                if let Err(e) = &res {
+                                    log::warn!("run {}: polling task {id}: {e}", self.fence.run);
+                                }
+                                t.poll.answered(lost);
+                            }
+                            None => {
+                                let m = Box::new(Internal::Polled(id, res));
+                                return Some((Wake::Msg(RunMsg::Internal(m)), self));
+                            }
+                        }
+                    }
+                    other => return Some((Wake::Msg(RunMsg::Internal(Box::new(other))), self)),
+                },
+                Wake::Msg(m) => return Some((Wake::Msg(m), self)),
+                Wake::Timer => {
+                    let (now, now_wall) = (Instant::now(), now_ms());
+                    if self.tasks.iter().any(|t| now_wall > t.deadline_ms) {
+                        return Some((Wake::Timer, self)); // a timeout: the actor fails the task
+                    }
+                    for t in self.tasks.iter_mut().filter(|t| t.poll.next <= now) {
+                        t.poll = Poll::sent(Some(&t.poll), now);
+                        send_poll(&self.engine, &self.own, &self.creator, t.task.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the run again: its actor, with the polls it had, and the tasks that ended while
+    /// it was parked counted and their actuators told; `None` when the run is not this
+    /// actor's any more (ended, taken over).
+    async fn resume(self) -> crate::Result<Option<Box<RunActor>>> {
+        let Some(mut actor) = RunActor::load(self.engine, self.fence.run, self.own).await? else {
+            return Ok(None);
+        };
+        if actor.fence != self.fence {
+            return Ok(None);
+        }
+        // the tasks as they were when it parked, so those that ended since are seen ending
+        let fresh = std::mem::take(&mut actor.tasks);
+        for t in &self.tasks {
+            if let Some(now) = fresh.get(&t.task.id) {
+                let mut was = now.clone();
+                was.status = RUNNING.into();
+                actor.tasks.insert(t.task.id, was);
+            }
+        }
+        for (_, t) in fresh {
+            actor.absorb(*t);
+        }
+        for t in self.tasks {
+            actor.polls.insert(t.task.id, t.poll);
+        }
+        Ok(Some(actor))
     }
 }
 
@@ -1359,23 +1557,31 @@ async fn still_held(engine: &Engine, run: &RunOf) -> Result<bool, String> {
 async fn actor_of(
     engine: &Engine,
     creator: &str,
-    t: &Task,
+    actuator: &str,
 ) -> Result<crate::actuator::hub::ActuatorRef, ActuatorError> {
-    match engine.actuator_named(creator, &t.actuator_name).await {
+    match engine.actuator_named(creator, actuator).await {
         Ok(Some((_, r))) => Ok(r),
         Ok(None) => Err(ActuatorError::permanent(format!(
-            "actuator {:?} was deleted",
-            t.actuator_name
+            "actuator {actuator:?} was deleted"
         ))),
         Err(e) => Err(ActuatorError::transient(e.to_string())),
     }
 }
 
-async fn poll(engine: &Engine, creator: &str, t: &Task) -> Result<JobStatus, ActuatorError> {
+/// Asks a task's actuator how it is, in the background; the answer goes to the run's mailbox.
+fn send_poll(engine: &Arc<Engine>, own: &Mailbox, creator: &str, t: Watched) {
+    let (engine, tx, creator) = (engine.clone(), own.clone(), creator.to_string());
+    tokio::spawn(async move {
+        let res = poll(&engine, &creator, &t).await;
+        tell(&tx, Internal::Polled(t.id, res));
+    });
+}
+
+async fn poll(engine: &Engine, creator: &str, t: &Watched) -> Result<JobStatus, ActuatorError> {
     if t.job_id.is_empty() {
         return Ok(JobStatus::Starting);
     }
-    actor_of(engine, creator, t)
+    actor_of(engine, creator, &t.actuator_name)
         .await?
         .status(t.job_id.clone())
         .await
@@ -1383,7 +1589,7 @@ async fn poll(engine: &Engine, creator: &str, t: &Task) -> Result<JobStatus, Act
 
 async fn kill(engine: &Engine, creator: &str, t: &Task) {
     let res = async {
-        let act = actor_of(engine, creator, t).await?;
+        let act = actor_of(engine, creator, &t.actuator_name).await?;
         act.release(t.id);
         act.cancel(t.job_id.clone()).await
     }
