@@ -117,6 +117,46 @@ fn one_server(db: TestDb) {
     // a run of a passing event is visible through the API, decided by the trigger
     let ev = api.get(&format!("/api/event/{}", ids[0])).ok();
     assert_eq!(ev["status"], "processed", "{ev}");
+    unheard_events(&api);
+}
+
+/// Events no trigger listens for are decided (once the trigger cache knows, as they are
+/// stored); a trigger applied later hears the very next one.
+fn unheard_events(api: &Api) {
+    let decided = |id: i64| {
+        wait_for("event decided", 30, || {
+            let v = api.get(&format!("/api/event/{id}")).ok();
+            (v["status"] != "created" && v["status"] != "processing").then_some(v)
+        })
+    };
+    for _ in 0..50 {
+        let id = api
+            .post("/api/event/send", "name: unheard\nversion: 1\n")
+            .ok()["id"]
+            .as_i64()
+            .unwrap();
+        let ev = decided(id);
+        assert_eq!(ev["status"], "processed", "{ev}");
+        assert_eq!(
+            ev["message"], "no trigger listens for this event's name, version and sender",
+            "{ev}"
+        );
+        assert_eq!(ev["triggers"], serde_json::json!([]), "{ev}");
+    }
+    api.post(
+        "/api/trigger-definition/apply",
+        "name: late\neventName: unheard\neventVersion: 1\neventCreater: kakj\npipelines: [{image: burst}]\n",
+    )
+    .ok();
+    let id = api
+        .post("/api/event/send", "name: unheard\nversion: 1\n")
+        .ok()["id"]
+        .as_i64()
+        .unwrap();
+    let ev = decided(id);
+    assert_eq!(ev["status"], "processed", "{ev}");
+    assert_eq!(ev["triggers"][0]["status"], "pass", "{ev}");
+    assert!(ev["triggers"][0]["pipelineId"].is_i64(), "{ev}");
 }
 
 #[test]

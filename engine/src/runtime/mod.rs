@@ -265,6 +265,17 @@ impl Engine {
         self.triggers.invalidate_all();
     }
 
+    fn trigger_key(name: &str, version: &str, creator: &str) -> String {
+        format!("{name}\u{0}{version}\u{0}{creator}")
+    }
+
+    /// Whether the cache knows that no trigger listens for this event name, version and
+    /// sender (never reads the database: the intake writer asks, and must fail fast).
+    async fn known_unheard(&self, name: &str, version: &str, creator: &str) -> bool {
+        let key = Self::trigger_key(name, version, creator);
+        self.triggers.get(&key).await.is_some_and(|t| t.is_empty())
+    }
+
     /// The triggers listening for this event name, version and sender (cached).
     pub async fn triggers_for(
         &self,
@@ -272,7 +283,7 @@ impl Engine {
         version: &str,
         creator: &str,
     ) -> Result<TriggerList> {
-        let key = format!("{name}\u{0}{version}\u{0}{creator}");
+        let key = Self::trigger_key(name, version, creator);
         let db = self.db.clone();
         let (n, v, c) = (name.to_string(), version.to_string(), creator.to_string());
         self.triggers
@@ -432,14 +443,12 @@ async fn write_events(engine: Arc<Engine>, mut rx: mpsc::Receiver<IntakeItem>) {
         }
         let mut rows: Vec<crate::store::models::Event> =
             batch.iter().map(|(r, _)| r.clone()).collect();
-        // an event no trigger listens for is decided here (stored `processed`): no worker
-        // reads and writes it again
+        // an event the trigger cache knows no trigger listens for is decided here (stored
+        // `processed`): no worker reads and writes it again. Not cached: a worker decides it
+        // (and fills the cache); the writer never waits for the database but to store.
         let mut waiting = Vec::with_capacity(rows.len());
         for r in &mut rows {
-            let heard = engine
-                .triggers_for(&r.name, &r.version, &r.creator)
-                .await
-                .map_or(true, |t| !t.is_empty());
+            let heard = !engine.known_unheard(&r.name, &r.version, &r.creator).await;
             if !heard {
                 r.status = store::events::PROCESSED.to_string();
                 r.message = processor::NO_TRIGGER.to_string();
