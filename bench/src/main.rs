@@ -14,6 +14,10 @@
 //! Every figure is printed next to a raw baseline measured in the same run, on this machine.
 //! The SSH benchmarks need the test sshd (`source <(scripts/services.sh --env)`).
 
+/// The in-process servers (intake, processing, …) on the allocator the `eventops` binary uses.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use serde_json::{json, Value};

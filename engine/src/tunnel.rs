@@ -412,7 +412,7 @@ pub mod relay {
         key: String,
         cache: tokio::sync::Mutex<(Option<Instant>, Vec<Arc<Client>>)>,
         /// Relayed clients by (identity, server), so what is running on them is counted
-        /// across lookups.
+        /// across lookups; one neither listed nor busy is dropped at the next lookup.
         known: Mutex<HashMap<Held, Arc<Client>>>,
     }
 
@@ -448,6 +448,8 @@ pub mod relay {
         async fn load(&self) -> store::Result<Vec<Arc<Client>>> {
             let rows = store::machines::held_elsewhere(&self.db, &self.me).await?;
             if rows.is_empty() {
+                let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+                known.retain(|_, c| c.busy() > 0);
                 return Ok(Vec::new());
             }
             let now = store::now_ms();
@@ -494,6 +496,10 @@ pub mod relay {
                 client.last_seen.store(m.last_seen, Ordering::Relaxed);
                 out.push(client.clone());
             }
+            // a client gone from every live server is forgotten once nothing runs on it
+            let listed: std::collections::HashSet<*const Client> =
+                out.iter().map(Arc::as_ptr).collect();
+            known.retain(|_, c| listed.contains(&Arc::as_ptr(c)) || c.busy() > 0);
             Ok(out)
         }
     }

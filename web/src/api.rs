@@ -40,7 +40,10 @@ macro_rules! route_table {
     };
 }
 
+// Matched in this order: the hot static routes (events, callbacks) come before the patterns.
 route_table! {
+    post "/api/event/send" => send_event;
+    post "/api/pipeline/callback" => callback;
     get "/healthz" => healthz;
     get "/readyz" => readyz;
     get "/metrics" => crate::metrics::scrape;
@@ -67,9 +70,7 @@ route_table! {
     get "/api/trigger-definition/" => list_triggers;
     get "/api/trigger-definition/{name}" => get_trigger;
     delete "/api/trigger-definition/{name}" => delete_trigger;
-    post "/api/event/send" => send_event;
     get "/api/event/{id}" => get_event;
-    post "/api/pipeline/callback" => callback;
     get "/api/pipeline" => list_runs;
     get "/api/pipeline/" => list_runs;
     get "/api/pipeline/{id}" => get_run;

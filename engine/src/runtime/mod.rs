@@ -441,8 +441,8 @@ async fn write_events(engine: Arc<Engine>, mut rx: mpsc::Receiver<IntakeItem>) {
                 Err(_) => break,
             }
         }
-        let mut rows: Vec<crate::store::models::Event> =
-            batch.iter().map(|(r, _)| r.clone()).collect();
+        let (mut rows, answers): (Vec<crate::store::models::Event>, Vec<_>) =
+            batch.into_iter().unzip();
         // an event the trigger cache knows no trigger listens for is decided here (stored
         // `processed`): no worker reads and writes it again. Not cached: a worker decides it
         // (and fills the cache); the writer never waits for the database but to store.
@@ -465,7 +465,7 @@ async fn write_events(engine: Arc<Engine>, mut rx: mpsc::Receiver<IntakeItem>) {
             }
         }
         let ok = res.is_ok();
-        for (_, tx) in batch {
+        for tx in answers {
             let _ = tx.send(res.clone());
         }
         if ok {

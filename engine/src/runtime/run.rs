@@ -330,10 +330,11 @@ impl RunActor {
         if self.finished || self.dirty || !self.starting.is_empty() || wake < now + PARK_AFTER {
             return Err(self);
         }
-        let live = |t: &&Box<Task>| LIVE.contains(&t.status.as_str()) && t.task_type != "pipeline";
+        let live = |t: &&Task| LIVE.contains(&t.status.as_str()) && t.task_type != "pipeline";
         if self
             .tasks
             .values()
+            .map(Box::as_ref)
             .filter(live)
             .any(|t| !self.polls.contains_key(&t.id))
         {
@@ -342,6 +343,7 @@ impl RunActor {
         let watched = self
             .tasks
             .values()
+            .map(Box::as_ref)
             .filter(live)
             .filter_map(|t| {
                 let started = t.started_at.unwrap_or(t.created_at);
