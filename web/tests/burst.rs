@@ -123,19 +123,20 @@ fn one_server(db: TestDb) {
 /// Events no trigger listens for are decided (once the trigger cache knows, as they are
 /// stored); a trigger applied later hears the very next one.
 fn unheard_events(api: &Api) {
-    let decided = |id: i64| {
+    // sends one and waits until it is decided
+    let send = || {
+        let id = api
+            .post("/api/event/send", "name: unheard\nversion: 1\n")
+            .ok()["id"]
+            .as_i64()
+            .unwrap();
         wait_for("event decided", 30, || {
             let v = api.get(&format!("/api/event/{id}")).ok();
             (v["status"] != "created" && v["status"] != "processing").then_some(v)
         })
     };
     for _ in 0..50 {
-        let id = api
-            .post("/api/event/send", "name: unheard\nversion: 1\n")
-            .ok()["id"]
-            .as_i64()
-            .unwrap();
-        let ev = decided(id);
+        let ev = send();
         assert_eq!(ev["status"], "processed", "{ev}");
         assert_eq!(
             ev["message"], "no trigger listens for this event's name, version and sender",
@@ -148,12 +149,7 @@ fn unheard_events(api: &Api) {
         "name: late\neventName: unheard\neventVersion: 1\neventCreater: kakj\npipelines: [{image: burst}]\n",
     )
     .ok();
-    let id = api
-        .post("/api/event/send", "name: unheard\nversion: 1\n")
-        .ok()["id"]
-        .as_i64()
-        .unwrap();
-    let ev = decided(id);
+    let ev = send();
     assert_eq!(ev["status"], "processed", "{ev}");
     assert_eq!(ev["triggers"][0]["status"], "pass", "{ev}");
     assert!(ev["triggers"][0]["pipelineId"].is_i64(), "{ev}");

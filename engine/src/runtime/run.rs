@@ -415,8 +415,8 @@ impl RunActor {
             }
             let started = t.started_at.unwrap_or(t.created_at);
             if !(t.status == CREATED && self.starting.contains(&t.id)) {
-                let left_ms = started + t.timeout_secs.saturating_mul(1000) - now_wall;
-                wake = wake.min(now + Duration::from_millis(left_ms.max(0) as u64 + 1));
+                let deadline_ms = started.saturating_add(t.timeout_secs.saturating_mul(1000));
+                wake = wake.min(times_out_at(deadline_ms, now, now_wall));
             }
             if !self.starting.contains(&t.id) {
                 wake = wake.min(self.polls.get(&t.id).map(|p| p.next).unwrap_or(now));
@@ -1128,6 +1128,12 @@ impl Poll {
     }
 }
 
+/// When a task whose deadline is `deadline_ms` (wall clock) is past it: `now` is `now_wall`.
+fn times_out_at(deadline_ms: i64, now: Instant, now_wall: i64) -> Instant {
+    let left_ms = deadline_ms.saturating_sub(now_wall);
+    now + Duration::from_millis(left_ms.max(0) as u64 + 1)
+}
+
 /// A parked run waits at least this long before its next step of its own.
 const PARK_AFTER: Duration = Duration::from_secs(1);
 
@@ -1194,9 +1200,8 @@ impl Parked {
             let now_wall = now_ms();
             let mut wake = now + Duration::from_secs(30);
             for t in &self.tasks {
-                let left_ms = t.deadline_ms - now_wall;
                 wake = wake
-                    .min(now + Duration::from_millis(left_ms.max(0) as u64 + 1))
+                    .min(times_out_at(t.deadline_ms, now, now_wall))
                     .min(t.poll.next);
             }
             let event = tokio::select! {
