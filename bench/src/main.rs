@@ -122,6 +122,9 @@ fn rss_kib(pid: u32) -> u64 {
 const EVENT: &str =
     "name: bench\nversion: 1\nvalues: {user: kakj, email: a@b.c}\nlabels: {user: kakj}\n";
 
+/// [`EVENT`] as JSON.
+const EVENT_JSON: &str = r#"{"name": "bench", "version": 1, "values": {"user": "kakj", "email": "a@b.c"}, "labels": {"user": "kakj"}}"#;
+
 /// Raw baseline: single-row inserts into the same `events` table, each its own transaction,
 /// same pragmas, no HTTP.
 fn raw_sqlite_inserts(secs: u64) -> f64 {
@@ -173,23 +176,44 @@ fn intake(secs: u64, clients: usize) {
     );
     let server = TestServer::start();
     let api = Api::new(&server.url);
-    let start = Instant::now();
+    // the whole process's CPU (server, clients, and the kernel's loopback work for both) per
+    // request: steadier than the rates on a machine shared with others
+    let cpu = || tunnel_bench::cpu_secs(std::path::Path::new("/proc/self/stat"));
+    let per_request = |cpu0: f64, n: u64| (cpu() - cpu0) * 1e6 / n.max(1) as f64;
+    let (start, cpu0) = (Instant::now(), cpu());
     let (accepted, errors) = scale_bench::send_for(&api, secs, clients, |_| EVENT.to_string());
     let rate = accepted as f64 / start.elapsed().as_secs_f64();
+    let yaml_us = per_request(cpu0, accepted);
+    // the same event as JSON, as a webhook sends it
+    let (start, cpu0) = (Instant::now(), cpu());
+    let (json_accepted, json_errors) =
+        scale_bench::send_for(&api, secs, clients, |_| EVENT_JSON.to_string());
+    let json_rate = json_accepted as f64 / start.elapsed().as_secs_f64();
+    let json_us = per_request(cpu0, json_accepted);
     let raw = raw_sqlite_inserts(secs.min(10));
-    let healthz = healthz_rate(&api, clients, secs.min(5));
+    let cpu0 = cpu();
+    let (healthz, answered) = healthz_rate(&api, clients, secs.min(5));
+    let healthz_us = per_request(cpu0, answered);
     println!(
-        "  eventops: {rate:.0} events/s ({clients} keep-alive clients, {errors} errors); raw insert loop: {raw:.0} rows/s; ratio {:.2}",
+        "  eventops: {rate:.0} events/s as YAML, {json_rate:.0}/s as JSON ({clients} keep-alive clients, {} errors); raw insert loop: {raw:.0} rows/s; ratio {:.2}",
+        errors + json_errors,
         rate / raw
     );
     println!(
-        "  the same server's GET /healthz: {healthz:.0} requests/s with the same clients; intake/healthz {:.2}",
-        rate / healthz.max(1e-9)
+        "  the same server's GET /healthz: {healthz:.0} requests/s with the same clients; intake/healthz {:.2} (YAML), {:.2} (JSON)",
+        rate / healthz.max(1e-9),
+        json_rate / healthz.max(1e-9)
+    );
+    println!(
+        "  CPU per request (process, clients included): YAML event {yaml_us:.1} µs, JSON event {json_us:.1} µs, /healthz {healthz_us:.1} µs; /healthz ÷ event {:.2} (YAML), {:.2} (JSON)",
+        healthz_us / yaml_us.max(1e-9),
+        healthz_us / json_us.max(1e-9)
     );
 }
 
-/// Requests/s the server answers on `/healthz` (no database) with `clients` keep-alive clients.
-fn healthz_rate(api: &Api, clients: usize, secs: u64) -> f64 {
+/// Requests/s the server answers on `/healthz` (no database) with `clients` keep-alive clients,
+/// and how many it answered.
+fn healthz_rate(api: &Api, clients: usize, secs: u64) -> (f64, u64) {
     let count = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = (0..clients)
@@ -210,7 +234,8 @@ fn healthz_rate(api: &Api, clients: usize, secs: u64) -> f64 {
     for t in threads {
         let _ = t.join();
     }
-    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    let n = count.load(Ordering::Relaxed);
+    (n as f64 / start.elapsed().as_secs_f64(), n)
 }
 
 struct Ssh {

@@ -252,7 +252,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// CPU seconds (user + system) of a process, or of one thread with `/proc/self/task/TID`.
-fn cpu_secs(stat_path: &Path) -> f64 {
+pub(crate) fn cpu_secs(stat_path: &Path) -> f64 {
     let Ok(s) = std::fs::read_to_string(stat_path) else {
         return 0.0;
     };

@@ -60,6 +60,19 @@ pub struct DocError(pub String);
 /// Parses one YAML or JSON document into a JSON value, bounding depth and alias expansion
 /// while it is read.
 pub fn parse_value(text: &str) -> Result<Value, DocError> {
+    // JSON (what webhooks and scripts send) is read by serde_json when it holds to every rule
+    // below; anything else — not JSON, a NUL, a duplicate key, too deep, a real number where
+    // the text is kept — goes through the YAML reader, which decides and words the refusal.
+    if text.trim_start().starts_with('{') {
+        if let Some(v) = json_fast(text) {
+            return Ok(v);
+        }
+    }
+    parse_yaml(text)
+}
+
+/// The YAML reader, for any document (JSON included).
+fn parse_yaml(text: &str) -> Result<Value, DocError> {
     let mut parser = Parser::new_from_str(text);
     let mut b = Builder::new(alias_budget(text.len()));
     loop {
@@ -77,6 +90,117 @@ pub fn parse_value(text: &str) -> Result<Value, DocError> {
     };
     let mut path = Vec::new();
     convert(&root.node, None, &mut path)
+}
+
+/// A JSON object read by serde_json, if it is one and the YAML reader would read it alike:
+/// `None` for anything else (malformed JSON, trailing text, a NUL, a duplicated key, deeper
+/// than [`MAX_DEPTH`], an integer beyond `i64`, a real number under one of [`STRING_KEYS`],
+/// whose source text serde_json does not keep).
+fn json_fast(text: &str) -> Option<Value> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let v = Fast {
+        depth: 0,
+        text: false,
+    }
+    .deserialize(&mut de)
+    .ok()?;
+    de.end().ok()?;
+    Some(v)
+}
+
+/// The serde_json reader's rules: `depth` collections are open around this value; `text`: it
+/// is the value of one of [`STRING_KEYS`].
+#[derive(Clone, Copy)]
+struct Fast {
+    depth: usize,
+    text: bool,
+}
+
+/// Why the JSON reader gave up (the YAML reader says it to the user, if it is wrong at all).
+fn give_up<E: serde::de::Error>() -> E {
+    E::custom("not for the fast reader")
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Fast {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Fast {
+    type Value = Value;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+    fn visit_i64<E>(self, i: i64) -> Result<Value, E> {
+        Ok(if self.text {
+            Value::String(i.to_string())
+        } else {
+            Value::Number(i.into())
+        })
+    }
+    fn visit_u64<E: serde::de::Error>(self, u: u64) -> Result<Value, E> {
+        // the YAML reader reads integers as i64 (a bigger one is a real number)
+        i64::try_from(u).map_or_else(|_| Err(give_up()), |i| self.visit_i64(i))
+    }
+    fn visit_f64<E: serde::de::Error>(self, f: f64) -> Result<Value, E> {
+        match Number::from_f64(f) {
+            Some(n) if !self.text && f != 0.0 => Ok(Value::Number(n)),
+            // `-0.0`, `0e5`: which zero YAML keeps is its call
+            _ => Err(give_up()),
+        }
+    }
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Value, E> {
+        if s.contains('\0') {
+            return Err(give_up());
+        }
+        Ok(Value::String(s.to_string()))
+    }
+    fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Value, E> {
+        if s.contains('\0') {
+            return Err(give_up());
+        }
+        Ok(Value::String(s))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        if self.depth >= MAX_DEPTH {
+            return Err(give_up());
+        }
+        let inner = Fast {
+            depth: self.depth + 1,
+            text: false,
+        };
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(v) = seq.next_element_seed(inner)? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        if self.depth >= MAX_DEPTH {
+            return Err(give_up());
+        }
+        let mut out = Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if k.contains('\0') || out.contains_key(&k) {
+                return Err(give_up());
+            }
+            let v = map.next_value_seed(Fast {
+                depth: self.depth + 1,
+                text: STRING_KEYS.contains(&k.as_str()),
+            })?;
+            out.insert(k, v);
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 /// The field path of the first string or key holding a NUL character (U+0000), if any:
@@ -455,6 +579,65 @@ mod tests {
             doc.push_str(&format!("a{l}: &a{l} [{refs}]\n"));
         }
         doc
+    }
+
+    /// The JSON reader gives what the YAML reader gives, or leaves the document to it.
+    #[test]
+    fn json_reader_agrees_with_the_yaml_reader() {
+        let mut docs: Vec<String> = [
+            r#"{}"#,
+            r#"{"name": "x", "version": 2, "values": {"a": [1, -2, 3.5, true, false, null]}}"#,
+            r#"{"s": "tab\there \"quoted\" back\\slash \/ \u00e9 \n"}"#,
+            r#"{"n": [0, -0, 0.0, -0.0, 1e3, 1E-3, 2.5e+10, 9223372036854775807, -9223372036854775808]}"#,
+            r#"{"big": [9223372036854775808, 18446744073709551616, -9223372036854775809, 1e400]}"#,
+            r#"{"eventVersion": 3, "eventName": "e", "eventCreater": "u", "name": true}"#,
+            "  {\"a\":{\"b\":{\"c\":[[],{}]}}}\n",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // reals of every size, written the shortest way and with more digits than f64 holds
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..2000 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let f = f64::from_bits(x >> 2);
+            if f.is_finite() {
+                docs.push(format!(r#"{{"f": {f:e}, "g": {:.25e}}}"#, f / 3.0));
+            }
+        }
+        let mut fast = 0;
+        for doc in &docs {
+            let yaml = parse_yaml(doc);
+            if let Some(v) = json_fast(doc) {
+                fast += 1;
+                assert_eq!(Ok(v), yaml, "{doc}");
+            }
+            assert_eq!(parse_value(doc), yaml, "{doc}");
+        }
+        assert!(
+            fast > docs.len() - 10,
+            "the JSON reader read {fast} of {}",
+            docs.len()
+        );
+    }
+
+    #[test]
+    fn json_the_fast_reader_leaves_is_refused_as_before() {
+        let nul = parse_value(r#"{"values": {"v": "a\u0000b"}}"#).unwrap_err();
+        assert_eq!(nul.0, nul_message("values.v"));
+        let dup = parse_value(r#"{"a": 1, "a": 2}"#).unwrap_err();
+        assert!(dup.0.contains("duplicated key"), "{dup}");
+        let deep = format!(
+            "{}{}",
+            "{\"a\":".repeat(100),
+            "1".to_string() + &"}".repeat(100)
+        );
+        assert_eq!(parse_value(&deep).unwrap_err(), too_deep());
+        assert!(json_fast(r#"{"a": 1} {"b": 2}"#).is_none());
+        assert_eq!(
+            parse_value(r#"{"version": 1.10}"#).unwrap()["version"],
+            "1.10"
+        );
     }
 
     #[test]

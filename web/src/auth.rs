@@ -38,6 +38,8 @@ pub struct Verified {
 pub struct Tokens {
     enc: EncodingKey,
     dec: DecodingKey,
+    /// The checks every token goes through (built once: they do not change).
+    rules: Validation,
     ttl_secs: i64,
 }
 
@@ -48,6 +50,13 @@ impl Tokens {
         Tokens {
             enc: EncodingKey::from_secret(key.as_bytes()),
             dec: DecodingKey::from_secret(key.as_bytes()),
+            rules: {
+                let mut v = Validation::new(Algorithm::HS256);
+                v.leeway = 0;
+                v.validate_nbf = false;
+                v.set_required_spec_claims(&["exp", "sub"]);
+                v
+            },
             ttl_secs: i64::try_from(ttl_secs).unwrap_or(i64::MAX / 2),
         }
     }
@@ -71,11 +80,7 @@ impl Tokens {
     /// What a token says, if it is genuine, not expired and not dated in the future (`nbf` or
     /// `iat`). Whether its user still exists at that generation is [`Users::check`]'s job.
     pub fn verify(&self, token: &str) -> Result<Verified, ApiError> {
-        let mut v = Validation::new(Algorithm::HS256);
-        v.leeway = 0;
-        v.validate_nbf = false;
-        v.set_required_spec_claims(&["exp", "sub"]);
-        let claims = match jsonwebtoken::decode::<Claims>(token, &self.dec, &v) {
+        let claims = match jsonwebtoken::decode::<Claims>(token, &self.dec, &self.rules) {
             Ok(data) => data.claims,
             Err(e) => {
                 return Err(ApiError::Unauthorized(match e.kind() {

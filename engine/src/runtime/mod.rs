@@ -456,7 +456,8 @@ async fn write_events(engine: Arc<Engine>, mut rx: mpsc::Receiver<IntakeItem>) {
             waiting.push(heard);
         }
         // fail fast: the senders are waiting for an answer (503 while the database is down)
-        let res = store::events::insert_many(&engine.api_db, &rows)
+        let rows = Arc::new(rows);
+        let res = store::events::insert_many(&engine.api_db, rows.clone())
             .await
             .map_err(Arc::new);
         if let Err(e) = &res {

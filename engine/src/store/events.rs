@@ -82,19 +82,18 @@ pub async fn release_owned(db: &Db, owner: &str) -> Result<usize> {
     })
 }
 
-/// Inserts many events in one transaction, multi-row (the intake batches concurrent sends).
-pub async fn insert_many(db: &Db, rows: &[Event]) -> Result<()> {
+/// Inserts many events in one transaction (the intake batches concurrent sends): multi-row
+/// statements on a database server.
+pub async fn insert_many(db: &Db, rows: std::sync::Arc<Vec<Event>>) -> Result<()> {
     use diesel_async::AsyncConnection;
-    let owned = rows.to_vec();
     super::db_run_split!(db,
         sqlite {
-            let rows = owned.clone();
+            let rows = rows.clone();
+            // one row per statement: the statement is prepared once and cached (a statement
+            // of N rows is prepared anew for every N), and SQLite has no round trips to save
             move |s: &mut diesel::SqliteConnection| diesel::Connection::transaction(s, |s| {
-                for chunk in rows.chunks(1000) {
-                    diesel::RunQueryDsl::execute(
-                        diesel::insert_into(events::table).values(chunk),
-                        s,
-                    )?;
+                for row in rows.iter() {
+                    diesel::RunQueryDsl::execute(diesel::insert_into(events::table).values(row), s)?;
                 }
                 Ok(())
             })
