@@ -141,11 +141,10 @@ pub async fn commit_batch(
     )
 }
 
-/// [`commit_batch`] on SQLite's synchronous connection (multi-row inserts, one trip to the
-/// blocking pool).
+/// [`commit_batch`] on SQLite's synchronous connection (one trip to the blocking pool).
 mod sqlite_sync {
     use super::super::schema::{event_triggers, events, pipelines, tasks};
-    use super::{BatchRows, Decision, IdRow, INSERT_CHUNK};
+    use super::{BatchRows, Decision, IdRow};
     use diesel::prelude::*;
 
     pub(super) fn commit_batch(
@@ -158,18 +157,18 @@ mod sqlite_sync {
         s.transaction(|s| {
             let locked: Vec<IdRow> = diesel::sql_query(lock).load(s)?;
             let b = BatchRows::of(decisions, &locked);
-            for chunk in b.records.chunks(INSERT_CHUNK) {
+            // one row per statement: prepared once and cached (a statement of N rows would
+            // be prepared anew for each N), and SQLite has no round trips to save
+            for r in &b.records {
                 diesel::insert_into(event_triggers::table)
-                    .values(chunk)
+                    .values(r)
                     .execute(s)?;
             }
-            for chunk in b.runs.chunks(INSERT_CHUNK / 5) {
-                diesel::insert_into(pipelines::table)
-                    .values(chunk)
-                    .execute(s)?;
+            for r in &b.runs {
+                diesel::insert_into(pipelines::table).values(r).execute(s)?;
             }
-            for chunk in b.tasks.chunks(INSERT_CHUNK) {
-                diesel::insert_into(tasks::table).values(chunk).execute(s)?;
+            for t in &b.tasks {
+                diesel::insert_into(tasks::table).values(t).execute(s)?;
             }
             for ((status, message), ids) in &b.groups {
                 diesel::update(events::table.filter(events::id.eq_any(ids)))
