@@ -24,7 +24,7 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
 #[utoipa::path(get, path = "/api/cluster/relay", tag = "health",
     responses(
         (status = 101, description = "WebSocket upgrade: one stream to the tunnel client named by the x-eventops-user, x-eventops-client-id and x-eventops-machine-label headers, for another server of the database (x-eventops-relay-key)"),
-        (status = 400, description = "Not a WebSocket upgrade, or a header missing", body = crate::openapi::Failure),
+        (status = 400, description = "Not a WebSocket upgrade, or a header missing or longer than 128 characters", body = crate::openapi::Failure),
         (status = 401, description = "No relay key, or not this database's", body = crate::openapi::Failure),
         (status = 404, description = "That client is not connected to this server", body = crate::openapi::Failure),
         (status = 503, description = "The client's connection did not open a stream", body = crate::openapi::Failure)))]
@@ -42,10 +42,17 @@ pub async fn relay(
             ))
         }
     }
-    let need = |name: &str| {
-        header(&req, name)
-            .map(str::to_string)
-            .ok_or_else(|| ApiError::BadRequest(format!("missing header {name}")))
+    // user names, client ids and labels are at most 128 characters wherever they are made: a
+    // longer one is no server's, and is not echoed back
+    let need = |name: &str| match header(&req, name) {
+        None => Err(ApiError::BadRequest(format!("missing header {name}"))),
+        Some(v) if v.chars().count() > engine::definition::MAX_NAME => {
+            Err(ApiError::BadRequest(format!(
+                "header {name} is longer than {} characters",
+                engine::definition::MAX_NAME
+            )))
+        }
+        Some(v) => Ok(v.to_string()),
     };
     let (user, id, label) = (
         need(headers::USER)?,

@@ -601,3 +601,77 @@ fn a_tunnel_clients_server_killed_mid_task_hands_client_and_run_to_another() {
     let m = api_b.get("/api/v1/machine").ok();
     assert_eq!(m[0]["status"], "online", "{m}");
 }
+
+/// The relay endpoint, asked with the database's key the way a server would not ask it: each
+/// refusal names what is wrong, and the server keeps serving.
+#[test]
+fn the_relay_refuses_requests_no_server_would_send() {
+    let (tmp, da) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let Some(url) = pg(&tmp) else { return };
+    let a = server(&url, &da, &shared_key(), None);
+    // the relay key, derived as every server of the database derives it
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let secret = rt.block_on(async {
+        let db = engine::store::Db::connect(&url, 1).await.unwrap();
+        engine::store::cluster::value(&db, "token-signature")
+            .await
+            .unwrap()
+            .expect("the first server keeps the shared token secret in the database")
+    });
+    let key = web::server::derive_key(&secret, web::server::RELAY_KEY_LABEL);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let ask = |headers: &[(&str, &str)]| {
+        let mut r = agent.get(format!("{}/api/cluster/relay", a.url));
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        let mut resp = r.call().unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_string().unwrap_or_default())
+    };
+    let k = ("x-eventops-relay-key", key.as_str());
+    let (s, body) = ask(&[k]);
+    assert_eq!(s, 400, "{body}");
+    assert!(body.contains("missing header x-eventops-user"), "{body}");
+    let named = [
+        k,
+        ("x-eventops-user", "nobody"),
+        ("x-eventops-client-id", "not-connected"),
+        ("x-eventops-machine-label", "m-1"),
+    ];
+    let (s, body) = ask(&named);
+    assert_eq!(s, 404, "{body}");
+    assert!(
+        body.contains("not-connected (m-1) of nobody is not connected"),
+        "{body}"
+    );
+    // a header far beyond what any server sends: refused, not stored, not echoed whole
+    let huge = "x".repeat(64 * 1024);
+    let mut big = named;
+    big[2] = ("x-eventops-client-id", huge.as_str());
+    let (s, body) = ask(&big);
+    let shown = &body[..body.len().min(300)];
+    assert_eq!(s, 400, "{shown}");
+    assert!(
+        body.contains("header x-eventops-client-id is longer than 128 characters"),
+        "{shown}"
+    );
+    assert!(
+        body.len() < 1024,
+        "the refusal is short: {} bytes",
+        body.len()
+    );
+    // the key of another database (or a guess) is refused as before
+    let (s, _) = ask(&[("x-eventops-relay-key", "a-guess")]);
+    assert_eq!(s, 401);
+    // and the server goes on serving
+    let mut api = Api::new(&a.url);
+    api.login_as("kakj");
+    assert_eq!(api.get("/api/cluster").ok()["database"], "postgres");
+}
