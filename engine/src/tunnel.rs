@@ -447,19 +447,19 @@ pub mod relay {
 
         async fn load(&self) -> store::Result<Vec<Arc<Client>>> {
             let rows = store::machines::held_elsewhere(&self.db, &self.me).await?;
-            if rows.is_empty() {
-                let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-                known.retain(|_, c| c.busy() > 0);
-                return Ok(Vec::new());
-            }
-            let now = store::now_ms();
-            let up = crate::runtime::cluster::UP_WITHIN_MS;
-            let servers: HashMap<String, String> = store::cluster::list(&self.db)
-                .await?
-                .into_iter()
-                .filter(|s| !s.draining && now - s.heartbeat_at < up)
-                .map(|s| (s.instance_id, s.address))
-                .collect();
+            // the server list is read only when another server holds a client
+            let servers: HashMap<String, String> = if rows.is_empty() {
+                HashMap::new()
+            } else {
+                let now = store::now_ms();
+                let up = crate::runtime::cluster::UP_WITHIN_MS;
+                store::cluster::list(&self.db)
+                    .await?
+                    .into_iter()
+                    .filter(|s| !s.draining && now - s.heartbeat_at < up)
+                    .map(|s| (s.instance_id, s.address))
+                    .collect()
+            };
             let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
             let mut out = Vec::new();
             for m in rows {
