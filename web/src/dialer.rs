@@ -25,8 +25,6 @@ use tunnel::headers;
 #[derive(Default)]
 pub struct Verified(Mutex<HashSet<[u8; 32]>>);
 
-const MAX_LABEL: usize = 128;
-
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers()
         .get(name)
@@ -72,15 +70,19 @@ pub async fn connect(
     let label = header(&req, headers::LABEL)
         .unwrap_or(&client_id)
         .to_string();
-    if label.chars().count() > MAX_LABEL || label.chars().any(engine::definition::is_hidden_char) {
-        return Err(ApiError::BadRequest(format!(
-            "machine label {label:?}: at most {MAX_LABEL} characters, no control, bidi or \
-             zero-width characters"
-        )));
-    }
-    // what the database cannot hold (NUL) or a name could hide behind: refused before any
-    // lookup, alike on every backend
-    for (name, value) in [(headers::CLIENT_ID, &client_id), (headers::USER, &user)] {
+    // what the database cannot hold (NUL), a name could hide behind, or a header no client
+    // sends (64 KiB ids): refused before any lookup, alike on every backend, and not echoed
+    let max = engine::definition::MAX_NAME;
+    for (name, value) in [
+        (headers::CLIENT_ID, &client_id),
+        (headers::USER, &user),
+        (headers::LABEL, &label),
+    ] {
+        if value.chars().count() > max {
+            return Err(ApiError::BadRequest(format!(
+                "header {name}: longer than {max} characters"
+            )));
+        }
         if value.chars().any(engine::definition::is_hidden_char) {
             return Err(ApiError::BadRequest(format!(
                 "header {name}: contains a control, bidi or zero-width character"

@@ -68,12 +68,14 @@ pub async fn relay(
                 "tunnel client {id} ({label}) of {user} is not connected to this server"
             ))
         })?;
+    // the handshake is checked before a stream of the client's connection is opened (nothing
+    // is answered until the response goes back, so a failed open is still a 503)
+    let (resp, session, msgs) = actix_ws::handle(&req, body)
+        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket handshake: {e}")))?;
     let stream = client
         .open()
         .await
         .map_err(|e| ApiError::Unavailable(format!("tunnel client {}: {e}", client.name())))?;
-    let (resp, session, msgs) = actix_ws::handle(&req, body)
-        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket handshake: {e}")))?;
     let msgs = msgs.max_frame_size(2 * tunnel::pipe::MAX_MESSAGE);
     actix_web::rt::spawn(splice(stream, session, msgs));
     Ok(resp)

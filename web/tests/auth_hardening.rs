@@ -507,6 +507,23 @@ fn tunnel_refusals_are_alike_and_limited(db: TestDb) {
         right.msg()
     );
 
+    // headers no client sends: refused before any lookup, named, not echoed back
+    let long = "x".repeat(64 << 10);
+    for (user, id, header) in [
+        ("alice", long.as_str(), tunnel::headers::CLIENT_ID),
+        (long.as_str(), "c1", tunnel::headers::USER),
+    ] {
+        let r = dial("127.0.0.11", user, id, "the-right-token");
+        let text = r.body.to_string();
+        assert_eq!(r.status, 400, "{}", &text[..text.len().min(300)]);
+        assert!(text.len() < 1000, "{} bytes answered", text.len());
+        assert!(
+            r.msg().contains(header) && r.msg().contains("longer than 128"),
+            "{}",
+            r.msg()
+        );
+    }
+
     // repeated failures from one address: 429 with Retry-After
     let locked = (0..10)
         .map(|_| dial("127.0.0.8", "alice", "c1", "a-wrong-token"))

@@ -117,24 +117,70 @@ fn one_server(db: TestDb) {
     // a run of a passing event is visible through the API, decided by the trigger
     let ev = api.get(&format!("/api/event/{}", ids[0])).ok();
     assert_eq!(ev["status"], "processed", "{ev}");
+    // one its filter dropped (most were decided as they were stored, from the cached
+    // trigger): the same verdict and reason as a worker gives
+    let ev = api.get(&format!("/api/event/{}", ids[1999])).ok();
+    assert_eq!(ev["status"], "processed", "{ev}");
+    assert_eq!(
+        ev["message"], "0 run(s) started, 1 pipeline(s) filtered out",
+        "{ev}"
+    );
+    assert_eq!(ev["triggers"][0]["status"], "unpass", "{ev}");
+    assert_eq!(
+        ev["triggers"][0]["reason"],
+        "pipelines[0].filters[0] (values.n): \"9\" is not one of [\"0\"]",
+        "{ev}"
+    );
+    changed_filter(&api);
     unheard_events(&api);
+}
+
+/// Sends one event and waits until it is decided; the event as the API shows it.
+fn send_one(api: &Api, body: &str) -> serde_json::Value {
+    let id = api.post("/api/event/send", body).ok()["id"]
+        .as_i64()
+        .unwrap();
+    wait_for("event decided", 30, || {
+        let v = api.get(&format!("/api/event/{id}")).ok();
+        (v["status"] != "created" && v["status"] != "processing").then_some(v)
+    })
+}
+
+/// A trigger whose filter changes: the events after the apply are decided by the new filter,
+/// whether a worker decides them (the first, which fills the cache) or the intake (the rest).
+fn changed_filter(api: &Api) {
+    api.post(
+        "/api/trigger-definition/apply",
+        TRIGGER.replace("matches: ['0']", "matches: ['7']"),
+    )
+    .ok();
+    for _ in 0..5 {
+        let ev = send_one(api, "name: burst\nversion: 1\nvalues: {n: '0'}\n");
+        assert_eq!(ev["triggers"][0]["status"], "unpass", "{ev}");
+        let ev = send_one(api, "name: burst\nversion: 1\nvalues: {n: '7'}\n");
+        assert_eq!(ev["triggers"][0]["status"], "pass", "{ev}");
+        assert!(ev["triggers"][0]["pipelineId"].is_i64(), "{ev}");
+    }
+    // an event shared only with another user is not this trigger's
+    let ev = send_one(
+        api,
+        "name: burst\nversion: 1\nvalues: {n: '7'}\nusers: [someone-else]\n",
+    );
+    assert_eq!(ev["triggers"][0]["status"], "unpass", "{ev}");
+    assert!(
+        ev["triggers"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("shared only with users"),
+        "{ev}"
+    );
+    api.post("/api/trigger-definition/apply", TRIGGER).ok();
 }
 
 /// Events no trigger listens for are decided (once the trigger cache knows, as they are
 /// stored); a trigger applied later hears the very next one.
 fn unheard_events(api: &Api) {
-    // sends one and waits until it is decided
-    let send = || {
-        let id = api
-            .post("/api/event/send", "name: unheard\nversion: 1\n")
-            .ok()["id"]
-            .as_i64()
-            .unwrap();
-        wait_for("event decided", 30, || {
-            let v = api.get(&format!("/api/event/{id}")).ok();
-            (v["status"] != "created" && v["status"] != "processing").then_some(v)
-        })
-    };
+    let send = || send_one(api, "name: unheard\nversion: 1\n");
     for _ in 0..50 {
         let ev = send();
         assert_eq!(ev["status"], "processed", "{ev}");

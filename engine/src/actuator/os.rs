@@ -210,31 +210,53 @@ impl Actuator for Os {
         })
     }
 
+    /// The log a piece of [`FOLLOW_PIECE`] bytes at a time, each piece one command
+    /// (`script::log_follow_command`): the next starts once the reader has taken the last, so
+    /// a reader slower than the actuator holds it back (the connection's other channels are
+    /// never blocked, and no more than a piece is ever queued here).
     fn follow<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<LogStream>> {
         Box::pin(async move {
-            let dir = check_job(job_id)?;
-            let mut stream = self
-                .session
-                .exec_stream(&script::log_command(dir, true))
-                .await
-                .map_err(err)?;
+            let dir = check_job(job_id)?.to_string();
+            let session = self.session.clone();
+            let piece = move |offset| script::log_follow_command(&dir, offset, Some(FOLLOW_PIECE));
+            let mut stream = session.exec_stream(&piece(0)).await.map_err(err)?;
             let (tx, rx) = mpsc::channel(64);
             tokio::spawn(async move {
+                let mut offset = 0u64;
                 loop {
-                    // stop as soon as the reader goes away, even while the log is quiet:
-                    // dropping the stream stops the remote tail
-                    let chunk = tokio::select! {
-                        c = stream.next_chunk() => c,
-                        _ = tx.closed() => break,
-                    };
-                    let Some(chunk) = chunk else { break };
-                    let item = chunk.map(|b| b.to_vec()).map_err(|e| e.to_string());
-                    if tx.send(item).await.is_err() {
-                        break;
+                    let mut got = 0u64;
+                    while got < FOLLOW_PIECE {
+                        // stop as soon as the reader goes away, even while the log is quiet:
+                        // dropping the stream stops the remote tail
+                        let chunk = tokio::select! {
+                            c = stream.next_chunk() => c,
+                            _ = tx.closed() => return,
+                        };
+                        // the command ended before its piece was full: the task ended and
+                        // its log was read to the end
+                        let Some(chunk) = chunk else { return };
+                        let item = chunk.map(|b| b.to_vec()).map_err(|e| e.to_string());
+                        got += item.as_ref().map_or(0, |b| b.len() as u64);
+                        let failed = item.is_err();
+                        if tx.send(item).await.is_err() || failed {
+                            return;
+                        }
                     }
+                    offset += got;
+                    stream = match session.exec_stream(&piece(offset)).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = tx.send(Err(e.to_string())).await;
+                            return;
+                        }
+                    };
                 }
             });
             Ok(rx)
         })
     }
 }
+
+/// Bytes of a log one command of a follow prints at most (well under the SSH pool's
+/// `output_limit` of queued output).
+const FOLLOW_PIECE: u64 = 4 << 20;

@@ -96,10 +96,14 @@ pub(crate) type MailboxRx = futures_channel::mpsc::UnboundedReceiver<RunMsg>;
 /// A run with an actor here: its mailbox, and the lease epoch it loaded.
 type RunSlot = (Mailbox, Option<i64>);
 
-type IntakeItem = (
-    crate::store::models::Event,
-    tokio::sync::oneshot::Sender<std::result::Result<(), Arc<store::StoreError>>>,
-);
+/// An event for the intake's writer: the row, its records when the cached triggers decided
+/// it (no pipeline passed), and who waits for the commit.
+struct IntakeItem {
+    row: crate::store::models::Event,
+    /// `Some` when decided before it is stored: the event-trigger records.
+    decided: Option<Vec<crate::store::models::EventTrigger>>,
+    answer: tokio::sync::oneshot::Sender<std::result::Result<(), Arc<store::StoreError>>>,
+}
 
 pub struct Engine {
     /// For the actors: retries transient errors until the database answers, so an outage
@@ -211,11 +215,32 @@ impl Engine {
 
     /// Stores a validated event (`created`) and hands it to a worker; returns when it is
     /// committed. Concurrent sends are written in one transaction (group commit).
-    pub async fn intake(&self, row: crate::store::models::Event) -> Result<i64> {
+    pub async fn intake(&self, mut row: crate::store::models::Event) -> Result<i64> {
         let id = row.id;
+        // decided here when the cache holds its triggers and no pipeline passes (the common
+        // case: filters that drop most events): stored decided, with its records, in the
+        // writer's transaction — no worker reads and writes it again. Otherwise a worker
+        // decides it (and fills the cache); the intake never waits for the database but to
+        // store.
+        let decided = match self
+            .cached_triggers(&row.name, &row.version, &row.creator)
+            .await
+        {
+            Some(list) => processor::decide_in_memory(&row, &list).map(|d| {
+                row.status = d.status.to_string();
+                row.message = d.message;
+                row.owner = self.settings.instance_id.clone();
+                d.records
+            }),
+            None => None,
+        };
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.intake
-            .send((row, tx))
+            .send(IntakeItem {
+                row,
+                decided,
+                answer: tx,
+            })
             .await
             .map_err(|_| Error::Internal("the event writer stopped".into()))?;
         match rx.await {
@@ -269,11 +294,17 @@ impl Engine {
         format!("{name}\u{0}{version}\u{0}{creator}")
     }
 
-    /// Whether the cache knows that no trigger listens for this event name, version and
-    /// sender (never reads the database: the intake writer asks, and must fail fast).
-    async fn known_unheard(&self, name: &str, version: &str, creator: &str) -> bool {
-        let key = Self::trigger_key(name, version, creator);
-        self.triggers.get(&key).await.is_some_and(|t| t.is_empty())
+    /// The triggers the cache holds for this event name, version and sender (never reads the
+    /// database: the intake asks, and must not wait for it).
+    async fn cached_triggers(
+        &self,
+        name: &str,
+        version: &str,
+        creator: &str,
+    ) -> Option<TriggerList> {
+        self.triggers
+            .get(&Self::trigger_key(name, version, creator))
+            .await
     }
 
     /// The triggers listening for this event name, version and sender (cached).
@@ -429,8 +460,9 @@ pub fn secret_hash(secret: &str) -> String {
     hex(&Sha256::digest(secret.as_bytes()))
 }
 
-/// The intake's writer: takes every send waiting, inserts them in one transaction, answers
-/// each, then dispatches them. One commit per batch instead of one per event.
+/// The intake's writer: takes every send waiting, inserts them (and the records of those
+/// decided already) in one transaction, answers each, then dispatches those still to decide.
+/// One commit per batch instead of one per event.
 async fn write_events(engine: Arc<Engine>, mut rx: mpsc::Receiver<IntakeItem>) {
     const MAX_BATCH: usize = 512;
     while let Some(first) = rx.recv().await {
@@ -441,23 +473,19 @@ async fn write_events(engine: Arc<Engine>, mut rx: mpsc::Receiver<IntakeItem>) {
                 Err(_) => break,
             }
         }
-        let (mut rows, answers): (Vec<crate::store::models::Event>, Vec<_>) =
-            batch.into_iter().unzip();
-        // an event the trigger cache knows no trigger listens for is decided here (stored
-        // `processed`): no worker reads and writes it again. Not cached: a worker decides it
-        // (and fills the cache); the writer never waits for the database but to store.
-        let mut waiting = Vec::with_capacity(rows.len());
-        for r in &mut rows {
-            let heard = !engine.known_unheard(&r.name, &r.version, &r.creator).await;
-            if !heard {
-                r.status = store::events::PROCESSED.to_string();
-                r.message = processor::NO_TRIGGER.to_string();
-            }
-            waiting.push(heard);
+        let mut rows = Vec::with_capacity(batch.len());
+        let mut records = Vec::new();
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut waiting = Vec::with_capacity(batch.len());
+        for item in batch {
+            waiting.push(item.decided.is_none());
+            records.extend(item.decided.into_iter().flatten());
+            rows.push(item.row);
+            answers.push(item.answer);
         }
         // fail fast: the senders are waiting for an answer (503 while the database is down)
         let rows = Arc::new(rows);
-        let res = store::events::insert_many(&engine.api_db, rows.clone())
+        let res = store::events::insert_many(&engine.api_db, rows.clone(), Arc::new(records))
             .await
             .map_err(Arc::new);
         if let Err(e) = &res {
@@ -475,7 +503,10 @@ async fn write_events(engine: Arc<Engine>, mut rx: mpsc::Receiver<IntakeItem>) {
                 if waiting {
                     engine.event_sent(r.id);
                 } else {
-                    m.event_decided(store::events::PROCESSED);
+                    m.event_decided(&r.status);
+                    if r.status != store::events::PROCESSED {
+                        log::info!("event {}: {}: {}", r.id, r.status, r.message);
+                    }
                 }
             }
         }

@@ -10,7 +10,7 @@
 use super::matching::{self, Verdict};
 use super::{run, Engine};
 use crate::definition::pipeline::DEFAULT_TIMEOUT;
-use crate::definition::{EventDoc, ImageRef};
+use crate::definition::ImageRef;
 use crate::store::models::{EventTrigger, Pipeline, Task};
 use crate::store::runs::Decision;
 use crate::store::{self, events, new_id, now_ms};
@@ -136,42 +136,141 @@ async fn decide(
     event: &crate::store::models::Event,
     pipelines: &mut PipelineCache,
 ) -> crate::Result<Decision> {
-    let id = event.id;
     let triggers = engine
         .triggers_for(&event.name, &event.version, &event.creator)
         .await?;
-    if triggers.is_empty() {
-        return Ok(Decision {
-            event_id: id,
-            status: events::PROCESSED,
-            message: NO_TRIGGER.into(),
-            records: Vec::new(),
-            runs: Vec::new(),
-        });
+    let mut m = match match_event(event, &triggers) {
+        Ok(m) => m,
+        Err(d) => return Ok(d),
+    };
+    let now = now_ms();
+    let mut runs: Vec<(Pipeline, Vec<Task>)> = Vec::new();
+    for pass in std::mem::take(&mut m.passes) {
+        let t = &triggers[pass.trigger];
+        let tp = &t.def.pipelines[m.records[pass.record].pipeline_index as usize];
+        let rec = &mut m.records[pass.record];
+        match pipelines.get(engine, &t.row.creator, &tp.image).await? {
+            None => {
+                rec.status = PROCESS_FAILED.into();
+                rec.reason = format!("pipeline {} does not exist", tp.image);
+            }
+            Some((img, def)) => {
+                let run_id = new_id();
+                rec.pipeline_id = Some(run_id);
+                let contexts: BTreeMap<String, String> = def
+                    .contexts
+                    .iter()
+                    .map(|c| (c.name.clone(), String::new()))
+                    .collect();
+                let run = Pipeline {
+                    id: run_id,
+                    creator: t.row.creator.clone(),
+                    event_id: Some(event.id),
+                    event_trigger_id: Some(rec.id),
+                    definition_creator: img.creator.clone(),
+                    definition_name: img.name.clone(),
+                    definition_version: img.version.clone(),
+                    trigger_name: t.row.name.clone(),
+                    event_name: event.name.clone(),
+                    event_version: event.version.clone(),
+                    event_creator: event.creator.clone(),
+                    status: run::RUNNING.into(),
+                    definition_snapshot: json(&*def),
+                    event_snapshot: event.content.clone(),
+                    trigger_snapshot: t.row.content.clone(),
+                    inputs: json(&pass.inputs),
+                    contexts: json(&contexts),
+                    outputs: "{}".into(),
+                    error: String::new(),
+                    owner: engine.settings.instance_id.clone(),
+                    lease_until: now + engine.lease.as_millis() as i64,
+                    created_at: now,
+                    started_at: Some(now),
+                    ended_at: None,
+                    updated_at: now,
+                    lease_epoch: 0,
+                };
+                let tasks = new_tasks(run_id, 0, &def, now);
+                runs.push((run, tasks));
+            }
+        }
     }
-    let doc: EventDoc = match serde_json::from_str(&event.content) {
-        Ok(d) => d,
+    Ok(conclude(event, m.records, runs))
+}
+
+/// What cached triggers make of an event when no pipeline passes: decided without the
+/// database, so the intake stores the event decided, with its records, in the transaction
+/// that stores it. `None` when a pipeline passes (its definition is read and the run
+/// written by a worker).
+pub(crate) fn decide_in_memory(
+    event: &crate::store::models::Event,
+    triggers: &[super::CachedTrigger],
+) -> Option<Decision> {
+    match match_event(event, triggers) {
+        Err(d) => Some(d),
+        Ok(m) if m.passes.is_empty() => Some(conclude(event, m.records, Vec::new())),
+        Ok(_) => None,
+    }
+}
+
+/// A pipeline of a trigger that passed: its record and inputs (the run is still to make).
+struct Pass {
+    record: usize,
+    trigger: usize,
+    inputs: BTreeMap<String, String>,
+}
+
+/// The records of an event's verdicts; passes are recorded `pass`, their runs still to make.
+struct Matched {
+    records: Vec<EventTrigger>,
+    passes: Vec<Pass>,
+}
+
+/// Matches an event against its triggers; `Err` is the whole decision (no trigger, or the
+/// stored event unreadable).
+fn match_event(
+    event: &crate::store::models::Event,
+    triggers: &[super::CachedTrigger],
+) -> Result<Matched, Decision> {
+    let id = event.id;
+    let bare = |status, message| Decision {
+        event_id: id,
+        status,
+        message,
+        records: Vec::new(),
+        runs: Vec::new(),
+    };
+    if triggers.is_empty() {
+        return Err(bare(events::PROCESSED, NO_TRIGGER.into()));
+    }
+    /// Of the event, only who may use it matters here.
+    #[derive(serde::Deserialize)]
+    struct Users {
+        #[serde(default, deserialize_with = "crate::document::stringish::vec")]
+        users: Vec<String>,
+    }
+    let users = match serde_json::from_str::<Users>(&event.content) {
+        Ok(d) => d.users,
         Err(e) => {
-            return Ok(Decision {
-                event_id: id,
-                status: events::PROCESS_FAILED,
-                message: format!("stored event unreadable: {e}"),
-                records: Vec::new(),
-                runs: Vec::new(),
-            })
+            return Err(bare(
+                events::PROCESS_FAILED,
+                format!("stored event unreadable: {e}"),
+            ))
         }
     };
     let now = now_ms();
-    let mut records = Vec::new();
-    let mut runs: Vec<(Pipeline, Vec<Task>)> = Vec::new();
-    for t in triggers.iter() {
-        let shared = doc.users.is_empty() || doc.users.contains(&t.row.creator);
+    let mut m = Matched {
+        records: Vec::new(),
+        passes: Vec::new(),
+    };
+    for (ti, t) in triggers.iter().enumerate() {
+        let shared = users.is_empty() || users.contains(&t.row.creator);
         let verdicts = if shared {
             matching::evaluate(&t.def, &event.content)
         } else {
             let why = format!(
                 "the event is shared only with users {:?}, not with {:?}",
-                doc.users, t.row.creator
+                users, t.row.creator
             );
             t.def
                 .pipelines
@@ -201,57 +300,24 @@ async fn decide(
                     rec.status = PROCESS_FAILED.into();
                     rec.reason = reason;
                 }
-                Verdict::Pass(inputs) => {
-                    match pipelines.get(engine, &t.row.creator, &tp.image).await? {
-                        None => {
-                            rec.status = PROCESS_FAILED.into();
-                            rec.reason = format!("pipeline {} does not exist", tp.image);
-                        }
-                        Some((img, def)) => {
-                            let run_id = new_id();
-                            rec.pipeline_id = Some(run_id);
-                            let contexts: BTreeMap<String, String> = def
-                                .contexts
-                                .iter()
-                                .map(|c| (c.name.clone(), String::new()))
-                                .collect();
-                            let run = Pipeline {
-                                id: run_id,
-                                creator: t.row.creator.clone(),
-                                event_id: Some(id),
-                                event_trigger_id: Some(rec.id),
-                                definition_creator: img.creator.clone(),
-                                definition_name: img.name.clone(),
-                                definition_version: img.version.clone(),
-                                trigger_name: t.row.name.clone(),
-                                event_name: event.name.clone(),
-                                event_version: event.version.clone(),
-                                event_creator: event.creator.clone(),
-                                status: run::RUNNING.into(),
-                                definition_snapshot: json(&*def),
-                                event_snapshot: event.content.clone(),
-                                trigger_snapshot: t.row.content.clone(),
-                                inputs: json(&inputs),
-                                contexts: json(&contexts),
-                                outputs: "{}".into(),
-                                error: String::new(),
-                                owner: engine.settings.instance_id.clone(),
-                                lease_until: now + engine.lease.as_millis() as i64,
-                                created_at: now,
-                                started_at: Some(now),
-                                ended_at: None,
-                                updated_at: now,
-                                lease_epoch: 0,
-                            };
-                            let tasks = new_tasks(run_id, 0, &def, now);
-                            runs.push((run, tasks));
-                        }
-                    }
-                }
+                Verdict::Pass(inputs) => m.passes.push(Pass {
+                    record: m.records.len(),
+                    trigger: ti,
+                    inputs,
+                }),
             }
-            records.push(rec);
+            m.records.push(rec);
         }
     }
+    Ok(m)
+}
+
+/// The event's status and message from its records and runs.
+fn conclude(
+    event: &crate::store::models::Event,
+    records: Vec<EventTrigger>,
+    runs: Vec<(Pipeline, Vec<Task>)>,
+) -> Decision {
     let failed: Vec<&EventTrigger> = records
         .iter()
         .filter(|r| r.status == PROCESS_FAILED)
@@ -283,13 +349,13 @@ async fn decide(
             ),
         )
     };
-    Ok(Decision {
-        event_id: id,
+    Decision {
+        event_id: event.id,
         status,
         message,
         records,
         runs,
-    })
+    }
 }
 
 /// The task rows of a DAG scope, all `initializing`.

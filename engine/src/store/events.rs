@@ -2,8 +2,8 @@
 //! transaction that decides the event (`runs::commit_batch`); `processing` is what earlier
 //! versions left while deciding, and is taken again once stale.
 
-use super::models::Event;
-use super::schema::events;
+use super::models::{Event, EventTrigger};
+use super::schema::{event_triggers, events};
 use super::{db_run, now_ms, Db, Result};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -82,18 +82,28 @@ pub async fn release_owned(db: &Db, owner: &str) -> Result<usize> {
     })
 }
 
-/// Inserts many events in one transaction (the intake batches concurrent sends): multi-row
-/// statements on a database server.
-pub async fn insert_many(db: &Db, rows: std::sync::Arc<Vec<Event>>) -> Result<()> {
+/// Inserts many events in one transaction (the intake batches concurrent sends), with the
+/// event-trigger records of those decided already: multi-row statements on a database
+/// server, one row per statement on SQLite (prepared once and cached: a statement of N rows
+/// is prepared anew for every N, and SQLite has no round trips to save).
+pub async fn insert_many(
+    db: &Db,
+    rows: std::sync::Arc<Vec<Event>>,
+    records: std::sync::Arc<Vec<EventTrigger>>,
+) -> Result<()> {
     use diesel_async::AsyncConnection;
     super::db_run_split!(db,
         sqlite {
-            let rows = rows.clone();
-            // one row per statement: the statement is prepared once and cached (a statement
-            // of N rows is prepared anew for every N), and SQLite has no round trips to save
+            let (rows, records) = (rows.clone(), records.clone());
             move |s: &mut diesel::SqliteConnection| diesel::Connection::transaction(s, |s| {
                 for row in rows.iter() {
                     diesel::RunQueryDsl::execute(diesel::insert_into(events::table).values(row), s)?;
+                }
+                for r in records.iter() {
+                    diesel::RunQueryDsl::execute(
+                        diesel::insert_into(event_triggers::table).values(r),
+                        s,
+                    )?;
                 }
                 Ok(())
             })
@@ -102,6 +112,12 @@ pub async fn insert_many(db: &Db, rows: std::sync::Arc<Vec<Event>>) -> Result<()
             c.transaction::<_, super::StoreError, _>(async |c| {
                 for chunk in rows.chunks(1000) {
                     diesel::insert_into(events::table)
+                        .values(chunk)
+                        .execute(c)
+                        .await?;
+                }
+                for chunk in records.chunks(1000) {
+                    diesel::insert_into(event_triggers::table)
                         .values(chunk)
                         .execute(c)
                         .await?;
