@@ -213,8 +213,9 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Stores a validated event (`created`) and hands it to a worker; returns when it is
-    /// committed. Concurrent sends are written in one transaction (group commit).
+    /// Stores a validated event — decided, when the cached triggers pass no pipeline of it;
+    /// else `created`, and hands it to a worker — and returns when it is committed.
+    /// Concurrent sends are written in one transaction (group commit).
     pub async fn intake(&self, mut row: crate::store::models::Event) -> Result<i64> {
         let id = row.id;
         // decided here when the cache holds its triggers and no pipeline passes (the common
