@@ -57,8 +57,12 @@ fn kill_9_loses_nothing_acknowledged() {
     // two writers send events as fast as they can; each records the ids it got a 200 for
     let acked = Arc::new(Mutex::new(Vec::<i64>::new()));
     let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..2)
-        .map(|_| {
+    // one sends events the trigger starts a run for, the other events its filter drops
+    // (decided as they are stored, with their records, once the trigger is cached)
+    let dropped = EVENT.replace("a@b.c", "other@b.c");
+    let writers: Vec<_> = [EVENT.to_string(), dropped]
+        .into_iter()
+        .map(|event| {
             let (acked, stop, base, token) =
                 (acked.clone(), stop.clone(), base.clone(), api.token.clone());
             std::thread::spawn(move || {
@@ -73,7 +77,7 @@ fn kill_9_loses_nothing_acknowledged() {
                             "Authorization",
                             format!("Bearer {}", token.clone().unwrap_or_default()),
                         )
-                        .send(EVENT);
+                        .send(&event);
                     match r {
                         Ok(mut r) => {
                             let v: serde_json::Value = r.body_mut().read_json().expect("json");
@@ -134,6 +138,33 @@ fn kill_9_loses_nothing_acknowledged() {
             let e = engine::store::events::get(&db, *id).await.expect("query");
             assert!(e.is_some(), "acknowledged event {id} lost");
         }
+        // a decision and its record were written together: no decided event without its
+        // record (one trigger pipeline), none with two
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let count = |sql: &'static str| {
+            let db = db.clone();
+            async move {
+                use diesel_async::RunQueryDsl;
+                let rows: Vec<N> =
+                    engine::db_run!(db, |c| Ok(diesel::sql_query(sql).load(c).await?)).unwrap();
+                rows[0].n
+            }
+        };
+        let decided = count("SELECT COUNT(*) AS n FROM events WHERE status <> 'created'").await;
+        assert!(decided > 0, "no event was decided before the kill");
+        assert_eq!(
+            count(
+                "SELECT COUNT(*) AS n FROM events e WHERE e.status <> 'created' AND \
+                 (SELECT COUNT(*) FROM event_triggers t WHERE t.event_id = e.id) <> 1"
+            )
+            .await,
+            0,
+            "a decided event without exactly one record"
+        );
     });
     eprintln!("{} acknowledged events all survived kill -9", acked.len());
 }
