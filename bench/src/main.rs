@@ -7,7 +7,7 @@
 //! `--streams N`, `--stream-secs N`, `--agents N`.
 //!
 //! Issue 14's six (`scale`: processing, intake, `cluster` — three servers vs one in containers,
-//! `--cpus F` each (default 0.1), `--clients` default 384, enough to saturate one server —, `takeover` — kill -9 with `--runs N` in flight —, parked,
+//! `--cpus F` each (default 0.1), `--clients` default 384, enough to saturate one server, `--rounds N` alternations (default 1; 3 in `scale`) and their median —, `takeover` — kill -9 with `--runs N` in flight —, parked,
 //! the SSH and agent chains) need the release `eventops` and `eventops-client` next to this
 //! binary, Docker and haproxy (scripts/services.sh).
 //!
@@ -920,14 +920,19 @@ fn main() {
         "files" => files_bench::run(mib),
         "k8s" => k8s_bench::run(),
         "console" => console_bench::run(),
-        "cluster" => cluster_bench::cluster(secs.min(600), opt("--clients", 384), cpus),
+        "cluster" => cluster_bench::cluster(
+            secs.min(600),
+            opt("--clients", 384),
+            cpus,
+            opt("--rounds", 1),
+        ),
         "takeover" => cluster_bench::takeover(opt("--runs", 100)),
         // issue 14's six: processing, intake, three servers vs one, takeover, parked runs,
         // the SSH and agent chains
         "scale" => {
             scale_bench::processing(10, clients);
             intake(secs.min(10), clients);
-            cluster_bench::cluster(10, opt("--clients", 384), cpus);
+            cluster_bench::cluster(10, opt("--clients", 384), cpus, opt("--rounds", 3));
             cluster_bench::takeover(opt("--runs", 100));
             parked(10_000, true);
             parked(10_000, false);
