@@ -714,38 +714,27 @@ pub fn cancel_command(dir: &str) -> String {
     )
 }
 
-/// Prints the task's log (`follow`: see [`log_follow_command`] from offset 0).
-pub fn log_command(dir: &str, follow: bool) -> String {
-    if follow {
-        log_follow_command(dir, 0, None)
-    } else {
-        format!("cat \"$HOME\"/{}/{}", shell_quote(dir), c::NOHUP_LOG)
-    }
+/// Prints the task's log.
+pub fn log_command(dir: &str) -> String {
+    format!("cat \"$HOME\"/{}/{}", shell_quote(dir), c::NOHUP_LOG)
 }
 
-/// Prints the task's log from byte `offset` on, as it grows, until the task ends — or, with
-/// `max`, until `max` bytes are printed (then `tail` stops at its next write, or when the
-/// task ends). A follow reads the log one such piece at a time, so that a slow reader holds
-/// the actuator back instead of the server queueing what it cannot pass on.
-pub fn log_follow_command(dir: &str, offset: u64, max: Option<u64>) -> String {
-    let tail = format!(
-        "tail -c +{from} --pid=\"$(cat {pid})\" -f {log}",
-        from = offset + 1,
-        pid = c::NOHUP_PID,
-        log = c::NOHUP_LOG,
-    );
+/// Prints the task's log from byte `offset` on, as it grows, until the task ends or `max`
+/// bytes are printed (then `tail` stops at its next write, or when the task ends). A follow
+/// reads the log one such piece at a time, so that a slow reader holds the actuator back
+/// instead of the server queueing what it cannot pass on.
+pub fn log_follow_command(dir: &str, offset: u64, max: u64) -> String {
+    // head writes through stdio: unbuffered (stdbuf, coreutils) it passes each line on as it
+    // comes; where stdbuf is missing, plain head (the piece then comes whole)
     format!(
         "cd \"$HOME\"/{dir} 2>/dev/null || {{ echo 'no such task directory' >&2; exit 1; }}; \
-         while [ ! -e {pid} ]; do sleep 0.1; done; touch {log}; {run}",
+         while [ ! -e {pid} ]; do sleep 0.1; done; touch {log}; \
+         tail -c +{from} --pid=\"$(cat {pid})\" -f {log} | \
+         {{ stdbuf -o0 head -c {max} 2>/dev/null || head -c {max}; }}",
         dir = shell_quote(dir),
         pid = c::NOHUP_PID,
         log = c::NOHUP_LOG,
-        run = match max {
-            // head writes through stdio: unbuffered (stdbuf, coreutils) it passes each line on
-            // as it comes; where stdbuf is missing, plain head (the piece then comes whole)
-            Some(n) => format!("{tail} | {{ stdbuf -o0 head -c {n} 2>/dev/null || head -c {n}; }}"),
-            None => format!("exec {tail}"),
-        }
+        from = offset + 1,
     )
 }
 
@@ -1460,9 +1449,8 @@ mod tests {
             watch_command(&dir, 5),
             status_command(&dir),
             cancel_command(&dir),
-            log_command(&dir, true),
-            log_command(&dir, false),
-            log_follow_command(&dir, 7, Some(4096)),
+            log_command(&dir),
+            log_follow_command(&dir, 7, 4096),
         ];
         // a word with a dot in it, not a number (0.01) nor part of a path (/dev/null has none)
         let file = regex::Regex::new(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+").unwrap();

@@ -197,7 +197,7 @@ impl Actuator for Os {
             let dir = check_job(job_id)?;
             let out = self
                 .session
-                .exec(&script::log_command(dir, false), None)
+                .exec(&script::log_command(dir), None)
                 .await
                 .map_err(err)?;
             if !out.success() {
@@ -218,7 +218,7 @@ impl Actuator for Os {
         Box::pin(async move {
             let dir = check_job(job_id)?.to_string();
             let session = self.session.clone();
-            let piece = move |offset| script::log_follow_command(&dir, offset, Some(FOLLOW_PIECE));
+            let piece = move |offset| script::log_follow_command(&dir, offset, FOLLOW_PIECE);
             let mut stream = session.exec_stream(&piece(0)).await.map_err(err)?;
             let (tx, rx) = mpsc::channel(64);
             tokio::spawn(async move {

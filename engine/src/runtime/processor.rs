@@ -147,7 +147,7 @@ async fn decide(
     let mut runs: Vec<(Pipeline, Vec<Task>)> = Vec::new();
     for pass in std::mem::take(&mut m.passes) {
         let t = &triggers[pass.trigger];
-        let tp = &t.def.pipelines[m.records[pass.record].pipeline_index as usize];
+        let tp = &t.def.pipelines[pass.pipeline];
         let rec = &mut m.records[pass.record];
         match pipelines.get(engine, &t.row.creator, &tp.image).await? {
             None => {
@@ -217,6 +217,7 @@ pub(crate) fn decide_in_memory(
 struct Pass {
     record: usize,
     trigger: usize,
+    pipeline: usize,
     inputs: BTreeMap<String, String>,
 }
 
@@ -303,6 +304,7 @@ fn match_event(
                 Verdict::Pass(inputs) => m.passes.push(Pass {
                     record: m.records.len(),
                     trigger: ti,
+                    pipeline: idx,
                     inputs,
                 }),
             }
